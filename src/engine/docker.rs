@@ -1,0 +1,1 @@
+//! The Docker-compatible socket API, spoken through bollard, for Docker and Podman alike.

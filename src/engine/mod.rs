@@ -1,0 +1,149 @@
+//! The boundary to the container runtime: the `Engine` trait and the types that cross it.
+//!
+//! Only this module talks to the container socket, and only this module knows bollard. Docker and
+//! Podman differences (health checks without systemd, state names, image name resolution) are
+//! handled behind the trait, never by callers. Deciding *what* to create is `deploy`'s job; the
+//! engine carries out one request at a time.
+
+pub mod docker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::stack::compose;
+
+/// A container runtime reached through its Docker-compatible API.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Which engine answers, and its API version.
+    async fn info(&self) -> anyhow::Result<EngineInfo>;
+    /// Containers, running or not, labelled `com.docker.compose.project=<project>`; with `None`,
+    /// every container carrying that label.
+    async fn containers(&self, project: Option<&str>) -> anyhow::Result<Vec<Container>>;
+    /// The current state of one container.
+    async fn inspect(&self, id: &str) -> anyhow::Result<ContainerStatus>;
+    /// The id of a local image, `None` when the engine does not have it.
+    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>>;
+    /// Pulls an image, reporting progress lines to `progress`.
+    async fn pull(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync))
+    -> anyhow::Result<()>;
+    /// Builds `tag` from a compose `build:` section.
+    async fn build(
+        &self,
+        tag: &str,
+        build: &compose::Build,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<()>;
+    /// Creates the network unless one of that name exists; for an external network, checks
+    /// that it exists.
+    async fn ensure_network(&self, network: &compose::Network) -> anyhow::Result<()>;
+    /// Networks labelled `com.docker.compose.project=<project>`.
+    async fn networks(&self, project: &str) -> anyhow::Result<Vec<String>>;
+    async fn remove_network(&self, name: &str) -> anyhow::Result<()>;
+    /// Creates the volume unless one of that name exists; for an external volume, checks that
+    /// it exists.
+    async fn ensure_volume(&self, volume: &compose::Volume) -> anyhow::Result<()>;
+    /// Creates (but does not start) a container, attached to all its networks. Returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String>;
+    async fn start(&self, id: &str) -> anyhow::Result<()>;
+    /// Stops a container, waiting `timeout` (the engine's default when `None`) before killing it.
+    async fn stop(&self, id: &str, timeout: Option<Duration>) -> anyhow::Result<()>;
+    /// Removes a container (forcibly, with its anonymous volumes).
+    async fn remove(&self, id: &str) -> anyhow::Result<()>;
+    async fn rename(&self, id: &str, name: &str) -> anyhow::Result<()>;
+    /// One reading of a container's health. On engines that cannot run health checks themselves
+    /// (Podman without systemd) this runs `check` through exec.
+    async fn health(&self, id: &str, check: &compose::Healthcheck) -> anyhow::Result<Health>;
+    /// The last `tail` lines of a container's output, stdout and stderr interleaved.
+    async fn logs(&self, id: &str, tail: usize) -> anyhow::Result<String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Docker,
+    Podman,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineInfo {
+    pub kind: EngineKind,
+    pub version: String,
+    pub api_version: String,
+}
+
+/// A container as listed: enough to compare with what a compose file wants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Container {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// The image reference it was created from.
+    pub image: String,
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+}
+
+impl Container {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// A container's lifecycle state. Engines report states the API enum does not know (Podman's
+/// `stopped`); those become `Unknown` rather than an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerStatus {
+    pub state: State,
+    pub exit_code: Option<i64>,
+    /// The engine's own health status, where the container has a health check.
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// Everything needed to create one service's container. `deploy` decides names, labels, network
+/// aliases and volume names, as Docker Compose would; the engine maps them onto its API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// The service with its image resolved (`image` is always `Some`).
+    pub service: compose::Service,
+    /// Every label the container carries: the service's own and Compose's.
+    pub labels: BTreeMap<String, String>,
+    /// In attachment order; the first is the one given at create time.
+    pub networks: Vec<Attachment>,
+    /// Engine volume names by their key in the project's `volumes`.
+    pub volume_names: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// The engine's network name.
+    pub network: String,
+    pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+}
