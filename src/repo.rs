@@ -1,1 +1,1 @@
-//! TODO
+//! Git sync of the environment repository.
