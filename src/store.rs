@@ -1,1 +1,203 @@
-//! TODO
+//! What was deployed, persisted in the state directory, and the lock that lets one process deploy.
+//!
+//! State is one JSON file, written to a temporary file, synced and renamed into place, so that a
+//! crash leaves either the old or the new state, never half of one. It never lives in the git
+//! checkout. The lock is an OS file lock (released by the kernel if the holder dies) whose file
+//! also says who holds it, so that a waiting process can tell its user.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Everything stackhook remembers between deployments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Stacks by name, as last deployed successfully.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, StackRecord>,
+}
+
+/// One stack as it was last deployed successfully.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackRecord {
+    pub commit: String,
+    pub fingerprint: String,
+    /// The compose project name, so that a stack removed from the repo can still be found.
+    pub project: String,
+    /// RFC 3339.
+    pub deployed_at: String,
+    /// Service name → config hash.
+    #[serde(default)]
+    pub services: BTreeMap<String, String>,
+}
+
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "deploy.lock";
+
+/// Reads the state; a state directory without a state file is an empty state.
+pub fn load(state_dir: &Path) -> anyhow::Result<State> {
+    let path = state_dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}: not valid stackhook state", path.display())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the state atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn save(state_dir: &Path, state: &State) -> anyhow::Result<()> {
+    let path = state_dir.join(STATE_FILE);
+    let json = serde_json::to_vec_pretty(state).context("serialising state")?;
+    write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// The deploy lock, held for the length of one deployment. Dropping it releases it.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock, waiting up to `patience` for another process to release it. `holder`
+    /// describes this process (`stackhook serve, pid 42`); a waiting process is told it.
+    /// `on_wait` is called once, with the current holder, if the lock is taken.
+    pub fn acquire(
+        state_dir: &Path,
+        holder: &str,
+        patience: Duration,
+        on_wait: impl FnOnce(&str),
+    ) -> anyhow::Result<Lock> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+        let path = state_dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let deadline = Instant::now() + patience;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let current = read_holder(&mut file);
+                    if Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "another stackhook is deploying from {} ({current}); gave up after {}",
+                            state_dir.display(),
+                            humantime::format_duration(patience)
+                        );
+                    }
+                    if let Some(on_wait) = on_wait.take() {
+                        on_wait(&current);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(TryLockError::Error(error)) => {
+                    return Err(error).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(holder.as_bytes())?;
+        file.sync_data()?;
+        Ok(Lock { _file: file })
+    }
+}
+
+fn read_holder(file: &mut File) -> String {
+    let mut holder = String::new();
+    let _ = file.rewind().and_then(|_| file.read_to_string(&mut holder));
+    if holder.trim().is_empty() {
+        "holder unknown".to_owned()
+    } else {
+        holder.trim().to_owned()
+    }
+}
+
+/// The path of the git checkout inside the state directory.
+pub fn checkout_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("repo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), State::default());
+        let mut state = State::default();
+        state.stacks.insert(
+            "web".into(),
+            StackRecord {
+                commit: "abc".into(),
+                fingerprint: "f".into(),
+                project: "web".into(),
+                deployed_at: "2026-11-22T00:00:00Z".into(),
+                services: BTreeMap::from([("app".into(), "h".into())]),
+            },
+        );
+        save(dir.path(), &state).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), state);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from(STATE_FILE)]);
+    }
+
+    #[test]
+    fn corrupt_state_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), "{").unwrap();
+        let error = format!("{:#}", load(dir.path()).unwrap_err());
+        assert!(error.contains("state.json: not valid stackhook state"), "{error}");
+    }
+
+    #[test]
+    fn second_holder_is_told_who_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Lock::acquire(dir.path(), "stackhook serve, pid 1", Duration::ZERO, |_| {})
+            .unwrap();
+        let mut seen = String::new();
+        let error = Lock::acquire(dir.path(), "second", Duration::from_millis(250), |holder| {
+            seen = holder.to_owned()
+        })
+        .unwrap_err();
+        assert_eq!(seen, "stackhook serve, pid 1");
+        assert!(
+            error.to_string().contains("another stackhook is deploying"),
+            "{error}"
+        );
+        drop(first);
+        Lock::acquire(dir.path(), "second", Duration::ZERO, |_| {}).unwrap();
+    }
+}

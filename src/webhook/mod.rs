@@ -1,1 +1,118 @@
-//! TODO
+//! GitHub's webhook contract, framework-free: the signature check and the events stackhook acts on.
+//!
+//! No IO and no HTTP framework: `http` hands in header values and the raw body. The signature is
+//! checked over the raw bytes before any JSON is parsed, in constant time.
+
+mod signature;
+
+pub use signature::{SignatureError, sign, verify};
+
+use serde::Deserialize;
+
+/// What a delivery asks of stackhook, decided from `X-GitHub-Event` and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Ping,
+    /// A push to `branch` (the `refs/heads/` prefix removed) whose head is `after`.
+    Push { branch: String, after: String },
+    /// A push of a tag or anything that is not a branch.
+    OtherRef(String),
+    /// An event stackhook does not act on, by name.
+    Other(String),
+}
+
+/// Why a delivery's body could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {event} payload: {source}")]
+pub struct PayloadError {
+    event: String,
+    source: serde_json::Error,
+}
+
+/// Reads an event from its name (`X-GitHub-Event`) and raw JSON body. A missing event name is
+/// treated as a push: the gitops-deploy-server paths take bodies without that header.
+pub fn parse_event(name: Option<&str>, body: &[u8]) -> Result<Event, PayloadError> {
+    let name = name.unwrap_or("push");
+    match name {
+        "ping" => Ok(Event::Ping),
+        "push" => {
+            #[derive(Deserialize)]
+            struct Push {
+                #[serde(rename = "ref")]
+                reference: String,
+                #[serde(default)]
+                after: String,
+            }
+            let push: Push = serde_json::from_slice(body).map_err(|source| PayloadError {
+                event: name.to_owned(),
+                source,
+            })?;
+            Ok(match push.reference.strip_prefix("refs/heads/") {
+                Some(branch) => Event::Push {
+                    branch: branch.to_owned(),
+                    after: push.after,
+                },
+                None => Event::OtherRef(push.reference),
+            })
+        }
+        other => Ok(Event::Other(other.to_owned())),
+    }
+}
+
+/// The `action` of a delivery body (`release`, `registry_package`, ...), if it has one. The
+/// single-stack endpoint acts only on `published` so that an app repository's release webhook
+/// redeploys once per release, not on every draft or edit.
+pub fn action(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct WithAction {
+        action: Option<String>,
+    }
+    serde_json::from_slice::<WithAction>(body).ok()?.action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: Option<&str>, body: &str, expected: expect_test::Expect) {
+        let actual = match parse_event(name, body.as_bytes()) {
+            Ok(event) => format!("{event:?}"),
+            Err(error) => format!("error: {error}"),
+        };
+        expected.assert_eq(&actual);
+    }
+
+    #[test]
+    fn events() {
+        use expect_test::expect;
+        check(Some("ping"), "{}", expect![[r#"Ping"#]]);
+        check(
+            Some("push"),
+            r#"{"ref":"refs/heads/main","after":"abc"}"#,
+            expect![[r#"Push { branch: "main", after: "abc" }"#]],
+        );
+        check(
+            None,
+            r#"{"ref":"refs/heads/feature/x"}"#,
+            expect![[r#"Push { branch: "feature/x", after: "" }"#]],
+        );
+        check(
+            Some("push"),
+            r#"{"ref":"refs/tags/v1"}"#,
+            expect![[r#"OtherRef("refs/tags/v1")"#]],
+        );
+        check(Some("issues"), "not json", expect![[r#"Other("issues")"#]]);
+        check(
+            Some("push"),
+            "{",
+            expect![[r#"error: invalid push payload: EOF while parsing an object at line 1 column 1"#]],
+        );
+    }
+
+    #[test]
+    fn release_action() {
+        assert_eq!(action(br#"{"action":"published"}"#).as_deref(), Some("published"));
+        assert_eq!(action(b"{}"), None);
+        assert_eq!(action(b""), None);
+    }
+}
