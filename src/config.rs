@@ -3,7 +3,15 @@
 //! The only module that reads environment variables. Everything downstream takes typed values
 //! (`Secret`, `Duration`, `PathBuf`) and never re-checks them.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
 
 /// A value that must never reach logs, the status page or the API. `Debug` and `Display` print
 /// `[redacted]`; the value itself is reached only through `expose`.
@@ -29,5 +37,295 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// Everything stackhook needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The environment repository: a URL or a local path.
+    pub repo: String,
+    /// `None`: the remote's default branch.
+    pub branch: Option<String>,
+    /// The directory in the repository that holds one directory per stack.
+    pub services_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub webhook_secret: Option<Secret>,
+    pub api_token: Option<Secret>,
+    pub poll_interval: Option<Duration>,
+    pub prune: bool,
+    /// Engine sockets to try, in order.
+    pub engine_hosts: Vec<String>,
+    pub git_token: Option<Secret>,
+    pub git_ssh_key: Option<PathBuf>,
+    pub git_known_hosts: Option<PathBuf>,
+    pub git_check_host_keys: bool,
+    /// The process environment that compose files are interpolated with, without stackhook's own
+    /// `STACKHOOK_*` settings (which hold secrets).
+    pub environment: BTreeMap<String, String>,
+}
+
+/// The config file's keys: the environment variables' names without `STACKHOOK_`, lowercase.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    repo: Option<String>,
+    branch: Option<String>,
+    services_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+    webhook_secret: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
+    api_token: Option<String>,
+    api_token_file: Option<PathBuf>,
+    poll_interval: Option<String>,
+    prune: Option<bool>,
+    git_token: Option<String>,
+    git_token_file: Option<PathBuf>,
+    git_ssh_key_file: Option<PathBuf>,
+    git_known_hosts_file: Option<PathBuf>,
+    git_check_host_keys: Option<bool>,
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1337";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/stackhook";
+pub const DEFAULT_ENGINE_HOSTS: [&str; 2] =
+    ["unix:///var/run/docker.sock", "unix:///run/podman/podman.sock"];
+
+impl Config {
+    /// Reads the optional config file and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let environment: BTreeMap<String, String> = std::env::vars().collect();
+        Config::from_sources(file, &environment)
+    }
+
+    /// Builds a config from a file and an explicit environment; the environment wins.
+    pub fn from_sources(
+        file: Option<&Path>,
+        environment: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Config> {
+        let file = match file {
+            Some(path) => {
+                let text = fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<File>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
+            }
+            None => File::default(),
+        };
+        let env = |name: &str| {
+            environment
+                .get(&format!("STACKHOOK_{name}"))
+                .filter(|value| !value.is_empty())
+                .cloned()
+        };
+        let setting = |name: &str, from_file: Option<String>| env(name).or(from_file);
+        let path_setting =
+            |name: &str, from_file: Option<PathBuf>| env(name).map(PathBuf::from).or(from_file);
+        let secret = |name: &str, value: Option<String>, path: Option<PathBuf>| {
+            let file_name = format!("{name}_FILE");
+            read_secret(
+                name,
+                setting(name, value),
+                path_setting(&file_name, path),
+            )
+        };
+
+        let repo = setting("REPO", file.repo).ok_or_else(|| {
+            anyhow::anyhow!("STACKHOOK_REPO is not set: name the environment repository (a URL or a path)")
+        })?;
+        let listen = setting("LISTEN", file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen
+            .parse()
+            .map_err(|_| anyhow::anyhow!("STACKHOOK_LISTEN: {listen:?} is not an address like 0.0.0.0:1337"))?;
+        let poll_interval = match setting("POLL_INTERVAL", file.poll_interval) {
+            None => None,
+            Some(text) if text == "off" || text == "0" => None,
+            Some(text) => Some(humantime::parse_duration(&text).map_err(|error| {
+                anyhow::anyhow!("STACKHOOK_POLL_INTERVAL: {text:?} is not a duration like 30s: {error}")
+            })?),
+        };
+        let prune = bool_setting("PRUNE", env("PRUNE"), file.prune, true)?;
+        let git_check_host_keys = bool_setting(
+            "GIT_SSH_CHECK_HOST_KEYS",
+            env("GIT_SSH_CHECK_HOST_KEYS"),
+            file.git_check_host_keys,
+            true,
+        )?;
+        let engine_hosts = ["DOCKER_HOST", "CONTAINER_HOST"]
+            .iter()
+            .find_map(|name| environment.get(*name).filter(|v| !v.is_empty()))
+            .map(|host| vec![host.clone()])
+            .unwrap_or_else(|| DEFAULT_ENGINE_HOSTS.map(String::from).to_vec());
+        let services_dir = path_setting("SERVICES_DIR", file.services_dir)
+            .unwrap_or_else(|| PathBuf::from("services"));
+        if services_dir.is_absolute()
+            || services_dir
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            anyhow::bail!(
+                "STACKHOOK_SERVICES_DIR: {} must be a path inside the repository",
+                services_dir.display()
+            );
+        }
+
+        Ok(Config {
+            repo,
+            branch: setting("BRANCH", file.branch),
+            services_dir,
+            state_dir: path_setting("STATE_DIR", file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            listen,
+            webhook_secret: secret("WEBHOOK_SECRET", file.webhook_secret, file.webhook_secret_file)?,
+            api_token: secret("API_TOKEN", file.api_token, file.api_token_file)?,
+            poll_interval,
+            prune,
+            engine_hosts,
+            git_token: secret("GIT_TOKEN", file.git_token, file.git_token_file)?,
+            git_ssh_key: path_setting("GIT_SSH_KEY_FILE", file.git_ssh_key_file),
+            git_known_hosts: path_setting("GIT_KNOWN_HOSTS_FILE", file.git_known_hosts_file),
+            git_check_host_keys,
+            environment: environment
+                .iter()
+                .filter(|(name, _)| !name.starts_with("STACKHOOK_"))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        })
+    }
+}
+
+fn read_secret(
+    name: &str,
+    value: Option<String>,
+    path: Option<PathBuf>,
+) -> anyhow::Result<Option<Secret>> {
+    match (value, path) {
+        (Some(_), Some(_)) => anyhow::bail!("STACKHOOK_{name} and STACKHOOK_{name}_FILE are both set: use one"),
+        (Some(value), None) => Ok(Some(Secret::new(value))),
+        (None, Some(path)) => {
+            let value = fs::read_to_string(&path)
+                .with_context(|| format!("STACKHOOK_{name}_FILE: reading {}", path.display()))?;
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                anyhow::bail!("STACKHOOK_{name}_FILE: {} is empty", path.display());
+            }
+            Ok(Some(Secret::new(value)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn bool_setting(
+    name: &str,
+    from_env: Option<String>,
+    from_file: Option<bool>,
+    default: bool,
+) -> anyhow::Result<bool> {
+    match from_env {
+        None => Ok(from_file.unwrap_or(default)),
+        Some(text) => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => anyhow::bail!("STACKHOOK_{name}: {text:?} is not true or false"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)], file: Option<&str>) -> anyhow::Result<Config> {
+        let environment = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stackhook.toml");
+        if let Some(text) = file {
+            fs::write(&path, text).unwrap();
+        }
+        Config::from_sources(file.map(|_| path.as_path()), &environment)
+    }
+
+    fn check_error(pairs: &[(&str, &str)], file: Option<&str>, expected: expect_test::Expect) {
+        let error = load(pairs, file).unwrap_err();
+        expected.assert_eq(&format!("{error:#}"));
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&[("STACKHOOK_REPO", "/srv/env"), ("HOME", "/root")], None).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.services_dir, PathBuf::from("services"));
+        assert_eq!(config.poll_interval, None);
+        assert!(config.prune && config.git_check_host_keys);
+        assert_eq!(config.engine_hosts, DEFAULT_ENGINE_HOSTS.map(String::from));
+        assert_eq!(config.environment.keys().collect::<Vec<_>>(), ["HOME"]);
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let config = load(
+            &[("STACKHOOK_BRANCH", "prod"), ("STACKHOOK_POLL_INTERVAL", "1m")],
+            Some("repo = \"/srv/env\"\nbranch = \"main\"\npoll_interval = \"30s\"\nprune = false\n"),
+        )
+        .unwrap();
+        assert_eq!(config.repo, "/srv/env");
+        assert_eq!(config.branch.as_deref(), Some("prod"));
+        assert_eq!(config.poll_interval, Some(Duration::from_secs(60)));
+        assert!(!config.prune);
+    }
+
+    #[test]
+    fn secrets_from_files_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        fs::write(&path, "s3cret\n").unwrap();
+        let config = load(
+            &[
+                ("STACKHOOK_REPO", "/srv/env"),
+                ("STACKHOOK_WEBHOOK_SECRET_FILE", path.to_str().unwrap()),
+                ("STACKHOOK_API_TOKEN", "token"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.webhook_secret.as_ref().unwrap().expose(), "s3cret");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret") && !debug.contains("token\""), "{debug}");
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        use expect_test::expect;
+        check_error(&[], None, expect![[r#"STACKHOOK_REPO is not set: name the environment repository (a URL or a path)"#]]);
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_LISTEN", "nowhere")],
+            None,
+            expect![[r#"STACKHOOK_LISTEN: "nowhere" is not an address like 0.0.0.0:1337"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_POLL_INTERVAL", "soon")],
+            None,
+            expect![[r#"STACKHOOK_POLL_INTERVAL: "soon" is not a duration like 30s: expected number at 0"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_PRUNE", "maybe")],
+            None,
+            expect![[r#"STACKHOOK_PRUNE: "maybe" is not true or false"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_API_TOKEN_FILE", "/nonexistent/token")],
+            None,
+            expect![[r#"STACKHOOK_API_TOKEN_FILE: reading /nonexistent/token: No such file or directory (os error 2)"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_SERVICES_DIR", "../x")],
+            None,
+            expect![[r#"STACKHOOK_SERVICES_DIR: ../x must be a path inside the repository"#]],
+        );
     }
 }

@@ -1,4 +1,122 @@
-//! What should run: the stacks under the services directory and their compose projects.
+//! What should run: stack names, the compose model, and the fingerprints that say what changed.
+//!
+//! A *stack* is one directory under the services directory; its compose file is a *project*.
+//! This module reads compose files and nothing else: it knows neither git nor the engine. The
+//! caller hands in what git knows (a directory's tree id, a path's content id).
 
 pub mod compose;
 mod interpolate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// A stack's name: a plain directory name, safe to join onto a path and to use in a URL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct StackName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a stack name: use letters, digits, '-', '_' and '.', not starting with '.'")]
+pub struct NameError(String);
+
+impl StackName {
+    pub fn parse(name: &str) -> Result<StackName, NameError> {
+        let plain = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if plain {
+            Ok(StackName(name.to_owned()))
+        } else {
+            Err(NameError(name.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The hash stored in `com.docker.compose.config-hash`: everything that shapes one service's
+/// container. Two services with equal hashes need no recreate.
+///
+/// Bind-mounted files that git tracks count by their content id (`content_id`), so that editing a
+/// mounted config file in the repository recreates the service that reads it; paths outside the
+/// repository (data directories) count by path only, never by content.
+pub fn config_hash(
+    project: &compose::Project,
+    service_name: &str,
+    content_id: &dyn Fn(&Path) -> Option<String>,
+) -> String {
+    let Some(service) = project.services.get(service_name) else {
+        return String::new();
+    };
+    let mut hasher = Sha256::new();
+    hash_json(&mut hasher, service);
+    for network in service.networks.keys() {
+        hash_json(&mut hasher, &project.networks.get(network));
+    }
+    for mount in &service.volumes {
+        match (mount.kind, &mount.source) {
+            (compose::MountKind::Volume, Some(key)) => {
+                hash_json(&mut hasher, &project.volumes.get(key));
+            }
+            (compose::MountKind::Bind, Some(source)) => {
+                hash_json(&mut hasher, &content_id(Path::new(source)));
+            }
+            _ => {}
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The fingerprint of a whole stack: its committed files (the git tree id of its directory), the
+/// variables its compose file read (which may come from an untracked `.env` or the process
+/// environment) and its services' config hashes (which cover files it mounts from elsewhere in the
+/// repository). Equal fingerprints mean nothing about the stack changed.
+pub fn fingerprint(
+    tree_id: &str,
+    project: &compose::Project,
+    config_hashes: &BTreeMap<String, String>,
+) -> String {
+    let mut hasher = Sha256::new();
+    hash_json(&mut hasher, &(tree_id, &project.name, &project.variables, config_hashes));
+    hex::encode(hasher.finalize())
+}
+
+fn hash_json(hasher: &mut Sha256, value: &impl Serialize) {
+    // The model's maps are BTreeMaps, so its JSON is canonical.
+    let json = serde_json::to_vec(value).expect("the compose model serialises");
+    hasher.update((json.len() as u64).to_le_bytes());
+    hasher.update(json);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names() {
+        for good in ["web", "paperless-ngx", "db_1", "a.b"] {
+            assert!(StackName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a b", "x%2F"] {
+            assert!(StackName::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            StackName::parse("../etc").unwrap_err().to_string(),
+            r#""../etc" is not a stack name: use letters, digits, '-', '_' and '.', not starting with '.'"#
+        );
+    }
+}
