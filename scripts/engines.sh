@@ -11,6 +11,8 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v podman >/dev/null || missing+=(podman)
     [ -x /bin/busybox ] || missing+=(busybox-static)
+    # `init: true` needs docker-init (shipped with docker.io) and catatonit for Podman.
+    [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || missing+=(catatonit)
     if [ ${#missing[@]} -gt 0 ]; then
         need_root
         echo "engines.sh: installing ${missing[*]}" >&2

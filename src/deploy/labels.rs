@@ -1,0 +1,152 @@
+//! The names and labels Docker Compose gives what it creates, so that `docker compose ps`, `logs`
+//! and `down` work on what stackhook deployed, and stackhook can adopt what Compose deployed.
+//!
+//! Observed on Docker Compose v2.40.3 (`docker inspect` of a container, network and volume it
+//! made): containers are named `<project>-<service>-1` with aliases `[<container>, <service>]` on
+//! every network, networks `<project>_<key>`, volumes `<project>_<key>`. Pure: no IO.
+
+use std::collections::BTreeMap;
+
+use crate::engine::{Attachment, ContainerSpec};
+use crate::stack::compose::{Condition, Network, Project, Volume};
+
+pub const PROJECT: &str = "com.docker.compose.project";
+pub const SERVICE: &str = "com.docker.compose.service";
+pub const CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
+pub const ONEOFF: &str = "com.docker.compose.oneoff";
+pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+pub const IMAGE: &str = "com.docker.compose.image";
+pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
+pub const VERSION: &str = "com.docker.compose.version";
+pub const NETWORK: &str = "com.docker.compose.network";
+pub const VOLUME: &str = "com.docker.compose.volume";
+pub const STACKHOOK_COMMIT: &str = "io.stackhook.commit";
+pub const STACKHOOK_STACK: &str = "io.stackhook.stack";
+
+/// The Compose release whose labelling stackhook follows. Compose compares it with its own
+/// version only to print a warning, so claiming the version we match keeps `ps` quiet.
+pub const COMPOSE_VERSION: &str = "2.40.3";
+
+/// What one deploy of a service is tied to.
+pub struct Origin<'a> {
+    pub stack: &'a str,
+    pub commit: &'a str,
+}
+
+/// The container name Compose would use.
+pub fn container_name(project: &Project, service: &str) -> String {
+    project.services[service]
+        .container_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{service}-1", project.name))
+}
+
+/// The request to create `service`'s container. `image` is the reference to run (the service's
+/// image, or the name a `build:` produced) and `image_id` its id.
+pub fn container_spec(
+    project: &Project,
+    service_name: &str,
+    image: &str,
+    image_id: &str,
+    config_hash: &str,
+    origin: &Origin<'_>,
+) -> ContainerSpec {
+    let service = &project.services[service_name];
+    let name = container_name(project, service_name);
+    let depends_on = service
+        .depends_on
+        .iter()
+        .map(|(dependency, how)| {
+            let condition = match how.condition {
+                Condition::ServiceStarted => "service_started",
+                Condition::ServiceHealthy => "service_healthy",
+                Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+            };
+            format!("{dependency}:{condition}:{}", how.restart)
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let config_files = project
+        .config_files
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let mut labels = service.labels.clone();
+    labels.extend(
+        [
+            (PROJECT, project.name.clone()),
+            (SERVICE, service_name.to_owned()),
+            (CONTAINER_NUMBER, "1".to_owned()),
+            (ONEOFF, "False".to_owned()),
+            (CONFIG_HASH, config_hash.to_owned()),
+            (WORKING_DIR, project.working_dir.display().to_string()),
+            (CONFIG_FILES, config_files),
+            (IMAGE, image_id.to_owned()),
+            (DEPENDS_ON, depends_on),
+            (VERSION, COMPOSE_VERSION.to_owned()),
+            (STACKHOOK_COMMIT, origin.commit.to_owned()),
+            (STACKHOOK_STACK, origin.stack.to_owned()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+
+    let networks = if service.network_mode.is_some() {
+        Vec::new()
+    } else {
+        service
+            .networks
+            .iter()
+            .map(|(key, attachment)| {
+                let mut aliases = vec![name.clone(), service_name.to_owned()];
+                aliases.extend(attachment.aliases.iter().cloned());
+                Attachment {
+                    network: project.networks[key].name.clone(),
+                    aliases,
+                    ipv4_address: attachment.ipv4_address.clone(),
+                }
+            })
+            .collect()
+    };
+
+    let mut service = service.clone();
+    service.image = Some(image.to_owned());
+    ContainerSpec {
+        name,
+        service,
+        labels,
+        networks,
+        volume_names: project
+            .volumes
+            .iter()
+            .map(|(key, volume)| (key.clone(), volume.name.clone()))
+            .collect(),
+    }
+}
+
+/// A project's network with Compose's labels added.
+pub fn network(project: &Project, key: &str) -> Network {
+    let mut network = project.networks[key].clone();
+    if !network.external {
+        add_labels(&mut network.labels, project, NETWORK, key);
+    }
+    network
+}
+
+/// A project's volume with Compose's labels added.
+pub fn volume(project: &Project, key: &str) -> Volume {
+    let mut volume = project.volumes[key].clone();
+    if !volume.external {
+        add_labels(&mut volume.labels, project, VOLUME, key);
+    }
+    volume
+}
+
+fn add_labels(labels: &mut BTreeMap<String, String>, project: &Project, kind: &str, key: &str) {
+    labels.insert(PROJECT.to_owned(), project.name.clone());
+    labels.insert(kind.to_owned(), key.to_owned());
+    labels.insert(VERSION.to_owned(), COMPOSE_VERSION.to_owned());
+}
