@@ -1,1 +1,307 @@
-//! TODO
+//! The command line: `serve`, `deploy` and `status`, each a thin layer over the library.
+//!
+//! Owns argument parsing and what the commands print; `main` only turns the result into an exit
+//! code.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::deploy::plan::ActionKind;
+use crate::deploy::worker::Worker;
+use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
+use crate::engine::docker::Docker;
+use crate::engine::{Engine, State};
+use crate::http::{self, AppState};
+use crate::stack::StackName;
+use crate::store;
+
+/// stackhook keeps a host's compose stacks in step with a git repository.
+#[derive(Debug, Parser)]
+#[command(name = "stackhook", version, about)]
+pub struct Cli {
+    /// A TOML config file; `STACKHOOK_*` environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve webhooks and /health; deploy once at start, then on every trigger.
+    Serve,
+    /// Run one pass and exit: sync, then deploy changed stacks (or only the named ones, forced).
+    Deploy {
+        /// Stacks to deploy even if unchanged; none means every changed stack.
+        stacks: Vec<String>,
+        /// Print the plan and touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each deployed stack: commit, fingerprint, services and their state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a command; the exit code says whether it did what was asked.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(Config::load(cli.config.as_deref())?);
+    let engine: Arc<dyn Engine> = Arc::new(Docker::connect(&config.engine_hosts).await?);
+    match cli.command {
+        Command::Serve => serve(config, engine).await.map(|()| ExitCode::SUCCESS),
+        Command::Deploy {
+            stacks,
+            dry_run,
+            json,
+        } => deploy(config, engine, &stacks, dry_run, json).await,
+        Command::Status { json } => status(&config, engine.as_ref(), json).await,
+    }
+}
+
+async fn serve(config: Arc<Config>, engine: Arc<dyn Engine>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    serve_on(config, engine, listener, shutdown_signal()).await
+}
+
+/// The server on a bound listener: reconciles once at start, polls if configured, and answers
+/// HTTP until `shutdown` completes.
+pub async fn serve_on(
+    config: Arc<Config>,
+    engine: Arc<dyn Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let deployer = Deployer {
+        config: Arc::clone(&config),
+        engine,
+        holder: format!("stackhook serve, pid {}", std::process::id()),
+    };
+    let worker = Worker::new(deployer);
+    worker.trigger(Request::all_changed());
+    let polling = config.poll_interval.map(|interval| {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                worker.trigger(Request::all_changed());
+            }
+        })
+    });
+    let state = AppState { config, worker };
+    let result = http::serve(listener, state, shutdown).await;
+    if let Some(polling) = polling {
+        polling.abort();
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn deploy(
+    config: Arc<Config>,
+    engine: Arc<dyn Engine>,
+    stacks: &[String],
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut request = if stacks.is_empty() {
+        Request::all_changed()
+    } else {
+        Request::default()
+    };
+    for stack in stacks {
+        request.forced.insert(StackName::parse(stack)?, None);
+    }
+    request.dry_run = dry_run;
+    let deployer = Deployer {
+        config,
+        engine,
+        holder: format!("stackhook deploy, pid {}", std::process::id()),
+    };
+    let id = format!("cli-{}", std::process::id());
+    let report = deployer.run(id, &request).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_report(&report));
+    }
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A report as a person reads it: per stack and service, what was (or would be) done and why.
+pub fn render_report(report: &Report) -> String {
+    let mut out = String::new();
+    let commit = report.commit.as_deref().map_or("-", |c| &c[..c.len().min(12)]);
+    let branch = report.branch.as_deref().unwrap_or("-");
+    let _ = writeln!(out, "deployment {} at {commit} ({branch})", report.deployment);
+    if report.suspended {
+        let _ = writeln!(out, "suspended: {SUSPEND_FILE} is present, nothing deployed");
+    }
+    if let Some(error) = &report.error {
+        let _ = writeln!(out, "error: {error}");
+    }
+    for stack in &report.stacks {
+        let outcome = match stack.outcome {
+            Outcome::Deployed => "deployed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Planned => "plan",
+            Outcome::Failed => "FAILED",
+            Outcome::Pruned => "pruned",
+        };
+        let _ = writeln!(out, "stack {}: {outcome}", stack.stack);
+        for action in &stack.actions {
+            let kind = match action.kind {
+                ActionKind::Create => "create",
+                ActionKind::Recreate => "recreate",
+                ActionKind::Start => "start",
+                ActionKind::Remove => "remove",
+                ActionKind::Unchanged => "unchanged",
+            };
+            let _ = match &action.reason {
+                Some(reason) => writeln!(out, "  {kind:<9} {}: {reason}", action.service),
+                None => writeln!(out, "  {kind:<9} {}", action.service),
+            };
+        }
+        if let Some(error) = &stack.error {
+            let _ = writeln!(out, "  error: {error}");
+        }
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+struct StackStatus {
+    stack: String,
+    project: String,
+    commit: String,
+    fingerprint: String,
+    deployed_at: String,
+    services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceStatus {
+    service: String,
+    container: Option<String>,
+    state: String,
+}
+
+async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Result<ExitCode> {
+    let state = store::load(&config.state_dir)?;
+    let suspended = store::checkout_dir(&config.state_dir)
+        .join(SUSPEND_FILE)
+        .exists();
+    let mut stacks = Vec::new();
+    for (name, record) in &state.stacks {
+        let containers = engine.containers(Some(&record.project)).await?;
+        let services = record
+            .services
+            .keys()
+            .map(|service| {
+                let container = containers
+                    .iter()
+                    .find(|c| c.label(deploy::labels::SERVICE) == Some(service));
+                ServiceStatus {
+                    service: service.clone(),
+                    container: container.map(|c| c.name.clone()),
+                    state: container.map_or("missing".into(), |c| state_name(&c.state)),
+                }
+            })
+            .collect();
+        stacks.push(StackStatus {
+            stack: name.clone(),
+            project: record.project.clone(),
+            commit: record.commit.clone(),
+            fingerprint: record.fingerprint.clone(),
+            deployed_at: record.deployed_at.clone(),
+            services,
+        });
+    }
+    if json {
+        let body = serde_json::json!({ "suspended": suspended, "stacks": stacks });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if suspended {
+        println!("suspended: {SUSPEND_FILE} is present in the repository, deploys are paused");
+    }
+    if stacks.is_empty() {
+        println!("no stack deployed yet");
+    }
+    for stack in &stacks {
+        println!(
+            "{} (project {}) commit {} fingerprint {} at {}",
+            stack.stack,
+            stack.project,
+            &stack.commit[..stack.commit.len().min(12)],
+            &stack.fingerprint[..stack.fingerprint.len().min(12)],
+            stack.deployed_at
+        );
+        for service in &stack.services {
+            println!(
+                "  {:<20} {:<10} {}",
+                service.service,
+                service.state,
+                service.container.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(state: &State) -> String {
+    match serde_json::to_value(state) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(serde_json::Value::Object(map)) => map
+            .values()
+            .next()
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}

@@ -1,4 +1,486 @@
-//! Deployments: plan (pure), apply through the engine, and the worker that runs one at a time.
+//! Deployments: one pass from the repository to the engine, and the worker that runs one at a time.
+//!
+//! A pass takes the deploy lock, syncs the repository, finds the stacks whose fingerprint changed
+//! (or that were named), and for each: resolves images, plans against what the engine runs, and
+//! applies the plan. Stacks are independent: one failing does not stop the others, and a few are
+//! deployed at once. `plan` is pure; `apply` does the engine IO; `worker` coalesces triggers.
 
+pub mod apply;
 pub mod labels;
 pub mod plan;
+pub mod worker;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::repo::{self, tree::Tree};
+use crate::stack::compose::{self, Project, PullPolicy};
+use crate::stack::{self, StackName};
+use crate::store::{self, StackRecord};
+
+use apply::Log;
+use plan::{Action, ActionKind, Wanted};
+
+/// The file at the repository root that pauses all deploys while it exists.
+pub const SUSPEND_FILE: &str = ".stackhook-suspend";
+
+/// How many stacks are deployed at once. Bounded so that a cold start of many stacks does not
+/// flood the engine, which serialises much of its work anyway.
+const STACKS_IN_FLIGHT: usize = 4;
+
+/// What a pass should do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Deploy every stack whose fingerprint changed, and prune removed ones.
+    pub all_changed: bool,
+    /// Stacks to deploy whether or not they changed, each with an optional pull policy that
+    /// overrides the compose file's (`?pull=always`).
+    pub forced: BTreeMap<StackName, Option<PullPolicy>>,
+    /// Plan and report, touch nothing.
+    pub dry_run: bool,
+}
+
+impl Request {
+    pub fn all_changed() -> Request {
+        Request {
+            all_changed: true,
+            ..Request::default()
+        }
+    }
+
+    pub fn stack(name: StackName, pull: Option<PullPolicy>) -> Request {
+        Request {
+            forced: BTreeMap::from([(name, pull)]),
+            ..Request::default()
+        }
+    }
+
+    /// Folds a later trigger into this one, so one pass serves both.
+    pub fn merge(&mut self, later: Request) {
+        self.all_changed |= later.all_changed;
+        for (name, pull) in later.forced {
+            let entry = self.forced.entry(name).or_default();
+            if pull == Some(PullPolicy::Always) || entry.is_none() {
+                *entry = pull;
+            }
+        }
+    }
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub deployment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub suspended: bool,
+    pub dry_run: bool,
+    pub stacks: Vec<StackReport>,
+    /// A failure of the whole pass (the repository could not be synced, the lock not taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.stacks.iter().all(|s| s.outcome != Outcome::Failed)
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        let stacks = self
+            .stacks
+            .iter()
+            .filter(|s| s.outcome == Outcome::Failed)
+            .map(|s| format!("{}: {}", s.stack, s.error.as_deref().unwrap_or("failed")));
+        self.error.iter().cloned().chain(stacks).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackReport {
+    pub stack: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Deployed,
+    Unchanged,
+    /// Dry run: `actions` says what would be done.
+    Planned,
+    Failed,
+    /// Removed from the repository and taken down.
+    Pruned,
+}
+
+/// Everything a pass needs, shared by the worker and the CLI.
+#[derive(Clone)]
+pub struct Deployer {
+    pub config: Arc<Config>,
+    pub engine: Arc<dyn Engine>,
+    /// Describes this process to another one waiting for the lock.
+    pub holder: String,
+}
+
+/// A stack found in the commit.
+struct Found {
+    name: StackName,
+    tree_id: String,
+    dir: PathBuf,
+    forced: Option<Option<PullPolicy>>,
+}
+
+impl Deployer {
+    pub fn checkout_dir(&self) -> PathBuf {
+        store::checkout_dir(&self.config.state_dir)
+    }
+
+    /// Runs one pass. Never fails as a whole: failures are in the report.
+    pub async fn run(&self, deployment: String, request: &Request) -> Report {
+        let started_at = now();
+        let mut report = Report {
+            deployment,
+            commit: None,
+            branch: None,
+            started_at: started_at.clone(),
+            finished_at: started_at,
+            suspended: false,
+            dry_run: request.dry_run,
+            stacks: Vec::new(),
+            error: None,
+        };
+        if let Err(error) = self.pass(request, &mut report).await {
+            tracing::error!(deployment = %report.deployment, "{error:#}");
+            report.error = Some(format!("{error:#}"));
+        }
+        report.finished_at = now();
+        report
+    }
+
+    async fn pass(&self, request: &Request, report: &mut Report) -> anyhow::Result<()> {
+        let _lock = self.lock().await?;
+        let checkout = self.sync().await?;
+        report.commit = Some(checkout.commit.to_string());
+        report.branch = Some(checkout.branch.clone());
+        if checkout.dir.join(SUSPEND_FILE).exists() {
+            tracing::info!("{SUSPEND_FILE} is present at {}: deploys are paused", checkout.commit);
+            report.suspended = true;
+            return Ok(());
+        }
+
+        let commit = checkout.commit.to_string();
+        let tree = {
+            let dir = checkout.dir.clone();
+            let commit = commit.clone();
+            tokio::task::spawn_blocking(move || repo::tree::read(&dir, &commit)).await??
+        };
+        let mut state = store::load(&self.config.state_dir)?;
+        let mut unknown: BTreeSet<&StackName> = request.forced.keys().collect();
+        let mut found = Vec::new();
+        for (name, tree_id) in tree.stacks(&self.config.services_dir) {
+            let dir = checkout.dir.join(&self.config.services_dir).join(&name);
+            let Ok(name) = StackName::parse(&name) else {
+                report.stacks.push(failed(&name, format!("{name:?} is not a valid stack name")));
+                continue;
+            };
+            unknown.remove(&name);
+            let forced = request.forced.get(&name).cloned();
+            if request.all_changed || forced.is_some() {
+                found.push(Found { name, tree_id, dir, forced });
+            }
+        }
+        for name in unknown {
+            report.stacks.push(failed(
+                name.as_str(),
+                format!("no stack {name} in {}", self.config.services_dir.display()),
+            ));
+        }
+
+        let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(found)
+            .map(|found| {
+                let record = state.stacks.get(found.name.as_str()).cloned();
+                self.deploy_stack(found, record, &tree, &checkout.dir, &commit, request.dry_run)
+            })
+            .buffer_unordered(STACKS_IN_FLIGHT)
+            .collect()
+            .await;
+        let deployed: BTreeSet<String> = results.iter().map(|(r, _)| r.stack.clone()).collect();
+        for (stack_report, record) in results {
+            if let Some(record) = record {
+                state.stacks.insert(stack_report.stack.clone(), record);
+            }
+            report.stacks.push(stack_report);
+        }
+
+        if request.all_changed && self.config.prune {
+            let present = tree.stacks(&self.config.services_dir);
+            let gone: Vec<String> = state
+                .stacks
+                .keys()
+                .filter(|name| !present.contains_key(*name) && !deployed.contains(*name))
+                .cloned()
+                .collect();
+            for name in gone {
+                let project = state.stacks[&name].project.clone();
+                let stack_report = self.prune(&name, &project, request.dry_run).await;
+                if stack_report.outcome == Outcome::Pruned {
+                    state.stacks.remove(&name);
+                }
+                report.stacks.push(stack_report);
+            }
+        }
+        report.stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
+        if !request.dry_run {
+            store::save(&self.config.state_dir, &state)?;
+        }
+        Ok(())
+    }
+
+    async fn lock(&self) -> anyhow::Result<store::Lock> {
+        let state_dir = self.config.state_dir.clone();
+        let holder = self.holder.clone();
+        tokio::task::spawn_blocking(move || {
+            store::Lock::acquire(&state_dir, &holder, Duration::from_secs(600), |current| {
+                tracing::warn!("waiting for the deploy lock, held by {current}");
+            })
+        })
+        .await?
+    }
+
+    async fn sync(&self) -> anyhow::Result<repo::Checkout> {
+        let source = repo::Source {
+            url: self.config.repo.clone(),
+            branch: self.config.branch.clone(),
+            token: self.config.git_token.clone(),
+            ssh_key: self.config.git_ssh_key.clone(),
+            known_hosts: self.config.git_known_hosts.clone(),
+            check_host_keys: self.config.git_check_host_keys,
+        };
+        let dir = self.checkout_dir();
+        tokio::task::spawn_blocking(move || repo::sync(&source, &dir)).await?
+    }
+
+    async fn deploy_stack(
+        &self,
+        found: Found,
+        record: Option<StackRecord>,
+        tree: &Tree,
+        checkout_dir: &Path,
+        commit: &str,
+        dry_run: bool,
+    ) -> (StackReport, Option<StackRecord>) {
+        let log = Log::default();
+        let name = found.name.to_string();
+        let mut report = StackReport {
+            stack: name.clone(),
+            project: None,
+            outcome: Outcome::Failed,
+            actions: Vec::new(),
+            error: None,
+            log: Vec::new(),
+        };
+        let result = self
+            .converge(&found, record.as_ref(), tree, checkout_dir, commit, dry_run, &log, &mut report)
+            .await;
+        report.log = log.lines();
+        match result {
+            Ok(record) => (report, record),
+            Err(error) => {
+                tracing::error!(stack = %name, "{error:#}");
+                report.outcome = Outcome::Failed;
+                report.error = Some(format!("{error:#}"));
+                (report, None)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn converge(
+        &self,
+        found: &Found,
+        record: Option<&StackRecord>,
+        tree: &Tree,
+        checkout_dir: &Path,
+        commit: &str,
+        dry_run: bool,
+        log: &Log,
+        report: &mut StackReport,
+    ) -> anyhow::Result<Option<StackRecord>> {
+        let project = {
+            let dir = found.dir.clone();
+            let environment = self.config.environment.clone();
+            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
+        };
+        report.project = Some(project.name.clone());
+        let content_id = |path: &Path| {
+            let relative = path.strip_prefix(checkout_dir).ok()?;
+            tree.content_id(relative).map(str::to_owned)
+        };
+        let hashes: BTreeMap<String, String> = project
+            .services
+            .keys()
+            .map(|service| (service.clone(), stack::config_hash(&project, service, &content_id)))
+            .collect();
+        let fingerprint = stack::fingerprint(&found.tree_id, &project, &hashes);
+        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == fingerprint) {
+            report.outcome = Outcome::Unchanged;
+            return Ok(None);
+        }
+
+        let pull = found.forced.flatten();
+        let images = if dry_run {
+            self.present_images(&project).await?
+        } else {
+            apply::images(self.engine.as_ref(), &project, pull, log).await?
+        };
+        let observed = self.engine.containers(Some(&project.name)).await?;
+        let wanted = hashes
+            .iter()
+            .map(|(service, hash)| {
+                let want = Wanted {
+                    config_hash: hash.clone(),
+                    image_id: images.get(service).map(|image| image.id.clone()),
+                };
+                (service.clone(), want)
+            })
+            .collect();
+        let actions = plan::plan(&project, &wanted, &observed)
+            .with_context(|| format!("{}", project.config_files[0].display()))?;
+        report.actions = actions.clone();
+        if dry_run {
+            report.outcome = Outcome::Planned;
+            return Ok(None);
+        }
+
+        let origin = labels::Origin {
+            stack: found.name.as_str(),
+            commit,
+        };
+        let specs = images
+            .iter()
+            .map(|(service, image)| {
+                let spec = labels::container_spec(
+                    &project,
+                    service,
+                    &image.reference,
+                    &image.id,
+                    &hashes[service],
+                    &origin,
+                );
+                (service.clone(), spec)
+            })
+            .collect();
+        if actions.iter().any(|a| a.kind != ActionKind::Unchanged) {
+            apply::resources(self.engine.as_ref(), &project).await?;
+            apply::containers(self.engine.as_ref(), &project, &actions, &specs, log).await?;
+        }
+        report.outcome = Outcome::Deployed;
+        Ok(Some(StackRecord {
+            commit: commit.to_owned(),
+            fingerprint,
+            project: project.name.clone(),
+            deployed_at: now(),
+            services: hashes,
+        }))
+    }
+
+    /// For a dry run: the images the engine already has, without pulling anything.
+    async fn present_images(
+        &self,
+        project: &Project,
+    ) -> anyhow::Result<BTreeMap<String, apply::Image>> {
+        let mut images = BTreeMap::new();
+        for (name, service) in &project.services {
+            let reference = service
+                .image
+                .clone()
+                .unwrap_or_else(|| format!("{}-{name}", project.name));
+            if let Some(id) = self.engine.image_id(&reference).await? {
+                images.insert(name.clone(), apply::Image { reference, id });
+            }
+        }
+        Ok(images)
+    }
+
+    /// Takes down a stack that is gone from the repository: its containers and networks, not its
+    /// volumes, which may hold the only copy of someone's data.
+    async fn prune(&self, name: &str, project: &str, dry_run: bool) -> StackReport {
+        let log = Log::default();
+        let mut report = StackReport {
+            stack: name.to_owned(),
+            project: Some(project.to_owned()),
+            outcome: Outcome::Pruned,
+            actions: Vec::new(),
+            error: None,
+            log: Vec::new(),
+        };
+        let result: anyhow::Result<()> = async {
+            let containers = self.engine.containers(Some(project)).await?;
+            for container in containers {
+                report.actions.push(Action {
+                    service: container.label(labels::SERVICE).unwrap_or_default().to_owned(),
+                    kind: ActionKind::Remove,
+                    reason: Some("stack is no longer in the repository".into()),
+                    container: None,
+                });
+                if !dry_run {
+                    log.line(format!("removing {} (stack {name} is gone)", container.name));
+                    apply::stop_and_remove(self.engine.as_ref(), &container.id, None).await?;
+                }
+            }
+            if !dry_run {
+                for network in self.engine.networks(project).await? {
+                    self.engine.remove_network(&network).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if dry_run {
+            report.outcome = Outcome::Planned;
+        }
+        if let Err(error) = result {
+            report.outcome = Outcome::Failed;
+            report.error = Some(format!("taking down stack {name}: {error:#}"));
+        }
+        report.log = log.lines();
+        report
+    }
+}
+
+fn failed(stack: &str, error: String) -> StackReport {
+    StackReport {
+        stack: stack.to_owned(),
+        project: None,
+        outcome: Outcome::Failed,
+        actions: Vec::new(),
+        error: Some(error),
+        log: Vec::new(),
+    }
+}
+
+/// RFC 3339, UTC, to the second.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -274,3 +274,10 @@ pub enum Error {
         message: String,
     },
 }
+
+pub fn load(
+    _dir: &std::path::Path,
+    _environment: &BTreeMap<String, String>,
+) -> Result<Project, Error> {
+    unimplemented!()
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every check and test. Installs and starts what the tests need first: Docker, Podman,
+# busybox for local images and the docker-compose oracle (scripts/engines.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/engines.sh all
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked

@@ -1,0 +1,389 @@
+//! Carrying out one stack's plan through the engine: images, networks, volumes, containers in
+//! dependency order, and the waits for health and for completion.
+//!
+//! What was running keeps running when something goes wrong: images are resolved before any
+//! container is touched, and a recreate renames the old container aside and brings it back if its
+//! replacement cannot be created or started.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::engine::{ContainerSpec, Engine, Health, State};
+use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy};
+
+use super::labels;
+use super::plan::{Action, ActionKind};
+
+/// Lines that tell a user what a deployment did, kept for its report and also traced.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Log {
+    pub fn line(&self, text: impl Into<String>) {
+        let text = text.into();
+        tracing::info!("{text}");
+        self.lines.lock().expect("log lock").push(text);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lock").clone()
+    }
+}
+
+/// The image a service runs: its reference and the id the engine has for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub reference: String,
+    pub id: String,
+}
+
+/// Makes sure every service's image is present, pulling or building as its pull policy (or
+/// `override_policy`, from `?pull=`) says. Touches no container.
+pub async fn images(
+    engine: &dyn Engine,
+    project: &Project,
+    override_policy: Option<PullPolicy>,
+    log: &Log,
+) -> anyhow::Result<BTreeMap<String, Image>> {
+    let mut images = BTreeMap::new();
+    for (name, service) in &project.services {
+        let reference = service
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("{}-{name}", project.name));
+        let policy = match (override_policy, service.pull_policy, &service.build) {
+            (Some(policy), _, _) => policy,
+            (None, Some(policy), _) => policy,
+            (None, None, Some(_)) => PullPolicy::Missing,
+            (None, None, None) => PullPolicy::Missing,
+        };
+        let present = engine.image_id(&reference).await?;
+        let id = match (policy, present, &service.build) {
+            (PullPolicy::Build, _, Some(build)) | (PullPolicy::Missing, None, Some(build)) => {
+                log.line(format!("building {reference} for service {name}"));
+                let progress = |line: &str| tracing::debug!(image = %reference, "{line}");
+                engine
+                    .build(&reference, build, &progress)
+                    .await
+                    .with_context(|| format!("service {name}: building {reference}"))?;
+                None
+            }
+            (PullPolicy::Always, _, _) | (PullPolicy::Missing, None, None) => {
+                log.line(format!("pulling {reference} for service {name}"));
+                let progress = |line: &str| tracing::debug!(image = %reference, "{line}");
+                engine
+                    .pull(&reference, &progress)
+                    .await
+                    .with_context(|| format!("service {name}: pulling image {reference}"))?;
+                None
+            }
+            (PullPolicy::Never | PullPolicy::Build, None, _) => {
+                bail!("service {name}: image {reference} is not present and pull_policy forbids pulling it")
+            }
+            (_, Some(id), _) => Some(id),
+        };
+        let id = match id {
+            Some(id) => id,
+            None => engine.image_id(&reference).await?.with_context(|| {
+                format!("service {name}: image {reference} is still missing after pulling it")
+            })?,
+        };
+        images.insert(name.clone(), Image { reference, id });
+    }
+    Ok(images)
+}
+
+/// Creates the networks and volumes the project's services use.
+pub async fn resources(engine: &dyn Engine, project: &Project) -> anyhow::Result<()> {
+    let networks: BTreeSet<&String> = project
+        .services
+        .values()
+        .filter(|service| service.network_mode.is_none())
+        .flat_map(|service| service.networks.keys())
+        .collect();
+    for key in networks {
+        let network = labels::network(project, key);
+        engine
+            .ensure_network(&network)
+            .await
+            .with_context(|| format!("network {}", network.name))?;
+    }
+    let volumes: BTreeSet<&String> = project
+        .services
+        .values()
+        .flat_map(|service| &service.volumes)
+        .filter(|mount| mount.kind == MountKind::Volume)
+        .filter_map(|mount| mount.source.as_ref())
+        .collect();
+    for key in volumes {
+        let volume = labels::volume(project, key);
+        engine
+            .ensure_volume(&volume)
+            .await
+            .with_context(|| format!("volume {}", volume.name))?;
+    }
+    Ok(())
+}
+
+/// Carries out `actions` (from `plan::plan`, already in dependency order). Every service that can
+/// be deployed is; the error lists those that could not.
+pub async fn containers(
+    engine: &dyn Engine,
+    project: &Project,
+    actions: &[Action],
+    specs: &BTreeMap<String, ContainerSpec>,
+    log: &Log,
+) -> anyhow::Result<()> {
+    let mut failures: Vec<String> = Vec::new();
+    let mut failed: BTreeSet<&str> = BTreeSet::new();
+    let mut ids: BTreeMap<&str, String> = BTreeMap::new();
+    let mut started: Vec<(&str, String)> = Vec::new();
+
+    for action in actions.iter().filter(|a| a.kind == ActionKind::Remove) {
+        let Some(container) = &action.container else { continue };
+        log.line(format!("removing {} ({})", container.name, reason(action)));
+        if let Err(error) = stop_and_remove(engine, &container.id, None).await {
+            failures.push(format!("service {}: removing {}: {error:#}", action.service, container.name));
+        }
+    }
+
+    for action in actions.iter().filter(|a| a.kind != ActionKind::Remove) {
+        let name = action.service.as_str();
+        let service = &project.services[name];
+        if let Some(container) = &action.container {
+            ids.insert(name, container.id.clone());
+        }
+        if action.kind == ActionKind::Unchanged {
+            continue;
+        }
+        let result = async {
+            for (dependency, how) in &service.depends_on {
+                if !project.services.contains_key(dependency) {
+                    continue;
+                }
+                let outcome = match (failed.contains(dependency.as_str()), ids.get(dependency.as_str())) {
+                    (true, _) | (_, None) => Err(anyhow::anyhow!("it was not deployed")),
+                    (false, Some(id)) => {
+                        let check = project.services[dependency].healthcheck.as_ref();
+                        wait_for(engine, id, how.condition, check).await
+                    }
+                };
+                match outcome {
+                    Ok(()) => {}
+                    Err(error) if how.required => {
+                        bail!("dependency {dependency} is not {}: {error:#}", condition_name(how.condition))
+                    }
+                    Err(error) => log.line(format!(
+                        "{name}: optional dependency {dependency} is not ready ({error:#}); starting anyway"
+                    )),
+                }
+            }
+            let spec = &specs[name];
+            log.line(format!("{} {} ({})", verb(action.kind), spec.name, reason(action)));
+            match (action.kind, &action.container) {
+                (ActionKind::Create, _) => {
+                    let id = engine.create(spec).await?;
+                    engine.start(&id).await.with_context(|| format!("starting {}", spec.name))?;
+                    Ok(id)
+                }
+                (ActionKind::Recreate, Some(old)) => recreate(engine, spec, old).await,
+                (ActionKind::Start, Some(old)) => {
+                    engine.start(&old.id).await.with_context(|| format!("starting {}", spec.name))?;
+                    Ok(old.id.clone())
+                }
+                (kind, _) => bail!("internal error: {kind:?} without a container"),
+            }
+        }
+        .await;
+        match result {
+            Ok(id) => {
+                ids.insert(name, id.clone());
+                started.push((name, id));
+            }
+            Err(error) => {
+                failed.insert(name);
+                failures.push(format!("service {name}: {error:#}"));
+            }
+        }
+    }
+
+    // Health is awaited for all started services at once, not one after another: a dependent
+    // that needed it has already waited above.
+    let waits = started.iter().filter_map(|(name, id)| {
+        let check = project.services[*name].healthcheck.as_ref()?;
+        (!check.is_disabled()).then(|| async move {
+            (name, wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await)
+        })
+    });
+    for (name, result) in join_all(waits).await {
+        if let Err(error) = result {
+            let logs = match ids.get(*name) {
+                Some(id) => engine.logs(id, 20).await.unwrap_or_default(),
+                None => String::new(),
+            };
+            failures.push(format!("service {name}: {error:#}{}", indent_logs(&logs)));
+        }
+    }
+
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("; "))
+    }
+}
+
+/// Replaces `old` with a container made from `spec`. Compose stops the old container first, since
+/// it may hold the host ports the new one needs; stackhook does too, but renames it aside first
+/// and brings it back when the new container cannot be created or started.
+async fn recreate(
+    engine: &dyn Engine,
+    spec: &ContainerSpec,
+    old: &crate::engine::Container,
+) -> anyhow::Result<String> {
+    let aside = format!("{}_{}", &old.id[..old.id.len().min(12)], spec.name);
+    engine
+        .rename(&old.id, &aside)
+        .await
+        .with_context(|| format!("renaming {} aside", old.name))?;
+    let new_id = match engine.create(spec).await {
+        Ok(id) => id,
+        Err(error) => {
+            restore(engine, old, &spec.name, false).await;
+            return Err(error);
+        }
+    };
+    let was_running = old.state == State::Running;
+    let stop_timeout = spec.service.stop_grace_period;
+    if was_running && let Err(error) = engine.stop(&old.id, stop_timeout).await {
+        let _ = engine.remove(&new_id).await;
+        restore(engine, old, &spec.name, false).await;
+        return Err(error).context(format!("stopping {}", old.name));
+    }
+    if let Err(error) = engine.start(&new_id).await {
+        let _ = engine.remove(&new_id).await;
+        restore(engine, old, &spec.name, was_running).await;
+        return Err(error).context(format!("starting {}", spec.name));
+    }
+    engine
+        .remove(&old.id)
+        .await
+        .with_context(|| format!("removing the replaced container {aside}"))?;
+    Ok(new_id)
+}
+
+/// Gives the old container back its name and, if it was running, starts it again. Failures here
+/// are logged: the original error is the one to report.
+async fn restore(engine: &dyn Engine, old: &crate::engine::Container, name: &str, start: bool) {
+    if let Err(error) = engine.rename(&old.id, name).await {
+        tracing::error!("restoring {name}: {error:#}");
+    }
+    if start && let Err(error) = engine.start(&old.id).await {
+        tracing::error!("restarting {name}: {error:#}");
+    }
+}
+
+pub async fn stop_and_remove(
+    engine: &dyn Engine,
+    id: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    engine.stop(id, timeout).await?;
+    engine.remove(id).await
+}
+
+/// Waits until the container meets `condition`, within a deadline derived from its health check.
+async fn wait_for(
+    engine: &dyn Engine,
+    id: &str,
+    condition: Condition,
+    check: Option<&Healthcheck>,
+) -> anyhow::Result<()> {
+    match condition {
+        Condition::ServiceStarted => Ok(()),
+        Condition::ServiceHealthy => {
+            let Some(check) = check.filter(|c| !c.is_disabled()) else {
+                bail!("it has no health check")
+            };
+            let deadline = Instant::now() + health_deadline(check);
+            let pause = check
+                .interval
+                .unwrap_or(Duration::from_secs(30))
+                .clamp(Duration::from_millis(100), Duration::from_millis(500));
+            loop {
+                match engine.health(id, check).await? {
+                    Health::Healthy => return Ok(()),
+                    Health::Unhealthy => bail!("it is unhealthy"),
+                    Health::Starting if Instant::now() >= deadline => {
+                        bail!(
+                            "it did not become healthy within {}",
+                            humantime::format_duration(health_deadline(check))
+                        )
+                    }
+                    Health::Starting => tokio::time::sleep(pause).await,
+                }
+            }
+        }
+        Condition::ServiceCompletedSuccessfully => {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let status = engine.inspect(id).await?;
+                match (&status.state, status.exit_code) {
+                    (State::Exited | State::Dead, Some(0)) => return Ok(()),
+                    (State::Exited | State::Dead, code) => {
+                        bail!("it exited with code {}", code.unwrap_or(-1))
+                    }
+                    _ if Instant::now() >= deadline => bail!("it did not complete within 10m"),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+}
+
+/// How long a health check may take to pass, by Docker's rules: the start period, then `retries`
+/// failed probes of `interval + timeout` each (defaults 30s, 30s, 3), plus a little slack.
+fn health_deadline(check: &Healthcheck) -> Duration {
+    let interval = check.interval.unwrap_or(Duration::from_secs(30));
+    let timeout = check.timeout.unwrap_or(Duration::from_secs(30));
+    let retries = check.retries.unwrap_or(3);
+    let deadline = check.start_period.unwrap_or_default()
+        + (interval + timeout) * (retries + 1)
+        + Duration::from_secs(2);
+    deadline.min(Duration::from_secs(600))
+}
+
+fn condition_name(condition: Condition) -> &'static str {
+    match condition {
+        Condition::ServiceStarted => "started",
+        Condition::ServiceHealthy => "healthy",
+        Condition::ServiceCompletedSuccessfully => "completed successfully",
+    }
+}
+
+fn verb(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Create => "creating",
+        ActionKind::Recreate => "recreating",
+        ActionKind::Start => "starting",
+        ActionKind::Remove => "removing",
+        ActionKind::Unchanged => "keeping",
+    }
+}
+
+fn reason(action: &Action) -> &str {
+    action.reason.as_deref().unwrap_or("unchanged")
+}
+
+fn indent_logs(logs: &str) -> String {
+    if logs.trim().is_empty() {
+        return String::new();
+    }
+    format!("; last output:\n{}", logs.trim_end().lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
+}

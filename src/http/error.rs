@@ -1,0 +1,62 @@
+//! API errors: each a status code and a short message that says what to fix. Nothing internal
+//! (paths, engine errors) reaches a response body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::stack::NameError;
+use crate::webhook::{PayloadError, SignatureError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("webhooks are disabled: no webhook secret is configured (set STACKHOOK_WEBHOOK_SECRET or STACKHOOK_WEBHOOK_SECRET_FILE)")]
+    NoWebhookSecret,
+    #[error("no API token or webhook secret is configured (set STACKHOOK_API_TOKEN or STACKHOOK_WEBHOOK_SECRET)")]
+    NoCredentials,
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("the bearer token is not the API token")]
+    BadToken,
+    #[error("send Authorization: Bearer <api token> or a valid X-Hub-Signature-256")]
+    Unauthenticated,
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    StackName(#[from] NameError),
+    #[error("no stack named {0}")]
+    UnknownStack(String),
+    #[error("pull must be always, missing or never, not {0:?}")]
+    BadPull(String),
+    #[error("the deploy worker stopped")]
+    WorkerGone,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NoWebhookSecret | ApiError::NoCredentials => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Signature(_) | ApiError::BadToken | ApiError::Unauthenticated => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Payload(_) | ApiError::StackName(_) | ApiError::BadPull(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::UnknownStack(_) => StatusCode::NOT_FOUND,
+            ApiError::WorkerGone => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!("{self}");
+        } else {
+            tracing::info!("refused: {self}");
+        }
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}

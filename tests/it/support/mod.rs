@@ -1,0 +1,5 @@
+//! What the integration tests share: images, repositories, a running server.
+
+pub mod image;
+pub mod repo;
+pub mod server;
