@@ -1,1 +1,561 @@
-//! Git sync of the environment repository.
+//! Git sync of the environment repository: clone or fetch it, move its work tree to the branch
+//! head and report the commit. Knows nothing of compose files, stacks or deployments.
+//!
+//! Everything here blocks; async callers run [`sync`] in `spawn_blocking`.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, anyhow, bail};
+use git2::build::CheckoutBuilder;
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions,
+    FetchPrune, Oid, RemoteCallbacks, Repository, StatusOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+/// Where the environment repository comes from and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `https://`, `ssh://`, scp-like `git@host:path`, `file://`, or a local path.
+    pub url: String,
+    /// `None`: the remote's default branch (its `HEAD`).
+    pub branch: Option<String>,
+    /// HTTPS: sent as the password, with the URL's user name or else `x-access-token`.
+    pub token: Option<Secret>,
+    /// Private key file for SSH.
+    pub ssh_key: Option<PathBuf>,
+    /// `None`: `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    pub check_host_keys: bool,
+}
+
+/// A full commit hash: 40 lowercase hexadecimal characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CommitId(String);
+
+/// The result of a sync: the work tree in `dir` holds exactly `commit`'s files (plus any files
+/// that were never tracked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    pub commit: CommitId,
+    pub branch: String,
+    pub dir: PathBuf,
+    /// The commit's subject line.
+    pub summary: String,
+}
+
+impl Source {
+    /// A source with no branch (the remote's default), no credentials and host key checks on.
+    pub fn new(url: impl Into<String>) -> Self {
+        Source {
+            url: url.into(),
+            branch: None,
+            token: None,
+            ssh_key: None,
+            known_hosts: None,
+            check_host_keys: true,
+        }
+    }
+}
+
+impl CommitId {
+    pub fn parse(s: &str) -> anyhow::Result<CommitId> {
+        if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(CommitId(s.to_ascii_lowercase()))
+        } else {
+            bail!("invalid commit id {s:?}: expected 40 hexadecimal characters")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters, for logs and the status page.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+
+    fn from_oid(oid: Oid) -> CommitId {
+        CommitId(oid.to_string())
+    }
+}
+
+impl FromStr for CommitId {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<CommitId> {
+        CommitId::parse(s)
+    }
+}
+
+impl TryFrom<String> for CommitId {
+    type Error = anyhow::Error;
+
+    fn try_from(s: String) -> anyhow::Result<CommitId> {
+        CommitId::parse(&s)
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Brings `dir` to the head of the source's branch: clones into it if it is not a repository yet,
+/// otherwise fetches, then checks out the branch head's tree. Cheap when nothing changed.
+pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
+    let redactor = Redactor::new(source);
+    let url = redactor.url.as_str();
+    let repo = open_or_init(source, dir, url)?;
+    let mut remote = repo
+        .find_remote("origin")
+        .with_context(|| format!("opening the origin remote in {}", dir.display()))?;
+
+    // One connection serves both the HEAD advertisement and the fetch: libgit2 fetches over a
+    // connected remote instead of dialing again.
+    let branch;
+    {
+        let mut connection = remote
+            .connect_auth(Direction::Fetch, Some(callbacks(source, &redactor)), None)
+            .map_err(|e| redactor.error(&e))
+            .with_context(|| format!("connecting to {url}"))?;
+        branch = match &source.branch {
+            Some(branch) => branch.clone(),
+            None => default_branch(&connection.default_branch().ok(), connection.list().ok())
+                .with_context(|| format!("finding the default branch of {url}"))?,
+        };
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(callbacks(source, &redactor))
+            .prune(FetchPrune::On)
+            .download_tags(AutotagOption::None);
+        connection
+            .remote()
+            .fetch(&[FETCH_REFSPEC], Some(&mut options), None)
+            .map_err(|e| redactor.error(&e))
+            .with_context(|| format!("fetching {url} (branch {branch})"))?;
+    }
+
+    let tracking = format!("refs/remotes/origin/{branch}");
+    let Ok(reference) = repo.find_reference(&tracking) else {
+        bail!("branch {branch:?} not found in {url}");
+    };
+    let commit = reference
+        .peel_to_commit()
+        .with_context(|| format!("reading the head of branch {branch} of {url}"))?;
+    let checkout = Checkout {
+        commit: CommitId::from_oid(commit.id()),
+        branch,
+        dir: dir.to_path_buf(),
+        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+    };
+    if !is_checked_out(&repo, commit.id())? {
+        move_work_tree(&repo, &commit).with_context(|| {
+            format!(
+                "checking out {} (branch {}) in {}",
+                checkout.commit.short(),
+                checkout.branch,
+                dir.display()
+            )
+        })?;
+    }
+    Ok(checkout)
+}
+
+const FETCH_REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
+
+/// Opens the repository in `dir`, or creates an empty one; keeps its `origin` remote's URL in
+/// step with the source. `shown_url` is the URL as errors may show it.
+fn open_or_init(source: &Source, dir: &Path, shown_url: &str) -> anyhow::Result<Repository> {
+    let repo = if dir.join(".git").exists() {
+        Repository::open(dir).with_context(|| format!("opening {}", dir.display()))?
+    } else {
+        // Refuse to take over a directory that holds something else: the forced checkout would
+        // overwrite its files.
+        if fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            bail!(
+                "{} is not empty and not a git repository; empty it or choose another directory",
+                dir.display()
+            );
+        }
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Repository::init(dir)
+            .with_context(|| format!("creating a repository in {}", dir.display()))?
+    };
+    let configured = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(String::from));
+    match configured {
+        Some(configured) if configured == source.url => {}
+        Some(_) => repo
+            .remote_set_url("origin", &source.url)
+            .with_context(|| format!("setting the origin of {} to {shown_url}", dir.display()))?,
+        None => {
+            repo.remote("origin", &source.url)
+                .with_context(|| format!("adding origin {shown_url} to {}", dir.display()))?;
+        }
+    }
+    Ok(repo)
+}
+
+/// The branch the remote's `HEAD` points at. Uses the symbolic-ref advertisement and, where a
+/// transport does not send one, the one branch whose commit equals `HEAD`'s.
+fn default_branch(
+    advertised: &Option<git2::Buf>,
+    heads: Option<&[git2::RemoteHead<'_>]>,
+) -> anyhow::Result<String> {
+    if let Some(name) = advertised.as_ref().and_then(|buf| buf.as_str().ok())
+        && let Some(branch) = name.strip_prefix("refs/heads/")
+    {
+        return Ok(branch.to_string());
+    }
+    let heads = heads.unwrap_or_default();
+    let Some(head) = heads.iter().find(|h| h.name() == "HEAD") else {
+        bail!("the remote has no HEAD (is it empty?); configure the branch explicitly");
+    };
+    let candidates: Vec<&str> = heads
+        .iter()
+        .filter(|h| h.oid() == head.oid())
+        .filter_map(|h| h.name().strip_prefix("refs/heads/"))
+        .collect();
+    match candidates.as_slice() {
+        [branch] => Ok(branch.to_string()),
+        _ => bail!(
+            "the remote does not say which branch its HEAD is; configure the branch explicitly"
+        ),
+    }
+}
+
+/// Whether HEAD is detached at `target` and no tracked file differs from it. Untracked files
+/// do not count: they survive a checkout anyway.
+fn is_checked_out(repo: &Repository, target: Oid) -> anyhow::Result<bool> {
+    if !repo.head_detached().unwrap_or(false)
+        || repo.head().ok().and_then(|head| head.target()) != Some(target)
+    {
+        return Ok(false);
+    }
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .context("reading the work tree status")?;
+    Ok(statuses.is_empty())
+}
+
+/// Forces the work tree and index to `commit` and detaches HEAD there.
+///
+/// A detached HEAD rather than a local branch reset hard: the remote-tracking ref is the only
+/// truth, there is no local branch that could diverge or need bookkeeping when the configured
+/// branch changes, and `git status` in the directory shows plainly which commit is deployed.
+fn move_work_tree(repo: &Repository, commit: &git2::Commit<'_>) -> anyhow::Result<()> {
+    // HEAD still names the old commit here, so the checkout's baseline is the old tree and files
+    // deleted upstream are removed. Files that were never tracked are left alone (no
+    // `remove_untracked`).
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force();
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout))?;
+    repo.set_head_detached(commit.id())?;
+    Ok(())
+}
+
+/// Authentication and host key checks for one connection.
+fn callbacks<'a>(source: &'a Source, redactor: &'a Redactor) -> RemoteCallbacks<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    // libgit2 calls this again each time the server refuses what it returned (libgit2/git2go#250),
+    // so each kind of credential is offered once and the next request for it is an error.
+    let mut tried = CredentialType::empty();
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        let url = &redactor.url;
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let Some(token) = &source.token else {
+                return Err(git2::Error::from_str(&format!(
+                    "{url} asks for credentials and no token is configured"
+                )));
+            };
+            if tried.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                return Err(git2::Error::from_str(&format!(
+                    "{url} refused the token; check that it is valid and can read the repository"
+                )));
+            }
+            tried |= CredentialType::USER_PASS_PLAINTEXT;
+            return Cred::userpass_plaintext(
+                username_from_url.unwrap_or("x-access-token"),
+                token.expose(),
+            );
+        }
+        if allowed.contains(CredentialType::USERNAME) && !tried.contains(CredentialType::USERNAME)
+        {
+            // SSH without a user in the URL: the hosting services all use `git`.
+            tried |= CredentialType::USERNAME;
+            return Cred::username("git");
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let Some(key) = &source.ssh_key else {
+                return Err(git2::Error::from_str(&format!(
+                    "{url} asks for an ssh key and none is configured"
+                )));
+            };
+            if tried.contains(CredentialType::SSH_KEY) {
+                return Err(git2::Error::from_str(&format!(
+                    "{url} refused the ssh key {}; check that its public key is a deploy key of the repository",
+                    key.display()
+                )));
+            }
+            tried |= CredentialType::SSH_KEY;
+            return Cred::ssh_key(username_from_url.unwrap_or("git"), None, key, None);
+        }
+        Err(git2::Error::from_str(&format!(
+            "{url} asks for a kind of authentication stackhook does not support ({allowed:?})"
+        )))
+    });
+    callbacks.certificate_check(move |cert, hostname| {
+        // HTTPS certificates: libgit2's own validation against the system's trust store.
+        let Some(hostkey) = cert.as_hostkey() else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        if !source.check_host_keys {
+            return Ok(CertificateCheckStatus::CertificateOk);
+        }
+        let (Some(key_type), Some(key)) = (hostkey.hostkey_type(), hostkey.hostkey()) else {
+            return Err(git2::Error::from_str(&format!(
+                "the ssh server {hostname} sent a host key stackhook cannot read"
+            )));
+        };
+        check_host_key(source, hostname, key_type.name(), key)
+            .map(|()| CertificateCheckStatus::CertificateOk)
+            .map_err(|message| git2::Error::from_str(&message))
+    });
+    callbacks
+}
+
+/// Looks the SSH server's key up in the known_hosts file; the error says how to fix it.
+fn check_host_key(source: &Source, host: &str, key_type: &str, key: &[u8]) -> Result<(), String> {
+    // `home_dir` is correct on Unix (and no longer deprecated) since Rust 1.86.
+    let path = source
+        .known_hosts
+        .clone()
+        .or_else(|| std::env::home_dir().map(|home| home.join(".ssh/known_hosts")))
+        .unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts"));
+    // A missing file is the same as a file without the host: the message says how to add it.
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let port = ssh_port(&source.url);
+    let name = known_hosts_name(host, port);
+    let keyscan = match port {
+        22 => format!("ssh-keyscan {host} >> {}", path.display()),
+        _ => format!("ssh-keyscan -p {port} {host} >> {}", path.display()),
+    };
+    let turn_off = "or set STACKHOOK_GIT_SSH_CHECK_HOST_KEYS=false to skip the check";
+    match check_known_hosts(&text, host, port, key_type, key) {
+        HostKeyStatus::Known => Ok(()),
+        HostKeyStatus::Unknown => Err(format!(
+            "host {name} ({key_type}) is not in {}; add it with `{keyscan}` after verifying the key, {turn_off} (hashed |1| entries are not read)",
+            path.display()
+        )),
+        HostKeyStatus::Mismatch => Err(format!(
+            "host key of {name} ({key_type}) does not match {}: the key changed or someone intercepts the connection; if the change is expected, replace the entry with `{keyscan}`, {turn_off}",
+            path.display()
+        )),
+        HostKeyStatus::Revoked => Err(format!(
+            "host key of {name} ({key_type}) is marked @revoked in {}",
+            path.display()
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKeyStatus {
+    Known,
+    /// The host is listed with a different key of the same type.
+    Mismatch,
+    Unknown,
+    Revoked,
+}
+
+/// Checks a host key against the text of a known_hosts file (sshd(8), "SSH_KNOWN_HOSTS FILE
+/// FORMAT"): comma-separated host patterns with `*`, `?` and `!`, `[host]:port` for ports other
+/// than 22, `@revoked` lines. `@cert-authority` lines are ignored (libssh2 has no certificates).
+///
+/// Hashed host names (`|1|salt|hash`) need HMAC-SHA1 and the crate has no SHA-1 implementation,
+/// so those lines never match; the error message for an unknown host says so.
+fn check_known_hosts(
+    known_hosts: &str,
+    host: &str,
+    port: u16,
+    key_type: &str,
+    key: &[u8],
+) -> HostKeyStatus {
+    let name = known_hosts_name(host, port).to_ascii_lowercase();
+    let (mut known, mut mismatch) = (false, false);
+    for line in known_hosts.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or_default();
+        let marker = first.strip_prefix('@');
+        if marker.is_some() {
+            first = fields.next().unwrap_or_default();
+        }
+        let (Some(line_type), Some(line_key)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if marker == Some("cert-authority") || line_type != key_type || !hosts_match(first, &name) {
+            continue;
+        }
+        let same = decode_base64(line_key).is_some_and(|bytes| bytes == key);
+        match marker {
+            Some("revoked") if same => return HostKeyStatus::Revoked,
+            Some(_) => {}
+            None if same => known = true,
+            None => mismatch = true,
+        }
+    }
+    match (known, mismatch) {
+        (true, _) => HostKeyStatus::Known,
+        (false, true) => HostKeyStatus::Mismatch,
+        (false, false) => HostKeyStatus::Unknown,
+    }
+}
+
+/// How known_hosts names a host: bare on port 22, `[host]:port` otherwise.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    match port {
+        22 => host.to_string(),
+        _ => format!("[{host}]:{port}"),
+    }
+}
+
+/// Whether a comma-separated pattern list matches `name`; a matching negated pattern wins.
+fn hosts_match(patterns: &str, name: &str) -> bool {
+    let mut matched = false;
+    for pattern in patterns.split(',') {
+        let pattern = pattern.to_ascii_lowercase();
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if glob_match(negated.as_bytes(), name.as_bytes()) {
+                return false;
+            }
+        } else if glob_match(pattern.as_bytes(), name.as_bytes()) {
+            matched = true;
+        }
+    }
+    matched
+}
+
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob_match(rest, name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
+        (Some((b'?', rest)), Some((_, name_rest))) => glob_match(rest, name_rest),
+        (Some((p, rest)), Some((n, name_rest))) if p == n => glob_match(rest, name_rest),
+        _ => false,
+    }
+}
+
+/// The SSH port of a URL: the explicit one in `ssh://host:port/..`, else 22 (the scp-like form
+/// `git@host:path` cannot name a port).
+fn ssh_port(url: &str) -> u16 {
+    let Some((_, rest)) = url.split_once("://") else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.and_then(|port| port.parse().ok()).unwrap_or(22)
+}
+
+/// Standard base64 (RFC 4648 section 4), as in known_hosts key fields.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(bytes)
+}
+
+/// Keeps credentials out of error messages: the URL as shown to people, and the strings that
+/// must never appear (the token, the URL's user information).
+struct Redactor {
+    url: String,
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn new(source: &Source) -> Redactor {
+        let (url, userinfo) = redact_url(&source.url);
+        let mut secrets = Vec::new();
+        if let Some(userinfo) = userinfo {
+            // The whole first, then the password alone.
+            let password = userinfo.split_once(':').map(|(_, p)| p.to_string());
+            secrets.push(userinfo);
+            secrets.extend(password);
+        }
+        secrets.extend(source.token.as_ref().map(|t| t.expose().to_string()));
+        secrets.retain(|s| !s.is_empty());
+        Redactor { url, secrets }
+    }
+
+    /// A libgit2 error as an `anyhow` error whose message holds no secret: libgit2 may echo the
+    /// URL it was given.
+    fn error(&self, error: &git2::Error) -> anyhow::Error {
+        let mut message = error.message().to_string();
+        for secret in &self.secrets {
+            message = message.replace(secret.as_str(), "[redacted]");
+        }
+        anyhow!(message)
+    }
+}
+
+/// The URL with its user information replaced by `[redacted]`, and that user information. An
+/// HTTP(S) user name alone may be a token (`https://TOKEN@github.com/..`); for other schemes only
+/// a password makes it secret, so `ssh://git@host/..` stays as it is.
+fn redact_url(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    if !http && !userinfo.contains(':') {
+        return (url.to_string(), None);
+    }
+    let after = &rest[userinfo.len() + 1..];
+    (
+        format!("{scheme}://[redacted]@{after}"),
+        Some(userinfo.to_string()),
+    )
+}
