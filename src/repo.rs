@@ -559,3 +559,411 @@ fn redact_url(url: &str) -> (String, Option<String>) {
         Some(userinfo.to_string()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use expect_test::expect;
+    use git2::build::TreeUpdateBuilder;
+    use git2::{FileMode, Signature};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    /// A bare repository standing in for the remote, with HEAD on `head`.
+    struct Origin {
+        dir: TempDir,
+        repo: Repository,
+    }
+
+    impl Origin {
+        fn new(head: &str) -> Origin {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repository::init_bare(dir.path()).unwrap();
+            repo.set_head(&format!("refs/heads/{head}")).unwrap();
+            Origin { dir, repo }
+        }
+
+        fn path(&self) -> String {
+            self.dir.path().display().to_string()
+        }
+
+        /// Commits exactly `files` (path → contents) as the new state of `branch`.
+        fn commit(&self, branch: &str, message: &str, files: &[(&str, &str)]) -> CommitId {
+            let repo = &self.repo;
+            let empty = repo.treebuilder(None).unwrap().write().unwrap();
+            let mut update = TreeUpdateBuilder::new();
+            for (path, contents) in files {
+                let blob = repo.blob(contents.as_bytes()).unwrap();
+                update.upsert(*path, blob, FileMode::Blob);
+            }
+            let empty = repo.find_tree(empty).unwrap();
+            let tree = update.create_updated(repo, &empty).unwrap();
+            let tree = repo.find_tree(tree).unwrap();
+            let refname = format!("refs/heads/{branch}");
+            let parent = repo
+                .find_reference(&refname)
+                .and_then(|r| r.peel_to_commit());
+            let parents: Vec<_> = parent.iter().collect();
+            let signature = Signature::now("fixture", "fixture@example.com").unwrap();
+            let oid = repo
+                .commit(
+                    Some(&refname),
+                    &signature,
+                    &signature,
+                    message,
+                    &tree,
+                    &parents,
+                )
+                .unwrap();
+            CommitId::from_oid(oid)
+        }
+    }
+
+    /// The work tree's files, without `.git`.
+    fn files(dir: &Path) -> BTreeMap<String, String> {
+        let mut files = BTreeMap::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(current) = pending.pop() {
+            for entry in fs::read_dir(&current).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap() == ".git" {
+                    continue;
+                }
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                    files.insert(relative, fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        files
+    }
+
+    fn expected(files: &[(&str, &str)]) -> BTreeMap<String, String> {
+        files
+            .iter()
+            .map(|(path, contents)| (path.to_string(), contents.to_string()))
+            .collect()
+    }
+
+    const WEB: (&str, &str) = ("services/web/compose.yaml", "services: {web: {}}\n");
+    const DB: (&str, &str) = ("services/db/compose.yaml", "services: {db: {}}\n");
+
+    #[test]
+    fn clones_from_a_local_path_into_a_new_directory() {
+        let origin = Origin::new("main");
+        let commit = origin.commit("main", "add web\n\nbody", &[WEB, DB]);
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("nested/env");
+
+        let checkout = sync(&Source::new(origin.path()), &dir).unwrap();
+
+        assert_eq!(
+            checkout,
+            Checkout {
+                commit,
+                branch: "main".to_string(),
+                dir: dir.clone(),
+                summary: "add web".to_string(),
+            }
+        );
+        assert_eq!(files(&dir), expected(&[WEB, DB]));
+    }
+
+    #[test]
+    fn clones_from_a_file_url() {
+        let origin = Origin::new("main");
+        let commit = origin.commit("main", "add web", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+
+        let source = Source::new(format!("file://{}", origin.path()));
+        let checkout = sync(&source, work.path()).unwrap();
+
+        assert_eq!(checkout.commit, commit);
+        assert_eq!(files(work.path()), expected(&[WEB]));
+    }
+
+    #[test]
+    fn follows_the_remote_default_branch_when_it_is_not_master() {
+        let origin = Origin::new("trunk");
+        // Same commit on both: the branch must come from HEAD's advertisement, not a guess by
+        // commit id.
+        origin.commit("master", "current", &[WEB]);
+        let commit = origin.commit("trunk", "current", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+
+        for url in [origin.path(), format!("file://{}", origin.path())] {
+            let dir = work.path().join(url.replace('/', "_"));
+            let checkout = sync(&Source::new(url), &dir).unwrap();
+            assert_eq!(
+                (checkout.branch.as_str(), &checkout.commit),
+                ("trunk", &commit)
+            );
+            assert_eq!(files(&dir), expected(&[WEB]));
+        }
+    }
+
+    #[test]
+    fn uses_the_configured_branch() {
+        let origin = Origin::new("main");
+        origin.commit("main", "main", &[WEB]);
+        let commit = origin.commit("production", "production", &[DB]);
+        let work = tempfile::tempdir().unwrap();
+
+        let source = Source {
+            branch: Some("production".to_string()),
+            ..Source::new(origin.path())
+        };
+        let checkout = sync(&source, work.path()).unwrap();
+
+        assert_eq!(
+            (checkout.branch.as_str(), &checkout.commit),
+            ("production", &commit)
+        );
+        assert_eq!(files(work.path()), expected(&[DB]));
+    }
+
+    #[test]
+    fn second_sync_moves_to_the_new_commit_and_removes_deleted_files() {
+        let origin = Origin::new("main");
+        origin.commit("main", "first", &[WEB, DB]);
+        let work = tempfile::tempdir().unwrap();
+        let source = Source::new(origin.path());
+        sync(&source, work.path()).unwrap();
+        fs::write(work.path().join("services/web/.env"), "LOCAL=1\n").unwrap();
+
+        let edited = ("services/web/compose.yaml", "services: {web: {image: b}}\n");
+        let second = origin.commit("main", "drop db", &[edited]);
+        let checkout = sync(&source, work.path()).unwrap();
+
+        assert_eq!(
+            (checkout.commit, checkout.summary.as_str()),
+            (second, "drop db")
+        );
+        // The untracked `.env` was never in the repository and stays.
+        assert_eq!(
+            files(work.path()),
+            expected(&[edited, ("services/web/.env", "LOCAL=1\n")])
+        );
+    }
+
+    #[test]
+    fn sync_without_changes_returns_the_same_commit_and_leaves_the_tree_alone() {
+        let origin = Origin::new("main");
+        origin.commit("main", "first", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+        let source = Source::new(origin.path());
+
+        let first = sync(&source, work.path()).unwrap();
+        let repo = Repository::open(work.path()).unwrap();
+        let target = Oid::from_str(first.commit.as_str()).unwrap();
+        assert!(is_checked_out(&repo, target).unwrap());
+        let second = sync(&source, work.path()).unwrap();
+
+        assert_eq!(first, second);
+        assert_eq!(files(work.path()), expected(&[WEB]));
+    }
+
+    #[test]
+    fn dirty_work_tree_is_reset_to_the_commit() {
+        let origin = Origin::new("main");
+        let commit = origin.commit("main", "first", &[WEB, DB]);
+        let work = tempfile::tempdir().unwrap();
+        let source = Source::new(origin.path());
+        sync(&source, work.path()).unwrap();
+        fs::write(work.path().join(WEB.0), "edited by hand\n").unwrap();
+        fs::remove_file(work.path().join(DB.0)).unwrap();
+
+        let checkout = sync(&source, work.path()).unwrap();
+
+        assert_eq!(checkout.commit, commit);
+        assert_eq!(files(work.path()), expected(&[WEB, DB]));
+    }
+
+    #[test]
+    fn follows_a_changed_url() {
+        let old = Origin::new("main");
+        old.commit("main", "old", &[DB]);
+        let new = Origin::new("main");
+        let commit = new.commit("main", "new", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+        sync(&Source::new(old.path()), work.path()).unwrap();
+
+        let checkout = sync(&Source::new(new.path()), work.path()).unwrap();
+
+        assert_eq!(checkout.commit, commit);
+        assert_eq!(files(work.path()), expected(&[WEB]));
+        let repo = Repository::open(work.path()).unwrap();
+        let origin_url = repo
+            .find_remote("origin")
+            .unwrap()
+            .url()
+            .unwrap()
+            .to_string();
+        assert_eq!(origin_url, new.path());
+    }
+
+    #[test]
+    fn refuses_a_directory_that_holds_other_files() {
+        let origin = Origin::new("main");
+        origin.commit("main", "first", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+        fs::write(work.path().join("notes.txt"), "mine\n").unwrap();
+
+        let error = sync(&Source::new(origin.path()), work.path()).unwrap_err();
+
+        let message = format!("{error:#}").replace(&work.path().display().to_string(), "DIR");
+        expect!["DIR is not empty and not a git repository; empty it or choose another directory"]
+            .assert_eq(&message);
+        assert_eq!(files(work.path()), expected(&[("notes.txt", "mine\n")]));
+    }
+
+    #[test]
+    fn missing_branch_names_the_branch_and_the_url() {
+        let origin = Origin::new("main");
+        origin.commit("main", "first", &[WEB]);
+        let work = tempfile::tempdir().unwrap();
+        let source = Source {
+            branch: Some("prod".to_string()),
+            ..Source::new(origin.path())
+        };
+
+        let error = sync(&source, work.path()).unwrap_err();
+
+        let message = format!("{error:#}").replace(&origin.path(), "ORIGIN");
+        expect![[r#"branch "prod" not found in ORIGIN"#]].assert_eq(&message);
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_redacted_from_errors() {
+        let work = tempfile::tempdir().unwrap();
+        let source = Source {
+            token: Some(Secret::new("sekrit-token")),
+            ..Source::new("https://user:tok@127.0.0.1:1/x")
+        };
+
+        let error = sync(&source, work.path()).unwrap_err();
+
+        let message = format!("{error:#}");
+        expect!["connecting to https://[redacted]@127.0.0.1:1/x: failed to connect to 127.0.0.1: Connection refused"]
+            .assert_eq(&message);
+        assert!(!format!("{error:?}").contains("tok@"));
+    }
+
+    #[test]
+    fn redact_url_hides_user_information() {
+        let check = |url: &str, expected: &str| assert_eq!(redact_url(url).0, expected);
+        check("https://user:tok@h/x", "https://[redacted]@h/x");
+        check(
+            "https://TOKEN@github.com/a/b",
+            "https://[redacted]@github.com/a/b",
+        );
+        check("https://github.com/a/b", "https://github.com/a/b");
+        check("ssh://git@h:2222/x", "ssh://git@h:2222/x");
+        check("ssh://git:pw@h/x", "ssh://[redacted]@h/x");
+        check("git@github.com:a/b", "git@github.com:a/b");
+        check("/srv/env", "/srv/env");
+    }
+
+    #[test]
+    fn libgit2_messages_lose_their_secrets() {
+        let source = Source {
+            token: Some(Secret::new("sekrit")),
+            ..Source::new("https://user:pass@h/x")
+        };
+        let error = git2::Error::from_str("https://user:pass@h/x said no to pass and sekrit");
+        expect!["https://[redacted]@h/x said no to [redacted] and [redacted]"]
+            .assert_eq(&Redactor::new(&source).error(&error).to_string());
+    }
+
+    #[test]
+    fn ssh_port_comes_from_the_url() {
+        let check = |url: &str, port: u16| assert_eq!(ssh_port(url), port, "{url}");
+        check("git@github.com:a/b", 22);
+        check("ssh://git@h/x", 22);
+        check("ssh://git@h:2222/x", 2222);
+        check("ssh://[::1]:2200/x", 2200);
+        check("ssh://[::1]/x", 22);
+    }
+
+    #[test]
+    fn commit_id_parses_full_hex_hashes_only() {
+        let hash = "0123456789ABCDEF0123456789abcdef01234567";
+        let id: CommitId = hash.parse().unwrap();
+        assert_eq!(id.as_str(), hash.to_ascii_lowercase());
+        assert_eq!(id.short(), "0123456789ab");
+        assert_eq!(id.to_string(), id.as_str());
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<CommitId>(&json).unwrap(), id);
+        for bad in ["", "0123", &format!("{hash}0"), &hash.replace('0', "g")] {
+            assert!(CommitId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<CommitId>("\"main\"").is_err());
+    }
+
+    // GitHub's published ed25519 host key, and a made-up key of the same shape.
+    const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const KEY_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIHRhaXMgaXMgbm90IGEgcmVhbCBrZXkgYXQgYWxsLg";
+
+    fn check(known_hosts: &str, host: &str, port: u16, key: &str, expected: HostKeyStatus) {
+        let key = decode_base64(key).unwrap();
+        let status = check_known_hosts(known_hosts, host, port, "ssh-ed25519", &key);
+        assert_eq!(status, expected, "{host}:{port} in\n{known_hosts}");
+    }
+
+    #[test]
+    fn known_hosts_matches_plain_entries() {
+        let file = format!(
+            "# comment\n\ngithub.com ssh-ed25519 {KEY_A}\nother.example,Git.Example ssh-ed25519 {KEY_B} comment\n"
+        );
+        check(&file, "github.com", 22, KEY_A, HostKeyStatus::Known);
+        check(&file, "git.example", 22, KEY_B, HostKeyStatus::Known);
+        check(&file, "GitHub.com", 22, KEY_A, HostKeyStatus::Known);
+    }
+
+    #[test]
+    fn known_hosts_reports_a_changed_key() {
+        let file = format!("github.com ssh-ed25519 {KEY_A}\n");
+        check(&file, "github.com", 22, KEY_B, HostKeyStatus::Mismatch);
+    }
+
+    #[test]
+    fn known_hosts_reports_unknown_hosts() {
+        let file = format!(
+            "github.com ssh-ed25519 {KEY_A}\n|1|c2FsdA==|aGFzaA== ssh-ed25519 {KEY_A}\ngitlab.com ssh-rsa {KEY_A}\n"
+        );
+        check(&file, "gitlab.com", 22, KEY_A, HostKeyStatus::Unknown);
+        check(&file, "github.com", 2222, KEY_A, HostKeyStatus::Unknown);
+        check("", "github.com", 22, KEY_A, HostKeyStatus::Unknown);
+    }
+
+    #[test]
+    fn known_hosts_matches_bracketed_ports() {
+        let file = format!("[git.example]:2222 ssh-ed25519 {KEY_A}\n");
+        check(&file, "git.example", 2222, KEY_A, HostKeyStatus::Known);
+        check(&file, "git.example", 2222, KEY_B, HostKeyStatus::Mismatch);
+        check(&file, "git.example", 22, KEY_A, HostKeyStatus::Unknown);
+    }
+
+    #[test]
+    fn known_hosts_patterns_and_markers() {
+        let file = format!(
+            "*.example,!bad.example ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_B}\n@cert-authority * ssh-ed25519 {KEY_A}\n"
+        );
+        check(&file, "git.example", 22, KEY_A, HostKeyStatus::Known);
+        check(&file, "bad.example", 22, KEY_A, HostKeyStatus::Unknown);
+        check(&file, "git.example", 22, KEY_B, HostKeyStatus::Revoked);
+    }
+
+    #[test]
+    fn base64_decodes_with_and_without_padding() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert!(decode_base64("a*b").is_none());
+    }
+}
