@@ -124,7 +124,7 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
     let branch;
     {
         let mut connection = remote
-            .connect_auth(Direction::Fetch, Some(callbacks(source, &redactor)), None)
+            .connect_auth(Direction::Fetch, Some(callbacks(source)), None)
             .map_err(|e| redactor.error(&e))
             .with_context(|| format!("connecting to {url}"))?;
         branch = match &source.branch {
@@ -134,7 +134,7 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
         };
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(callbacks(source, &redactor))
+            .remote_callbacks(callbacks(source))
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
         connection
@@ -271,23 +271,18 @@ fn move_work_tree(repo: &Repository, commit: &git2::Commit<'_>) -> anyhow::Resul
 }
 
 /// Authentication and host key checks for one connection.
-fn callbacks<'a>(source: &'a Source, redactor: &'a Redactor) -> RemoteCallbacks<'a> {
+fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
     let mut callbacks = RemoteCallbacks::new();
     // libgit2 calls this again each time the server refuses what it returned (libgit2/git2go#250),
     // so each kind of credential is offered once and the next request for it is an error.
     let mut tried = CredentialType::empty();
     callbacks.credentials(move |_url, username_from_url, allowed| {
-        let url = &redactor.url;
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             let Some(token) = &source.token else {
-                return Err(git2::Error::from_str(&format!(
-                    "{url} asks for credentials and no token is configured"
-                )));
+                return Err(git2::Error::from_str("the server asks for credentials and no token is configured"));
             };
             if tried.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                return Err(git2::Error::from_str(&format!(
-                    "{url} refused the token; check that it is valid and can read the repository"
-                )));
+                return Err(git2::Error::from_str("the server refused the token; check that it is valid and can read the repository"));
             }
             tried |= CredentialType::USER_PASS_PLAINTEXT;
             return Cred::userpass_plaintext(
@@ -303,13 +298,11 @@ fn callbacks<'a>(source: &'a Source, redactor: &'a Redactor) -> RemoteCallbacks<
         }
         if allowed.contains(CredentialType::SSH_KEY) {
             let Some(key) = &source.ssh_key else {
-                return Err(git2::Error::from_str(&format!(
-                    "{url} asks for an ssh key and none is configured"
-                )));
+                return Err(git2::Error::from_str("the server asks for an ssh key and none is configured"));
             };
             if tried.contains(CredentialType::SSH_KEY) {
                 return Err(git2::Error::from_str(&format!(
-                    "{url} refused the ssh key {}; check that its public key is a deploy key of the repository",
+                    "the server refused the ssh key {}; check that its public key is a deploy key of the repository",
                     key.display()
                 )));
             }
@@ -317,7 +310,7 @@ fn callbacks<'a>(source: &'a Source, redactor: &'a Redactor) -> RemoteCallbacks<
             return Cred::ssh_key(username_from_url.unwrap_or("git"), None, key, None);
         }
         Err(git2::Error::from_str(&format!(
-            "{url} asks for a kind of authentication stackhook does not support ({allowed:?})"
+            "the server asks for a kind of authentication stackhook does not support ({allowed:?})"
         )))
     });
     callbacks.certificate_check(move |cert, hostname| {
@@ -851,6 +844,63 @@ mod tests {
         expect!["connecting to https://[redacted]@127.0.0.1:1/x: failed to connect to 127.0.0.1: Connection refused"]
             .assert_eq(&message);
         assert!(!format!("{error:?}").contains("tok@"));
+    }
+
+    /// An HTTP server on loopback that refuses every request with 401; returns its port and a
+    /// counter of the requests it answered.
+    fn refusing_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                      Content-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        (port, requests)
+    }
+
+    #[test]
+    fn refused_token_fails_after_one_attempt() {
+        let (port, requests) = refusing_server();
+        let work = tempfile::tempdir().unwrap();
+        let source = Source {
+            token: Some(Secret::new("sekrit-token")),
+            ..Source::new(format!("http://127.0.0.1:{port}/acme/env"))
+        };
+
+        let error = sync(&source, work.path()).unwrap_err();
+
+        let message = format!("{error:#}").replace(&port.to_string(), "PORT");
+        expect!["connecting to http://127.0.0.1:PORT/acme/env: the server refused the token; check that it is valid and can read the repository"].assert_eq(&message);
+        // One request without credentials, one with the token, then no more.
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn missing_token_is_named_when_the_server_asks_for_one() {
+        let (port, _) = refusing_server();
+        let work = tempfile::tempdir().unwrap();
+        let source = Source::new(format!("http://127.0.0.1:{port}/acme/env"));
+
+        let error = sync(&source, work.path()).unwrap_err();
+
+        let message = format!("{error:#}").replace(&port.to_string(), "PORT");
+        expect!["connecting to http://127.0.0.1:PORT/acme/env: the server asks for credentials and no token is configured"].assert_eq(&message);
     }
 
     #[test]
