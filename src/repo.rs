@@ -3,6 +3,7 @@
 //!
 //! Everything here blocks; async callers run [`sync`] in `spawn_blocking`.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,9 @@ impl fmt::Display for CommitId {
 /// otherwise fetches, then checks out the branch head's tree. Cheap when nothing changed.
 pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
     let redactor = Redactor::new(source);
+    // libgit2 replaces a rejected host key's message with its own generic one, so the
+    // certificate check leaves the real reason here.
+    let rejection = RefCell::new(None);
     let url = redactor.url.as_str();
     let repo = open_or_init(source, dir, url)?;
     let mut remote = repo
@@ -124,8 +128,8 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
     let branch;
     {
         let mut connection = remote
-            .connect_auth(Direction::Fetch, Some(callbacks(source)), None)
-            .map_err(|e| redactor.error(&e))
+            .connect_auth(Direction::Fetch, Some(callbacks(source, &rejection)), None)
+            .map_err(|e| redactor.error(&e, rejection.take()))
             .with_context(|| format!("connecting to {url}"))?;
         branch = match &source.branch {
             Some(branch) => branch.clone(),
@@ -134,13 +138,13 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
         };
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(callbacks(source))
+            .remote_callbacks(callbacks(source, &rejection))
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
         connection
             .remote()
             .fetch(&[FETCH_REFSPEC], Some(&mut options), None)
-            .map_err(|e| redactor.error(&e))
+            .map_err(|e| redactor.error(&e, rejection.take()))
             .with_context(|| format!("fetching {url} (branch {branch})"))?;
     }
 
@@ -271,7 +275,10 @@ fn move_work_tree(repo: &Repository, commit: &git2::Commit<'_>) -> anyhow::Resul
 }
 
 /// Authentication and host key checks for one connection.
-fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
+fn callbacks<'a>(
+    source: &'a Source,
+    rejection: &'a RefCell<Option<String>>,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     // libgit2 calls this again each time the server refuses what it returned (libgit2/git2go#250),
     // so each kind of credential is offered once and the next request for it is an error.
@@ -297,17 +304,18 @@ fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
             return Cred::username("git");
         }
         if allowed.contains(CredentialType::SSH_KEY) {
+            let user = username_from_url.unwrap_or("git");
             let Some(key) = &source.ssh_key else {
                 return Err(git2::Error::from_str("the server asks for an ssh key and none is configured"));
             };
             if tried.contains(CredentialType::SSH_KEY) {
                 return Err(git2::Error::from_str(&format!(
-                    "the server refused the ssh key {}; check that its public key is a deploy key of the repository",
+                    "the server refused the ssh key {} for user {user}; check the user and that the key's public half is a deploy key of the repository",
                     key.display()
                 )));
             }
             tried |= CredentialType::SSH_KEY;
-            return Cred::ssh_key(username_from_url.unwrap_or("git"), None, key, None);
+            return Cred::ssh_key(user, None, key, None);
         }
         Err(git2::Error::from_str(&format!(
             "the server asks for a kind of authentication stackhook does not support ({allowed:?})"
@@ -321,14 +329,19 @@ fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
         if !source.check_host_keys {
             return Ok(CertificateCheckStatus::CertificateOk);
         }
-        let (Some(key_type), Some(key)) = (hostkey.hostkey_type(), hostkey.hostkey()) else {
-            return Err(git2::Error::from_str(&format!(
+        let checked = match (hostkey.hostkey_type(), hostkey.hostkey()) {
+            (Some(key_type), Some(key)) => check_host_key(source, hostname, key_type.name(), key),
+            _ => Err(format!(
                 "the ssh server {hostname} sent a host key stackhook cannot read"
-            )));
+            )),
         };
-        check_host_key(source, hostname, key_type.name(), key)
+        checked
             .map(|()| CertificateCheckStatus::CertificateOk)
-            .map_err(|message| git2::Error::from_str(&message))
+            .map_err(|message| {
+                let error = git2::Error::from_str(&message);
+                *rejection.borrow_mut() = Some(message);
+                error
+            })
     });
     callbacks
 }
@@ -357,7 +370,7 @@ fn check_host_key(source: &Source, host: &str, key_type: &str, key: &[u8]) -> Re
             path.display()
         )),
         HostKeyStatus::Mismatch => Err(format!(
-            "host key of {name} ({key_type}) does not match {}: the key changed or someone intercepts the connection; if the change is expected, replace the entry with `{keyscan}`, {turn_off}",
+            "host key of {name} ({key_type}) does not match {}: the key changed or someone intercepts the connection; if the change is expected, remove the old entry and add the new one with `{keyscan}`, {turn_off}",
             path.display()
         )),
         HostKeyStatus::Revoked => Err(format!(
@@ -520,10 +533,10 @@ impl Redactor {
         Redactor { url, secrets }
     }
 
-    /// A libgit2 error as an `anyhow` error whose message holds no secret: libgit2 may echo the
-    /// URL it was given.
-    fn error(&self, error: &git2::Error) -> anyhow::Error {
-        let mut message = error.message().to_string();
+    /// A libgit2 error, or the reason a callback recorded for it, as an `anyhow` error whose
+    /// message holds no secret: libgit2 may echo the URL it was given.
+    fn error(&self, error: &git2::Error, rejection: Option<String>) -> anyhow::Error {
+        let mut message = rejection.unwrap_or_else(|| error.message().to_string());
         for secret in &self.secrets {
             message = message.replace(secret.as_str(), "[redacted]");
         }
@@ -736,6 +749,10 @@ mod tests {
             (checkout.commit, checkout.summary.as_str()),
             (second, "drop db")
         );
+        assert!(
+            !work.path().join("services/db").exists(),
+            "emptied directory stays"
+        );
         // The untracked `.env` was never in the repository and stays.
         assert_eq!(
             files(work.path()),
@@ -926,7 +943,7 @@ mod tests {
         };
         let error = git2::Error::from_str("https://user:pass@h/x said no to pass and sekrit");
         expect!["https://[redacted]@h/x said no to [redacted] and [redacted]"]
-            .assert_eq(&Redactor::new(&source).error(&error).to_string());
+            .assert_eq(&Redactor::new(&source).error(&error, None).to_string());
     }
 
     #[test]
