@@ -153,7 +153,7 @@ mod tests {
 
     /// Interpolates `text` with `A=alpha`, `EMPTY=` and nothing else set, and shows the result
     /// followed by the names looked up.
-    fn check(text: &str, expected: Expect) {
+    fn check(text: &str, expected: &Expect) {
         let environment = BTreeMap::from([("A", "alpha"), ("EMPTY", "")]);
         let mut looked_up = Vec::new();
         let mut lookup = |name: &str| {
@@ -166,58 +166,58 @@ mod tests {
 
     #[test]
     fn plain_variables() {
-        check("$A", expect![[r#"Ok("alpha") ["A"]"#]]);
-        check("${A}", expect![[r#"Ok("alpha") ["A"]"#]]);
+        check("$A", &expect![[r#"Ok("alpha") ["A"]"#]]);
+        check("${A}", &expect![[r#"Ok("alpha") ["A"]"#]]);
         check(
             "x${A}y$A-z",
-            expect![[r#"Ok("xalphayalpha-z") ["A", "A"]"#]],
+            &expect![[r#"Ok("xalphayalpha-z") ["A", "A"]"#]],
         );
         check(
             "${UNSET}|$UNSET",
-            expect![[r#"Ok("|") ["UNSET", "UNSET"]"#]],
+            &expect![[r#"Ok("|") ["UNSET", "UNSET"]"#]],
         );
-        check("no variables", expect![[r#"Ok("no variables") []"#]]);
+        check("no variables", &expect![[r#"Ok("no variables") []"#]]);
     }
 
     #[test]
     fn dollar_escapes_and_lone_dollars() {
-        check("$$A", expect![[r#"Ok("$A") []"#]]);
-        check("$${A}", expect![[r#"Ok("${A}") []"#]]);
-        check("a$1 $ b$", expect![[r#"Ok("a$1 $ b$") []"#]]);
+        check("$$A", &expect![[r#"Ok("$A") []"#]]);
+        check("$${A}", &expect![[r#"Ok("${A}") []"#]]);
+        check("a$1 $ b$", &expect![[r#"Ok("a$1 $ b$") []"#]]);
     }
 
     #[test]
     fn defaults() {
-        check("${UNSET:-d}", expect![[r#"Ok("d") ["UNSET"]"#]]);
-        check("${EMPTY:-d}", expect![[r#"Ok("d") ["EMPTY"]"#]]);
-        check("${EMPTY-d}", expect![[r#"Ok("") ["EMPTY"]"#]]);
-        check("${UNSET-d}", expect![[r#"Ok("d") ["UNSET"]"#]]);
-        check("${A:-d}", expect![[r#"Ok("alpha") ["A"]"#]]);
-        check("${UNSET:-}}", expect![[r#"Ok("}") ["UNSET"]"#]]);
-        check("${UNSET:-a b:c}", expect![[r#"Ok("a b:c") ["UNSET"]"#]]);
+        check("${UNSET:-d}", &expect![[r#"Ok("d") ["UNSET"]"#]]);
+        check("${EMPTY:-d}", &expect![[r#"Ok("d") ["EMPTY"]"#]]);
+        check("${EMPTY-d}", &expect![[r#"Ok("") ["EMPTY"]"#]]);
+        check("${UNSET-d}", &expect![[r#"Ok("d") ["UNSET"]"#]]);
+        check("${A:-d}", &expect![[r#"Ok("alpha") ["A"]"#]]);
+        check("${UNSET:-}}", &expect![[r#"Ok("}") ["UNSET"]"#]]);
+        check("${UNSET:-a b:c}", &expect![[r#"Ok("a b:c") ["UNSET"]"#]]);
     }
 
     #[test]
     fn nested_defaults() {
-        check("${UNSET:-${A}}", expect![[r#"Ok("alpha") ["UNSET", "A"]"#]]);
+        check("${UNSET:-${A}}", &expect![[r#"Ok("alpha") ["UNSET", "A"]"#]]);
         check(
             "${UNSET:-${OTHER:-deep}}!",
-            expect![[r#"Ok("deep!") ["UNSET", "OTHER"]"#]],
+            &expect![[r#"Ok("deep!") ["UNSET", "OTHER"]"#]],
         );
-        check("${A:-${B}}", expect![[r#"Ok("alpha") ["A"]"#]]);
+        check("${A:-${B}}", &expect![[r#"Ok("alpha") ["A"]"#]]);
     }
 
     #[test]
     fn required_values() {
-        check("${A:?no}", expect![[r#"Ok("alpha") ["A"]"#]]);
-        check("${EMPTY?no}", expect![[r#"Ok("") ["EMPTY"]"#]]);
+        check("${A:?no}", &expect![[r#"Ok("alpha") ["A"]"#]]);
+        check("${EMPTY?no}", &expect![[r#"Ok("") ["EMPTY"]"#]]);
         check(
             "${EMPTY:?must be set}",
-            expect![[r#"Err(Missing { name: "EMPTY", message: "must be set" }) ["EMPTY"]"#]],
+            &expect![[r#"Err(Missing { name: "EMPTY", message: "must be set" }) ["EMPTY"]"#]],
         );
         check(
             "${UNSET?$A is missing}",
-            expect![[
+            &expect![[
                 r#"Err(Missing { name: "UNSET", message: "alpha is missing" }) ["UNSET", "A"]"#
             ]],
         );
@@ -225,20 +225,20 @@ mod tests {
 
     #[test]
     fn alternatives() {
-        check("${A:+yes}", expect![[r#"Ok("yes") ["A"]"#]]);
-        check("${EMPTY:+yes}", expect![[r#"Ok("") ["EMPTY"]"#]]);
-        check("${EMPTY+yes}", expect![[r#"Ok("yes") ["EMPTY"]"#]]);
-        check("${UNSET+yes}", expect![[r#"Ok("") ["UNSET"]"#]]);
+        check("${A:+yes}", &expect![[r#"Ok("yes") ["A"]"#]]);
+        check("${EMPTY:+yes}", &expect![[r#"Ok("") ["EMPTY"]"#]]);
+        check("${EMPTY+yes}", &expect![[r#"Ok("yes") ["EMPTY"]"#]]);
+        check("${UNSET+yes}", &expect![[r#"Ok("") ["UNSET"]"#]]);
     }
 
     #[test]
     fn syntax_errors() {
-        check("${", expect!["Err(Syntax) []"]);
-        check("${A", expect!["Err(Syntax) []"]);
-        check("${A:-x", expect!["Err(Syntax) []"]);
-        check("${-x}", expect!["Err(Syntax) []"]);
-        check("${A B}", expect!["Err(Syntax) []"]);
-        check("${A:x}", expect!["Err(Syntax) []"]);
-        check("${}", expect!["Err(Syntax) []"]);
+        check("${", &expect!["Err(Syntax) []"]);
+        check("${A", &expect!["Err(Syntax) []"]);
+        check("${A:-x", &expect!["Err(Syntax) []"]);
+        check("${-x}", &expect!["Err(Syntax) []"]);
+        check("${A B}", &expect!["Err(Syntax) []"]);
+        check("${A:x}", &expect!["Err(Syntax) []"]);
+        check("${}", &expect!["Err(Syntax) []"]);
     }
 }
