@@ -199,7 +199,10 @@ mod tests {
 
     #[test]
     fn nested_defaults() {
-        check("${UNSET:-${A}}", &expect![[r#"Ok("alpha") ["UNSET", "A"]"#]]);
+        check(
+            "${UNSET:-${A}}",
+            &expect![[r#"Ok("alpha") ["UNSET", "A"]"#]],
+        );
         check(
             "${UNSET:-${OTHER:-deep}}!",
             &expect![[r#"Ok("deep!") ["UNSET", "OTHER"]"#]],

@@ -1157,6 +1157,8 @@ fn error_messages() {
     );
     error(
         "name: \"!!!\"\nservices: {}\n",
-        &expect![[r#"error: /stack/compose.yaml: name: "!!!" gives an empty project name once normalised; set name:"#]],
+        &expect![[
+            r#"error: /stack/compose.yaml: name: "!!!" gives an empty project name once normalised; set name:"#
+        ]],
     );
 }
