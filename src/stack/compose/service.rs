@@ -7,7 +7,7 @@
 //! `compose::project`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::node::Node;
 use super::project::{Context, strings_map};
@@ -174,12 +174,12 @@ fn build(node: &Node, context: &Context) -> Result<Build, Error> {
         target: None,
     };
     if node.entries().is_err() {
-        build.context = resolve(context.dir, &node.string()?);
+        build.context = resolve(context, &node.string()?);
         return Ok(build);
     }
     for (key, value) in node.entries()? {
         match key.as_str() {
-            "context" => build.context = resolve(context.dir, &value.string()?),
+            "context" => build.context = resolve(context, &value.string()?),
             "dockerfile" => build.dockerfile = value.string()?,
             // An argument without a value takes the interpolation environment's, else is
             // left out ("build.args").
@@ -281,7 +281,7 @@ fn environment(
 ) -> Result<BTreeMap<String, String>, Error> {
     let mut variables = BTreeMap::new();
     if let Some(node) = env_files {
-        for (path, required) in env_file_entries(node, context.dir)? {
+        for (path, required) in env_file_entries(node, context)? {
             if !path.is_file() && !required {
                 continue;
             }
@@ -304,7 +304,7 @@ fn environment(
 }
 
 /// `env_file` as a path, a list of paths, or a list of `{path, required}`.
-fn env_file_entries(node: &Node, dir: &Path) -> Result<Vec<(PathBuf, bool)>, Error> {
+fn env_file_entries(node: &Node, context: &Context) -> Result<Vec<(PathBuf, bool)>, Error> {
     let items = match node.items() {
         Ok(items) => items,
         Err(_) => vec![node.clone()],
@@ -317,9 +317,9 @@ fn env_file_entries(node: &Node, dir: &Path) -> Result<Vec<(PathBuf, bool)>, Err
                     Some(required) => required.bool()?,
                     None => true,
                 };
-                Ok((resolve(dir, &path.string()?), required))
+                Ok((resolve(context, &path.string()?), required))
             }
-            None => Ok((resolve(dir, &item.string()?), true)),
+            None => Ok((resolve(context, &item.string()?), true)),
         })
         .collect()
 }
@@ -430,9 +430,9 @@ fn mounts(node: &Node, context: &Context) -> Result<Vec<Mount>, Error> {
         .iter()
         .map(|item| {
             if item.entries().is_ok() {
-                long_mount(item, context.dir)
+                long_mount(item, context)
             } else {
-                short_mount(item, context.dir)
+                short_mount(item, context)
             }
         })
         .collect()
@@ -440,7 +440,7 @@ fn mounts(node: &Node, context: &Context) -> Result<Vec<Mount>, Error> {
 
 /// `[source:]target[:options]`. A source starting with `.`, `/` or `~` is a host path (a bind
 /// mount); any other names a volume ("volumes" short syntax).
-fn short_mount(node: &Node, dir: &Path) -> Result<Mount, Error> {
+fn short_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
     let text = node.string()?;
     let parts: Vec<&str> = text.split(':').collect();
     let (source, target, options) = match parts.as_slice() {
@@ -473,7 +473,7 @@ fn short_mount(node: &Node, dir: &Path) -> Result<Mount, Error> {
     if let Some(source) = source {
         if source.starts_with(['.', '/', '~']) {
             mount.kind = MountKind::Bind;
-            mount.source = Some(resolve(dir, source).to_string_lossy().into_owned());
+            mount.source = Some(resolve(context, source).to_string_lossy().into_owned());
             // The short syntax creates a missing host directory, as the legacy engine did.
             mount.create_host_path = true;
         } else {
@@ -483,7 +483,7 @@ fn short_mount(node: &Node, dir: &Path) -> Result<Mount, Error> {
     Ok(mount)
 }
 
-fn long_mount(node: &Node, dir: &Path) -> Result<Mount, Error> {
+fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
     let kind = match node.get("type").map(|kind| kind.string()).transpose()? {
         Some(kind) if kind == "bind" => MountKind::Bind,
         Some(kind) if kind == "volume" => MountKind::Volume,
@@ -544,7 +544,7 @@ fn long_mount(node: &Node, dir: &Path) -> Result<Mount, Error> {
             .source
             .as_deref()
             .ok_or_else(|| node.invalid("a bind mount needs a source"))?;
-        mount.source = Some(resolve(dir, source).to_string_lossy().into_owned());
+        mount.source = Some(resolve(context, source).to_string_lossy().into_owned());
     }
     Ok(mount)
 }
@@ -777,15 +777,16 @@ fn restart_policy(
     Ok(())
 }
 
-/// A host path from the file made absolute: `~` is the home directory, a relative path is
-/// relative to the stack directory. `.` and `..` components are folded as Compose does.
-fn resolve(dir: &Path, path: &str) -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
+/// A host path from the file made absolute: `~` is `HOME` from the given environment (this
+/// module reads no process environment), a relative path is relative to the stack directory.
+/// `.` and `..` components are folded as Compose does.
+fn resolve(context: &Context, path: &str) -> PathBuf {
+    let home = context.environment.get("HOME").map(PathBuf::from);
     let joined = match (path.strip_prefix('~'), home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
             home.join(rest.trim_start_matches('/'))
         }
-        _ => dir.join(path),
+        _ => context.dir.join(path),
     };
     let mut clean = PathBuf::new();
     for component in joined.components() {

@@ -36,9 +36,10 @@ fn load_stack(
     )
 }
 
-/// Loads `compose.yaml` and shows `show(project)`, or the error message.
+/// Loads `compose.yaml` with only `HOME` set and shows `show(project)`, or the error message.
 fn check<T: Debug>(compose: &str, show: impl Fn(&Project) -> T, expected: &Expect) {
-    check_files(&[("compose.yaml", compose)], &[], show, expected);
+    let environment = [("HOME", "/home/deploy")];
+    check_files(&[("compose.yaml", compose)], &environment, show, expected);
 }
 
 fn check_files<T: Debug>(
@@ -589,6 +590,7 @@ services:
       - data:/var/lib/data
       - ./conf:/etc/nginx:ro
       - /srv/static:/static:rw,z
+      - ~/cache:/cache
       - /anonymous
       - type: bind
         source: ./site
@@ -622,6 +624,7 @@ volumes:
                     "Mount { kind: Volume, source: Some(\"data\"), target: \"/var/lib/data\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
                     "Mount { kind: Bind, source: Some(\"/stack/conf\"), target: \"/etc/nginx\", read_only: true, options: [], nocopy: false, tmpfs_size: None, create_host_path: true }",
                     "Mount { kind: Bind, source: Some(\"/srv/static\"), target: \"/static\", read_only: false, options: [\"z\"], nocopy: false, tmpfs_size: None, create_host_path: true }",
+                    "Mount { kind: Bind, source: Some(\"/home/deploy/cache\"), target: \"/cache\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: true }",
                     "Mount { kind: Volume, source: None, target: \"/anonymous\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
                     "Mount { kind: Bind, source: Some(\"/stack/site\"), target: \"/site\", read_only: true, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
                     "Mount { kind: Volume, source: Some(\"data\"), target: \"/copy\", read_only: false, options: [], nocopy: true, tmpfs_size: None, create_host_path: false }",
