@@ -390,3 +390,273 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// The promise of the engine layer: a container made from a spec is the one `docker compose
+/// up -d` makes from the same service. Compose makes one, we make a twin on its networks and
+/// volume, and the two `docker inspect` outputs must agree field by field.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_container_matches_docker_compose() {
+    let engine = TestEngine::Docker;
+    let docker = image::connect(engine).await;
+    image::ensure_image(engine, IMAGE);
+    let project = unique("compose_twin");
+    let _cleanup = Cleanup {
+        engine,
+        project: project.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!(
+            r#"services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080"]
+    environment: {{ZED: "1", ALPHA: "x y"}}
+    labels: {{my.label: v}}
+    ports: ["8080", "127.0.0.1::9000/udp"]
+    expose: ["7000"]
+    volumes:
+      - data:/data
+      - ./conf:/conf:ro
+      - /anon
+      - type: tmpfs
+        target: /scratch
+        tmpfs: {{size: 1000000}}
+    tmpfs: ["/run2"]
+    networks:
+      front: {{aliases: [www]}}
+      back: {{}}
+    restart: on-failure:3
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O- localhost:8080 || exit 1"]
+      interval: 2s
+      timeout: 1s
+      retries: 3
+      start_period: 5s
+    stop_grace_period: 20s
+    stop_signal: SIGTERM
+    init: true
+    cap_add: [NET_ADMIN]
+    extra_hosts: ["foo:1.2.3.4"]
+    dns: [8.8.8.8]
+    ulimits: {{nofile: {{soft: 1024, hard: 2048}}}}
+    sysctls: {{net.core.somaxconn: "1024"}}
+    mem_limit: 64m
+    cpus: 0.5
+    shm_size: 8m
+    pids_limit: 100
+    user: "0:0"
+    working_dir: /tmp
+    hostname: webhost
+    logging: {{driver: json-file, options: {{max-size: 1m}}}}
+networks:
+  front: {{}}
+  back: {{internal: true}}
+volumes:
+  data: {{}}
+"#
+        ),
+    )
+    .unwrap();
+    let up = std::process::Command::new("docker-compose")
+        .args(["-p", &project, "up", "-d", "--no-start"])
+        .current_dir(dir.path())
+        .env("DOCKER_HOST", format!("unix://{}", engine.socket()))
+        .output()
+        .expect("running docker-compose, the oracle (scripts/engines.sh installs it)");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let theirs = inspect(engine, &format!("{project}-web-1"));
+
+    let conf = dir.path().join("conf").to_str().unwrap().to_owned();
+    let mount = |kind, source: Option<&str>, target: &str| compose::Mount {
+        kind,
+        source: source.map(str::to_owned),
+        target: target.to_owned(),
+        read_only: false,
+        options: vec![],
+        nocopy: false,
+        tmpfs_size: None,
+        create_host_path: true,
+    };
+    let port = |target, host_ip: Option<&str>, protocol: &str| compose::Port {
+        target,
+        published: None,
+        host_ip: host_ip.map(str::to_owned),
+        protocol: protocol.to_owned(),
+    };
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let name = format!("{project}-web-twin");
+    let spec = ContainerSpec {
+        name: name.clone(),
+        service: compose::Service {
+            image: Some(IMAGE.to_owned()),
+            command: Some(strings(&["httpd", "-f", "-p", "8080"])),
+            environment: BTreeMap::from([
+                ("ZED".to_owned(), "1".to_owned()),
+                ("ALPHA".to_owned(), "x y".to_owned()),
+            ]),
+            ports: vec![
+                port(8080, None, "tcp"),
+                port(9000, Some("127.0.0.1"), "udp"),
+            ],
+            expose: strings(&["7000"]),
+            volumes: vec![
+                mount(compose::MountKind::Volume, Some("data"), "/data"),
+                compose::Mount {
+                    read_only: true,
+                    ..mount(compose::MountKind::Bind, Some(&conf), "/conf")
+                },
+                mount(compose::MountKind::Volume, None, "/anon"),
+                compose::Mount {
+                    tmpfs_size: Some(1_000_000),
+                    ..mount(compose::MountKind::Tmpfs, None, "/scratch")
+                },
+            ],
+            tmpfs: strings(&["/run2"]),
+            restart: Some("on-failure:3".to_owned()),
+            healthcheck: Some(compose::Healthcheck {
+                test: strings(&["CMD-SHELL", "wget -q -O- localhost:8080 || exit 1"]),
+                interval: Some(Duration::from_secs(2)),
+                timeout: Some(Duration::from_secs(1)),
+                retries: Some(3),
+                start_period: Some(Duration::from_secs(5)),
+                start_interval: None,
+            }),
+            stop_grace_period: Some(Duration::from_secs(20)),
+            stop_signal: Some("SIGTERM".to_owned()),
+            init: Some(true),
+            cap_add: strings(&["NET_ADMIN"]),
+            extra_hosts: strings(&["foo:1.2.3.4"]),
+            dns: strings(&["8.8.8.8"]),
+            ulimits: BTreeMap::from([(
+                "nofile".to_owned(),
+                compose::Ulimit {
+                    soft: 1024,
+                    hard: 2048,
+                },
+            )]),
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_owned(), "1024".to_owned())]),
+            mem_limit: Some(64 * 1024 * 1024),
+            cpus: Some(0.5),
+            shm_size: Some(8 * 1024 * 1024),
+            pids_limit: Some(100),
+            user: Some("0:0".to_owned()),
+            working_dir: Some("/tmp".to_owned()),
+            hostname: Some("webhost".to_owned()),
+            logging: Some(compose::Logging {
+                driver: Some("json-file".to_owned()),
+                options: BTreeMap::from([("max-size".to_owned(), "1m".to_owned())]),
+            }),
+            ..Default::default()
+        },
+        // Labels are `deploy`'s to build; here they are copied so that the rest compares.
+        labels: serde_json::from_value(theirs["Config"]["Labels"].clone()).unwrap(),
+        networks: vec![
+            Attachment {
+                network: format!("{project}_back"),
+                aliases: vec![name.clone(), "web".to_owned()],
+                ipv4_address: None,
+            },
+            Attachment {
+                network: format!("{project}_front"),
+                aliases: vec![name.clone(), "web".to_owned(), "www".to_owned()],
+                ipv4_address: None,
+            },
+        ],
+        volume_names: BTreeMap::from([("data".to_owned(), format!("{project}_data"))]),
+    };
+    let id = docker.create(&spec).await.unwrap();
+    let ours = inspect(engine, &id);
+
+    // Compose sends the environment in Go map order, which varies from run to run; we sort it.
+    let env = |inspected: &serde_json::Value| {
+        let mut env: Vec<String> =
+            serde_json::from_value(inspected["Config"]["Env"].clone()).unwrap();
+        env.sort();
+        env
+    };
+    assert_eq!(env(&ours), env(&theirs), "Config.Env");
+    for field in [
+        "Cmd",
+        "Entrypoint",
+        "ExposedPorts",
+        "Healthcheck",
+        "Hostname",
+        "Domainname",
+        "Labels",
+        "StopSignal",
+        "StopTimeout",
+        "User",
+        "WorkingDir",
+        "Tty",
+        "OpenStdin",
+        "AttachStdin",
+        "AttachStdout",
+        "AttachStderr",
+        "Image",
+        "Volumes",
+    ] {
+        assert_eq!(
+            ours["Config"][field], theirs["Config"][field],
+            "Config.{field}"
+        );
+    }
+    let host_fields = [
+        "Binds",
+        "Mounts",
+        "Tmpfs",
+        "PortBindings",
+        "NetworkMode",
+        "RestartPolicy",
+        "Init",
+        "CapAdd",
+        "CapDrop",
+        "ExtraHosts",
+        "Dns",
+        "Ulimits",
+        "Sysctls",
+        "Memory",
+        "MemoryReservation",
+        "NanoCpus",
+        "ShmSize",
+        "PidsLimit",
+        "LogConfig",
+        "Privileged",
+        "ReadonlyRootfs",
+        "SecurityOpt",
+        "Devices",
+    ];
+    for field in host_fields {
+        assert_eq!(
+            ours["HostConfig"][field], theirs["HostConfig"][field],
+            "HostConfig.{field}"
+        );
+    }
+    // Compose's aliases start with its container's name, ours with ours, and the engine adds
+    // each container's short id.
+    for network in ["back", "front"] {
+        let aliases = |inspected: &serde_json::Value| {
+            let key = format!("{project}_{network}");
+            let all = inspected["NetworkSettings"]["Networks"][&key]["Aliases"].clone();
+            let short_id = &inspected["Id"].as_str().unwrap()[..12];
+            let mut all = serde_json::from_value::<Vec<String>>(all)
+                .unwrap()
+                .split_off(1);
+            all.retain(|alias| alias != short_id);
+            all
+        };
+        assert_eq!(aliases(&ours), aliases(&theirs), "aliases on {network}");
+    }
+}
+
+fn inspect(engine: TestEngine, id: &str) -> serde_json::Value {
+    let text = cli_output(engine, &["inspect", id]);
+    let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    all.remove(0)
+}

@@ -28,7 +28,8 @@ pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBod
         image: service.image.clone(),
         cmd: service.command.clone(),
         entrypoint: service.entrypoint.clone(),
-        // Compose sends the variables sorted by name; a `BTreeMap` iterates in that order.
+        // Compose sends the variables in Go map order, which changes from run to run; sorted
+        // by name (the `BTreeMap`'s order) keeps the body, and so the container, stable.
         env: non_empty(
             service
                 .environment
