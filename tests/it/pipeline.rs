@@ -56,9 +56,8 @@ fn ids(
         .collect()
 }
 
-#[tokio::test]
-async fn push_deploys_only_the_changed_stack_and_service() {
-    let h = harness(TestEngine::Docker, "push").await;
+async fn push_deploys_only_the_changed_stack_and_service(engine: TestEngine) {
+    let h = harness(engine, "push").await;
     h.compose("pair", &web_and_db("w1", "d1"));
     h.compose("solo", &sleeper("s1"));
     h.repo.commit("two stacks");
@@ -133,9 +132,8 @@ async fn push_deploys_only_the_changed_stack_and_service() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn signatures_pings_branches_and_bodies() {
-    let h = harness(TestEngine::Docker, "sig").await;
+async fn signatures_pings_branches_and_bodies(engine: TestEngine) {
+    let h = harness(engine, "sig").await;
     h.compose("app", &sleeper("1"));
     h.repo.commit("one stack");
     let server = h.start().await;
@@ -213,9 +211,8 @@ async fn signatures_pings_branches_and_bodies() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn webhooks_without_a_secret_are_refused() {
-    let mut h = harness(TestEngine::Docker, "nosecret").await;
+async fn webhooks_without_a_secret_are_refused(engine: TestEngine) {
+    let mut h = harness(engine, "nosecret").await;
     h.settings.remove("STACKHOOK_WEBHOOK_SECRET");
     h.repo.write("README.md", "empty\n");
     h.repo.commit("empty");
@@ -234,9 +231,8 @@ async fn webhooks_without_a_secret_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn single_stack_redeploy_with_token_and_signature() {
-    let h = harness(TestEngine::Docker, "single").await;
+async fn single_stack_redeploy_with_token_and_signature(engine: TestEngine) {
+    let h = harness(engine, "single").await;
     h.compose("app", &sleeper("1"));
     h.compose("other", &sleeper("1"));
     h.repo.commit("stacks");
@@ -323,9 +319,8 @@ async fn single_stack_redeploy_with_token_and_signature() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn broken_stack_is_reported_and_the_others_still_deploy() {
-    let h = harness(TestEngine::Docker, "broken").await;
+async fn broken_stack_is_reported_and_the_others_still_deploy(engine: TestEngine) {
+    let h = harness(engine, "broken").await;
     h.compose("good", &sleeper("1"));
     h.compose("flaky", &sleeper("1"));
     h.repo.commit("two good stacks");
@@ -381,9 +376,8 @@ async fn broken_stack_is_reported_and_the_others_still_deploy() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
-    let h = harness(TestEngine::Docker, "prune").await;
+async fn services_and_stacks_removed_from_the_repository_are_taken_down(engine: TestEngine) {
+    let h = harness(engine, "prune").await;
     h.compose("pair", &web_and_db("1", "1"));
     h.compose(
         "gone",
@@ -424,9 +418,8 @@ async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
         .output();
 }
 
-#[tokio::test]
-async fn suspend_file_pauses_deploys_and_health_says_so() {
-    let h = harness(TestEngine::Docker, "suspend").await;
+async fn suspend_file_pauses_deploys_and_health_says_so(engine: TestEngine) {
+    let h = harness(engine, "suspend").await;
     h.compose("app", &sleeper("1"));
     h.repo.commit("one stack");
     let server = h.start().await;
@@ -456,9 +449,8 @@ async fn suspend_file_pauses_deploys_and_health_says_so() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn polling_deploys_without_a_webhook() {
-    let mut h = harness(TestEngine::Docker, "poll").await;
+async fn polling_deploys_without_a_webhook(engine: TestEngine) {
+    let mut h = harness(engine, "poll").await;
     h.set("STACKHOOK_POLL_INTERVAL", "200ms");
     h.compose("app", &sleeper("1"));
     let first = h.repo.commit("one stack");
@@ -492,9 +484,8 @@ async fn polling_deploys_without_a_webhook() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_service_that_never_gets_healthy_fails_the_deploy() {
-    let h = harness(TestEngine::Docker, "unhealthy").await;
+async fn a_service_that_never_gets_healthy_fails_the_deploy(engine: TestEngine) {
+    let h = harness(engine, "unhealthy").await;
     h.compose(
         "app",
         &format!(
@@ -525,3 +516,15 @@ async fn a_service_that_never_gets_healthy_fails_the_deploy() {
     server.stop().await;
     h.cleanup().await;
 }
+
+crate::engine_tests!(
+    push_deploys_only_the_changed_stack_and_service,
+    signatures_pings_branches_and_bodies,
+    webhooks_without_a_secret_are_refused,
+    single_stack_redeploy_with_token_and_signature,
+    broken_stack_is_reported_and_the_others_still_deploy,
+    services_and_stacks_removed_from_the_repository_are_taken_down,
+    suspend_file_pauses_deploys_and_health_says_so,
+    polling_deploys_without_a_webhook,
+    a_service_that_never_gets_healthy_fails_the_deploy,
+);
