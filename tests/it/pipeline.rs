@@ -517,7 +517,122 @@ async fn a_service_that_never_gets_healthy_fails_the_deploy(engine: TestEngine) 
     h.cleanup().await;
 }
 
+async fn env_and_mounted_files_are_part_of_the_fingerprint(engine: TestEngine) {
+    let h = harness(engine, "fprint").await;
+    let stack = h.stack("app");
+    h.repo
+        .write(&format!("services/{stack}/.env"), "GREETING=hello\n");
+    h.repo
+        .write(&format!("services/{stack}/conf/app.conf"), "level=1\n");
+    h.compose(
+        "app",
+        &format!(
+            "services:\n  reader:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    volumes: [\"./conf:/conf:ro\"]\n  greeter:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      GREETING: ${{GREETING}}\n"
+        ),
+    );
+    h.repo.commit("stack with .env and a mounted file");
+    let server = h.start().await;
+    server.settled().await;
+    let first = h.containers("app").await;
+
+    h.repo
+        .write(&format!("services/{stack}/.env"), "GREETING=bonjour\n");
+    h.repo.commit("change only .env");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+    let second = h.containers("app").await;
+    assert_ne!(
+        second["greeter"].id, first["greeter"].id,
+        ".env feeds greeter"
+    );
+    assert_eq!(
+        second["reader"].id, first["reader"].id,
+        "reader does not read GREETING"
+    );
+
+    h.repo
+        .write(&format!("services/{stack}/conf/app.conf"), "level=2\n");
+    h.repo.commit("change only the mounted file");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+    let third = h.containers("app").await;
+    assert_ne!(
+        third["reader"].id, second["reader"].id,
+        "reader mounts conf/"
+    );
+    assert_eq!(third["greeter"].id, second["greeter"].id);
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
+async fn triggers_during_a_deploy_are_coalesced_into_one_pass(engine: TestEngine) {
+    let h = harness(engine, "coalesce").await;
+    h.compose("app", &sleeper("1"));
+    h.repo.commit("one stack");
+    let server = h.start().await;
+    server.settled().await;
+
+    // Hold the deploy lock, as a CLI deploy would, so that passes queue up behind it.
+    let lock = stackhook::store::Lock::acquire(
+        h.state_dir.path(),
+        "the test",
+        std::time::Duration::ZERO,
+        |_| {},
+    )
+    .unwrap();
+    let push = json!({ "ref": "refs/heads/main" }).to_string();
+    let mut deployments = std::collections::BTreeSet::new();
+    for marker in 2..=6 {
+        h.compose("app", &sleeper(&marker.to_string()));
+        h.repo.commit(&format!("change {marker}"));
+        let (status, body) = server.github("/hooks/github", "push", &push).await;
+        assert_eq!(status, 202, "{body}");
+        deployments.insert(body["deployment"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        deployments.len() <= 2,
+        "five triggers, at most one running and one queued pass: {deployments:?}"
+    );
+    drop(lock);
+
+    // The signed empty body of gitops-deploy-server's path waits for a pass at the newest commit.
+    let signature = stackhook::webhook::sign(
+        &stackhook::config::Secret::new(crate::support::server::SECRET),
+        b"",
+    );
+    let (status, report) = server
+        .post(
+            "/deploy-all-changed?wait=true",
+            "",
+            &[("X-Hub-Signature-256", &signature)],
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let app = h.containers("app").await;
+    assert_eq!(app["app"].state, stackhook::engine::State::Running);
+    let output = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &app["app"].id,
+        ])
+        .env("DOCKER_HOST", h.engine.host())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("MARKER=6"),
+        "{output:?}"
+    );
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    env_and_mounted_files_are_part_of_the_fingerprint,
+    triggers_during_a_deploy_are_coalesced_into_one_pass,
     push_deploys_only_the_changed_stack_and_service,
     signatures_pings_branches_and_bodies,
     webhooks_without_a_secret_are_refused,
