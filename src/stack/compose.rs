@@ -64,9 +64,10 @@ pub struct Service {
     /// `None` keeps the image's own; `Some(vec![])` clears it, as `command: []` does.
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
-    /// Variables after `env_file` and `environment` are merged; a variable listed without a value
-    /// and absent from the environment is left out, as Compose does.
-    pub environment: BTreeMap<String, String>,
+    /// Variables after `env_file` and `environment` are merged. A variable listed in
+    /// `environment` without a value and absent from the environment is `None`: Docker Compose
+    /// v2.40 sends such a name bare (`"WEBSOCKET_ENABLED"`, no `=`), and the engine keeps it so.
+    pub environment: BTreeMap<String, Option<String>>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
     pub hostname: Option<String>,

@@ -34,7 +34,10 @@ pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBod
             service
                 .environment
                 .iter()
-                .map(|(key, value)| format!("{key}={value}"))
+                .map(|(key, value)| match value {
+                    Some(value) => format!("{key}={value}"),
+                    None => key.clone(),
+                })
                 .collect(),
         ),
         user: service.user.clone(),
@@ -451,8 +454,8 @@ mod tests {
             image: Some("bb".to_owned()),
             command: Some(strings(&["httpd", "-f", "-p", "8080"])),
             environment: BTreeMap::from([
-                ("ZED".to_owned(), "1".to_owned()),
-                ("ALPHA".to_owned(), "x y".to_owned()),
+                ("ZED".to_owned(), Some("1".to_owned())),
+                ("ALPHA".to_owned(), Some("x y".to_owned())),
             ]),
             ports: vec![
                 Port {

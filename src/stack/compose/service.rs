@@ -273,12 +273,12 @@ fn split_words(text: &str) -> Option<Vec<String>> {
 
 /// `env_file` entries in order, each overriding the one before, then `environment` over them
 /// ("Environment variables precedence"). A name without a value is looked up in the
-/// interpolation environment and left out when unset.
+/// interpolation environment and kept without a value when unset, as Compose sends it.
 fn environment(
     env_files: Option<&Node>,
     environment: Option<&Node>,
     context: &mut Context,
-) -> Result<BTreeMap<String, String>, Error> {
+) -> Result<BTreeMap<String, Option<String>>, Error> {
     let mut variables = BTreeMap::new();
     if let Some(node) = env_files {
         for (path, required) in env_file_entries(node, context)? {
@@ -286,7 +286,11 @@ fn environment(
                 continue;
             }
             let mut lookup = |name: &str| context.lookup(name);
-            variables.extend(super::read_dotenv(&path, &mut lookup)?);
+            variables.extend(
+                super::read_dotenv(&path, &mut lookup)?
+                    .into_iter()
+                    .map(|(name, value)| (name, Some(value))),
+            );
             if !context.files_read.contains(&path) {
                 context.files_read.push(path);
             }
@@ -294,10 +298,8 @@ fn environment(
     }
     if let Some(node) = environment {
         for (name, value) in node.dictionary()? {
-            match value.or_else(|| context.lookup(&name)) {
-                Some(value) => variables.insert(name, value),
-                None => variables.remove(&name),
-            };
+            let value = value.or_else(|| context.lookup(&name));
+            variables.insert(name, value);
         }
     }
     Ok(variables)
