@@ -93,10 +93,12 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
         binds: non_empty(binds),
         mounts: non_empty(mounts),
         tmpfs: non_empty_map(&tmpfs(&service.tmpfs)),
-        port_bindings: non_empty_map(&port_bindings(&service.ports)),
+        // Compose always sends these two, empty or not, and the engine shows `{}` and `[]`
+        // rather than null for them: send them too so that `docker inspect` agrees.
+        port_bindings: Some(port_bindings(&service.ports).into_iter().collect()),
         network_mode: network_mode(spec),
         restart_policy: service.restart.as_deref().map(restart_policy),
-        extra_hosts: non_empty(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
+        extra_hosts: Some(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
         dns: non_empty(service.dns.clone()),
         cap_add: non_empty(service.cap_add.iter().map(|c| capability(c)).collect()),
         cap_drop: non_empty(service.cap_drop.iter().map(|c| capability(c)).collect()),
@@ -435,7 +437,10 @@ mod tests {
                   "AttachStderr": true,
                   "AttachStdin": false,
                   "AttachStdout": true,
-                  "HostConfig": {},
+                  "HostConfig": {
+                    "ExtraHosts": [],
+                    "PortBindings": {}
+                  },
                   "Image": "busybox:latest",
                   "Labels": {
                     "com.docker.compose.project": "demo",
@@ -540,6 +545,7 @@ mod tests {
                       "demo_data:/data:rw",
                       "/srv/conf:/conf:ro,z"
                     ],
+                    "ExtraHosts": [],
                     "Mounts": [
                       {
                         "BindOptions": {},
@@ -745,6 +751,7 @@ mod tests {
                     "NanoCpus": 500000000,
                     "NetworkMode": "bridge",
                     "PidsLimit": 100,
+                    "PortBindings": {},
                     "Privileged": true,
                     "ReadonlyRootfs": true,
                     "RestartPolicy": {
