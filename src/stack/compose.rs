@@ -154,7 +154,8 @@ pub struct Mount {
     pub nocopy: bool,
     /// Tmpfs long syntax `tmpfs.size`, bytes.
     pub tmpfs_size: Option<i64>,
-    /// Bind long syntax `bind.create_host_path` (the short syntax implies true).
+    /// Bind long syntax `bind.create_host_path`. The short syntax, and a long syntax without a
+    /// `bind:` section, imply true, as in Compose.
     pub create_host_path: bool,
 }
 

@@ -503,6 +503,7 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
         tmpfs_size: None,
         create_host_path: false,
     };
+    let mut bind_section = false;
     for (key, value) in node.entries()? {
         match key.as_str() {
             "type" => {}
@@ -510,6 +511,7 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
             "target" => mount.target = value.string()?,
             "read_only" => mount.read_only = value.bool()?,
             "bind" => {
+                bind_section = true;
                 for (option, setting) in value.entries()? {
                     match option.as_str() {
                         "create_host_path" => mount.create_host_path = setting.bool()?,
@@ -540,6 +542,12 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
     }
     if mount.target.is_empty() {
         return Err(node.invalid("a mount needs a target"));
+    }
+    if mount.kind == MountKind::Bind && !bind_section {
+        // Compose uses the mount API only for a bind whose `bind:` section asks for it
+        // (`requireMountAPI` in compose's create.go); without one, the bind string is used,
+        // and with it the engine creates a missing host path, as for the short syntax.
+        mount.create_host_path = true;
     }
     if mount.kind == MountKind::Bind {
         let source = mount
