@@ -269,7 +269,8 @@ pub enum Error {
         key: String,
         value: String,
     },
-    #[error("{file}: (root) additional property {key} is not allowed")]
+    /// Worded as Docker Compose's schema validation says it.
+    #[error("{file}: additional properties '{key}' not allowed")]
     UnknownTopLevelKey { file: PathBuf, key: String },
     #[error("{file}: service {service}: key {key} is not supported by stackhook")]
     UnsupportedKey {

@@ -1158,7 +1158,7 @@ fn error_messages() {
     );
     error(
         "services: {}\nextra: true\n",
-        &expect!["error: /stack/compose.yaml: (root) additional property extra is not allowed"],
+        &expect!["error: /stack/compose.yaml: additional properties 'extra' not allowed"],
     );
     error(
         "include: [other.yaml]\nservices: {}\n",
