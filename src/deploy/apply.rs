@@ -225,11 +225,12 @@ pub async fn containers(
     // that needed it has already waited above.
     let waits = started.iter().filter_map(|(name, id)| {
         let check = project.services[*name].healthcheck.as_ref()?;
-        (!check.is_disabled()).then(|| async move {
-            (
-                name,
-                wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await,
-            )
+        if check.is_disabled() {
+            return None;
+        }
+        Some(async move {
+            let result = wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await;
+            (name, result)
         })
     });
     for (name, result) in join_all(waits).await {
