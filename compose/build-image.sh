@@ -21,7 +21,7 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 root=$context/rootfs
-mkdir -p "$root/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib/stackhook"
+mkdir -p "$root/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib" "$context/state"
 chmod 1777 "$root/tmp"
 cp "$binary" "$root/bin/stackhook"
 strip "$root/bin/stackhook" 2>/dev/null || true
@@ -43,7 +43,7 @@ else
 fi
 
 # A statically linked busybox only for the HEALTHCHECK's `wget`: the image has no other HTTP
-# client and stackhook has no health subcommand. It costs about 1 MB.
+# client and stackhook has no health subcommand. It costs about 2 MB (Debian's busybox-static).
 cp "$busybox" "$root/bin/busybox"
 
 cat >"$root/etc/passwd" <<'EOF'
@@ -59,8 +59,9 @@ cat >"$context/Containerfile" <<'EOF'
 FROM scratch
 COPY rootfs/ /
 # The state directory belongs to the non-root user, so that a fresh named volume mounted there
-# (which Docker fills from the image) is writable by it too.
-COPY --chown=10001:10001 rootfs/var/lib/stackhook /var/lib/stackhook
+# (which the engine fills from the image) is writable by it too. COPY gives --chown only to the
+# directories it creates, so the directory is not in rootfs/.
+COPY --chown=10001:10001 state /var/lib/stackhook
 ENV PATH=/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     STACKHOOK_STATE_DIR=/var/lib/stackhook \

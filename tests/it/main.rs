@@ -2,5 +2,6 @@
 
 mod cli;
 mod engine;
+mod packaging;
 mod pipeline;
 mod support;
