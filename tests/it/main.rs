@@ -26,5 +26,6 @@ macro_rules! engine_tests {
 
 mod cli;
 mod engine;
+mod packaging;
 mod pipeline;
 mod support;
