@@ -73,10 +73,11 @@ ENV PATH=/bin \
 USER 0:0
 VOLUME /var/lib/stackhook
 EXPOSE 1337
-# /health answers 200 on the active slot only and 503 on a standby (issue 4), so a standby slot
-# reports unhealthy here. The address must follow STACKHOOK_LISTEN if that is changed.
+# /ready answers 200 once the instance serves, active or standby, so that a new slot can prove
+# itself healthy before it is handed over to; proxies ask /health, which only the active slot
+# answers with 200. The address must follow STACKHOOK_LISTEN if that is changed.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:1337/health"]
+    CMD ["/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:1337/ready"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/bin/stackhook"]
 CMD ["serve"]

@@ -209,7 +209,7 @@ fn containerfile_builds_in_two_stages_and_checks_health() {
     assert_eq!(arguments("CMD"), [r#"["serve"]"#]);
     let healthcheck = arguments("HEALTHCHECK");
     assert!(
-        healthcheck.len() == 1 && healthcheck[0].contains("http://127.0.0.1:1337/health"),
+        healthcheck.len() == 1 && healthcheck[0].contains("http://127.0.0.1:1337/ready"),
         "{healthcheck:?}"
     );
     let link = fs::read_link(root().join("Dockerfile")).unwrap();
@@ -243,7 +243,7 @@ fn compose_file_passes_docker_compose_config_with_the_example_env() {
         assert_eq!(service["restart"], "unless-stopped");
         assert_eq!(service["init"], true);
         let test = service["healthcheck"]["test"].to_string();
-        assert!(test.contains("http://127.0.0.1:1337/health"), "{test}");
+        assert!(test.contains("http://127.0.0.1:1337/ready"), "{test}");
         let mounts: Vec<(&str, &str)> = service["volumes"]
             .as_array()
             .unwrap()
@@ -400,7 +400,7 @@ fn image_from_build_image_sh_serves_health_and_passes_its_healthcheck() {
     let healthcheck = container.inspect("{{json .Config.Healthcheck.Test}}");
     assert_eq!(
         healthcheck,
-        r#"["CMD","/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:1337/health"]"#
+        r#"["CMD","/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:1337/ready"]"#
     );
     while container.inspect("{{.State.Health.Status}}") != "healthy" {
         container.assert_running_before(deadline, "the engine to report it healthy");
