@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
@@ -74,6 +74,7 @@ pub struct Slots {
     state_dir: PathBuf,
     draining: Arc<AtomicBool>,
     handed_over: Arc<Notify>,
+    own_container: Arc<Mutex<Option<String>>>,
 }
 
 impl Slots {
@@ -83,6 +84,7 @@ impl Slots {
             state_dir,
             draining: Arc::new(AtomicBool::new(false)),
             handed_over: Arc::new(Notify::new()),
+            own_container: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -113,15 +115,21 @@ impl Slots {
         self.role() == Role::Active
     }
 
-    /// Makes `to` the active slot. Call only while holding the deploy lock.
-    pub fn hand_over(&self, to: Slot) -> anyhow::Result<()> {
+    /// Makes `to` the active slot. Call only while holding the deploy lock. `own_container` is
+    /// this instance's container, which stops once it has drained.
+    pub fn hand_over(&self, to: Slot, own_container: Option<String>) -> anyhow::Result<()> {
         store::set_active_slot(&self.state_dir, to)?;
         if Some(to) != self.own {
+            *self.own_container.lock().expect("slot lock") = own_container;
             self.draining.store(true, Ordering::SeqCst);
-            self.handed_over.notify_waiters();
             self.handed_over.notify_one();
         }
         Ok(())
+    }
+
+    /// This instance's container, once it has handed over.
+    pub fn own_container(&self) -> Option<String> {
+        self.own_container.lock().expect("slot lock").clone()
     }
 
     /// Completes once this instance has handed over to the other slot.
@@ -144,7 +152,7 @@ mod tests {
         assert_eq!(b.role(), Role::Standby { active: Slot::A });
         assert_eq!(unslotted.role(), Role::Active);
 
-        a.hand_over(Slot::B).unwrap();
+        a.hand_over(Slot::B, None).unwrap();
         assert_eq!(a.role(), Role::Draining { active: Slot::B });
         assert_eq!(b.role(), Role::Active);
 

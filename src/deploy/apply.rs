@@ -310,7 +310,7 @@ pub async fn stop_and_remove(
 }
 
 /// Waits until the container meets `condition`, within a deadline derived from its health check.
-async fn wait_for(
+pub async fn wait_for(
     engine: &dyn Engine,
     id: &str,
     condition: Condition,
