@@ -4,6 +4,7 @@ use serde_json::json;
 
 use crate::support::image::{TestEngine, ensure_image};
 use crate::support::server::{Harness, TOKEN};
+use stackhook::engine::Engine;
 
 const IMAGE: &str = "stackhook-test/busybox:latest";
 
@@ -630,7 +631,74 @@ async fn triggers_during_a_deploy_are_coalesced_into_one_pass(engine: TestEngine
     h.cleanup().await;
 }
 
+/// Tags `tag` onto a new image made from the test image, as a registry push of a new release
+/// followed by a pull would.
+async fn release(h: &Harness, tag: &str, version: &str) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nLABEL version={version}\n"),
+    )
+    .unwrap();
+    let build = stackhook::stack::compose::Build {
+        context: context.path().to_owned(),
+        dockerfile: "Dockerfile".into(),
+        args: Default::default(),
+        target: None,
+    };
+    h.docker.build(tag, &build, &|_| {}).await.unwrap();
+}
+
+async fn a_redeploy_recreates_only_services_whose_image_changed(engine: TestEngine) {
+    let h = harness(engine, "image").await;
+    let released = format!("stackhook-test/{}-released:1", h.prefix);
+    let pinned = format!("stackhook-test/{}-pinned:1", h.prefix);
+    release(&h, &released, "1").await;
+    release(&h, &pinned, "1").await;
+    h.compose(
+        "app",
+        &format!(
+            "services:\n  released:\n    image: {released}\n    init: true\n    command: [\"sleep\", \"3600\"]\n  pinned:\n    image: {pinned}\n    init: true\n    command: [\"sleep\", \"3600\"]\n"
+        ),
+    );
+    h.repo.commit("two images");
+    let server = h.start().await;
+    server.settled().await;
+    let before = h.containers("app").await;
+
+    release(&h, &released, "2").await;
+    let (status, report) = server
+        .post(
+            &format!("/stacks/{}/deploy?pull=never&wait=true", h.stack("app")),
+            "",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let actions: Vec<_> = report["stacks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{} {} {}", a["service"], a["kind"], a["reason"]))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            r#""pinned" "unchanged" null"#,
+            r#""released" "recreate" "image updated""#
+        ]
+    );
+    let after = h.containers("app").await;
+    assert_ne!(after["released"].id, before["released"].id);
+    assert_eq!(after["pinned"].id, before["pinned"].id);
+
+    server.stop().await;
+    h.cleanup().await;
+    let _ = h.engine.cli().args(["rmi", "-f", &released, &pinned]).output();
+}
+
 crate::engine_tests!(
+    a_redeploy_recreates_only_services_whose_image_changed,
     env_and_mounted_files_are_part_of_the_fingerprint,
     triggers_during_a_deploy_are_coalesced_into_one_pass,
     push_deploys_only_the_changed_stack_and_service,
