@@ -4,7 +4,6 @@ use serde_json::json;
 
 use crate::support::image::{TestEngine, ensure_image};
 use crate::support::server::{Harness, TOKEN};
-use stackhook::engine::Engine;
 
 const IMAGE: &str = "stackhook-test/busybox:latest";
 
