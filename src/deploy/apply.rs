@@ -67,16 +67,10 @@ pub async fn images(
 ) -> anyhow::Result<BTreeMap<String, Image>> {
     let mut images = BTreeMap::new();
     for (name, service) in &project.services {
-        let reference = service
-            .image
-            .clone()
-            .unwrap_or_else(|| format!("{}-{name}", project.name));
-        let policy = match (override_policy, service.pull_policy, &service.build) {
-            (Some(policy), _, _) => policy,
-            (None, Some(policy), _) => policy,
-            (None, None, Some(_)) => PullPolicy::Missing,
-            (None, None, None) => PullPolicy::Missing,
-        };
+        let reference = image_reference(project, name);
+        let policy = override_policy
+            .or(service.pull_policy)
+            .unwrap_or(PullPolicy::Missing);
         let present = engine.image_id(&reference).await?;
         let id = match (policy, present, &service.build) {
             (PullPolicy::Build, _, Some(build)) | (PullPolicy::Missing, None, Some(build)) => {
@@ -113,6 +107,15 @@ pub async fn images(
         images.insert(name.clone(), Image { reference, id });
     }
     Ok(images)
+}
+
+/// The image a service runs: its `image:`, or for a service that only has `build:`, the name
+/// Docker Compose gives the image it builds, `<project>-<service>`.
+pub fn image_reference(project: &Project, service: &str) -> String {
+    project.services[service]
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}-{service}", project.name))
 }
 
 /// Creates the networks and volumes the project's services use.
