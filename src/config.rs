@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::slot::Slot;
+
 /// A value that must never reach logs, the status page or the API. `Debug` and `Display` print
 /// `[redacted]`; the value itself is reached only through `expose`.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,6 +63,15 @@ pub struct Config {
     pub git_ssh_key: Option<PathBuf>,
     pub git_known_hosts: Option<PathBuf>,
     pub git_check_host_keys: bool,
+    /// The slot this instance runs in when stackhook updates itself A/B (`STACKHOOK_SLOT`).
+    pub slot: Option<Slot>,
+    /// The stack that runs stackhook itself.
+    pub self_stack: String,
+    /// The other slot's address, to hand on requests that reach this one while it stands by.
+    pub peer: Option<String>,
+    /// How long a slot that handed over keeps serving (answering 503 on `/health`) so that the
+    /// proxy sees the change before it stops.
+    pub drain: Duration,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -86,6 +97,10 @@ struct File {
     git_ssh_key_file: Option<PathBuf>,
     git_known_hosts_file: Option<PathBuf>,
     git_check_host_keys: Option<bool>,
+    slot: Option<String>,
+    self_stack: Option<String>,
+    peer_url: Option<String>,
+    drain: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1337";
@@ -160,6 +175,21 @@ impl Config {
             .find_map(|name| environment.get(*name).filter(|v| !v.is_empty()))
             .map(|host| vec![host.clone()])
             .unwrap_or_else(|| DEFAULT_ENGINE_HOSTS.map(String::from).to_vec());
+        let slot = match setting("SLOT", file.slot) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<Slot>()
+                    .map_err(|error| anyhow::anyhow!("STACKHOOK_SLOT: {error}"))?,
+            ),
+        };
+        let self_stack =
+            setting("SELF_STACK", file.self_stack).unwrap_or_else(|| "stackhook".into());
+        let drain = match setting("DRAIN", file.drain) {
+            None => Duration::from_secs(5),
+            Some(text) => humantime::parse_duration(&text).map_err(|error| {
+                anyhow::anyhow!("STACKHOOK_DRAIN: {text:?} is not a duration like 5s: {error}")
+            })?,
+        };
         let services_dir = path_setting("SERVICES_DIR", file.services_dir)
             .unwrap_or_else(|| PathBuf::from("services"));
         if services_dir.is_absolute()
@@ -193,6 +223,10 @@ impl Config {
             git_ssh_key: path_setting("GIT_SSH_KEY_FILE", file.git_ssh_key_file),
             git_known_hosts: path_setting("GIT_KNOWN_HOSTS_FILE", file.git_known_hosts_file),
             git_check_host_keys,
+            slot,
+            self_stack,
+            peer: setting("PEER_URL", file.peer_url),
+            drain,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))

@@ -8,6 +8,7 @@
 //! - [`stack`]: what should run: stack discovery, the compose model, fingerprints.
 //! - [`engine`]: the boundary to Docker or Podman.
 //! - [`store`]: what was deployed, persisted atomically; the deploy lock.
+//! - [`slot`]: the A/B slots of a self-updating stackhook and which one is active.
 //! - [`deploy`]: plan (pure), apply, and the single-flight worker.
 //! - [`http`]: the HTTP API, the only module that knows axum.
 //! - [`cli`]: the command line, calling into the modules above.
@@ -18,6 +19,7 @@ pub mod repo;
 pub mod stack;
 pub mod engine;
 pub mod store;
+pub mod slot;
 pub mod deploy;
 pub mod http;
 pub mod cli;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::slot::Slot;
+
 /// Everything stackhook remembers between deployments.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -38,6 +40,7 @@ pub struct StackRecord {
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "deploy.lock";
+const ACTIVE_FILE: &str = "active-slot";
 
 /// Reads the state; a state directory without a state file is an empty state.
 pub fn load(state_dir: &Path) -> anyhow::Result<State> {
@@ -55,6 +58,21 @@ pub fn save(state_dir: &Path, state: &State) -> anyhow::Result<()> {
     let path = state_dir.join(STATE_FILE);
     let json = serde_json::to_vec_pretty(state).context("serialising state")?;
     write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The slot the active marker names, if one was written and is readable.
+pub fn active_slot(state_dir: &Path) -> Option<Slot> {
+    fs::read_to_string(state_dir.join(ACTIVE_FILE))
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Writes the active marker atomically.
+pub fn set_active_slot(state_dir: &Path, slot: Slot) -> anyhow::Result<()> {
+    let path = state_dir.join(ACTIVE_FILE);
+    write_atomically(&path, format!("{slot}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod labels;
 pub mod plan;
+mod self_update;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::repo::{self, tree::Tree};
+use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy};
 use crate::stack::{self, StackName};
 use crate::store::{self, StackRecord};
@@ -141,6 +143,8 @@ pub struct Deployer {
     pub engine: Arc<dyn Engine>,
     /// Describes this process to another one waiting for the lock.
     pub holder: String,
+    /// This instance's slot; only the active one deploys.
+    pub slots: Slots,
 }
 
 /// A stack found in the commit.
@@ -180,6 +184,13 @@ impl Deployer {
 
     async fn pass(&self, request: &Request, report: &mut Report) -> anyhow::Result<()> {
         let _lock = self.lock().await?;
+        if !self.slots.is_active() {
+            anyhow::bail!(
+                "this instance (slot {}) is not the active one; slot {} deploys",
+                self.slots.own().map_or("-".into(), |s| s.to_string()),
+                self.slots.active()
+            );
+        }
         let checkout = self.sync().await?;
         report.commit = Some(checkout.commit.to_string());
         report.branch = Some(checkout.branch.clone());
@@ -422,9 +433,21 @@ impl Deployer {
                 (service.clone(), spec)
             })
             .collect();
+        let own_slot = self
+            .slots
+            .own()
+            .filter(|_| found.name.as_str() == self.config.self_stack);
         if actions.iter().any(|a| a.kind != ActionKind::Unchanged) {
             apply::resources(self.engine.as_ref(), &project).await?;
-            apply::containers(self.engine.as_ref(), &project, &actions, &specs, log).await?;
+            match own_slot {
+                Some(own) => {
+                    self.update_self(own, &project, &actions, &specs, log)
+                        .await?
+                }
+                None => {
+                    apply::containers(self.engine.as_ref(), &project, &actions, &specs, log).await?
+                }
+            }
         }
         report.outcome = Outcome::Deployed;
         Ok(Some(StackRecord {
@@ -442,11 +465,8 @@ impl Deployer {
         project: &Project,
     ) -> anyhow::Result<BTreeMap<String, apply::Image>> {
         let mut images = BTreeMap::new();
-        for (name, service) in &project.services {
-            let reference = service
-                .image
-                .clone()
-                .unwrap_or_else(|| format!("{}-{name}", project.name));
+        for name in project.services.keys() {
+            let reference = apply::image_reference(project, name);
             if let Some(id) = self.engine.image_id(&reference).await? {
                 images.insert(name.clone(), apply::Image { reference, id });
             }

@@ -5,6 +5,7 @@
 //! go to the log, never into a response.
 
 mod error;
+mod standby;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -26,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::deploy::worker::{Ticket, Worker};
 use crate::deploy::{Request, SUSPEND_FILE};
+use crate::slot::{Role, Slots};
 use crate::stack::StackName;
 use crate::stack::compose::PullPolicy;
 use crate::webhook::{self, Event};
@@ -40,15 +43,24 @@ pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
 pub struct AppState {
     pub config: Arc<Config>,
     pub worker: Worker,
+    pub slots: Slots,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Only the active slot deploys; the others hand these requests on (see `standby`).
+    let deploys = Router::new()
         .route("/hooks/github", post(github))
         .route("/deploy-all-changed", post(github))
         .route("/stacks/{stack}/deploy", post(deploy_stack))
         .route("/redeploy-and-update/{stack}", post(redeploy_and_update))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            standby::guard,
+        ));
+    Router::new()
+        .merge(deploys)
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
@@ -154,11 +166,19 @@ async fn redeploy_and_update(
         .await
 }
 
-/// `GET /health`: 200 while this instance is the one deploying.
+/// `GET /health`, for reverse proxies: 200 only while this instance is the active one; 503 on a
+/// standby slot and on one that handed over and is draining.
 async fn health(State(state): State<AppState>) -> Response {
+    let (status, role) = match state.slots.role() {
+        Role::Active => (StatusCode::OK, "active"),
+        Role::Standby { .. } => (StatusCode::SERVICE_UNAVAILABLE, "standby"),
+        Role::Draining { .. } => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+    };
     let last = state.worker.last_report();
     let body = json!({
-        "status": "active",
+        "status": role,
+        "slot": state.slots.own(),
+        "active_slot": state.slots.own().map(|_| state.slots.active()),
         "suspended": state.suspended(),
         "deploying": state.worker.busy(),
         "last_deployment": last.map(|report| json!({
@@ -168,7 +188,13 @@ async fn health(State(state): State<AppState>) -> Response {
             "finished_at": report.finished_at,
         })),
     });
-    (StatusCode::OK, Json(body)).into_response()
+    (status, Json(body)).into_response()
+}
+
+/// `GET /ready`, for container health checks: 200 whenever this instance serves, active or not,
+/// so that a new slot can prove itself before it is handed over to.
+async fn ready(State(state): State<AppState>) -> Response {
+    Json(json!({ "ready": true, "slot": state.slots.own() })).into_response()
 }
 
 impl AppState {

@@ -27,5 +27,6 @@ macro_rules! engine_tests {
 mod cli;
 mod engine;
 mod fidelity;
+mod packaging;
 mod pipeline;
 mod support;
