@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::deploy::plan::ActionKind;
 use crate::deploy::worker::Worker;
 use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
-use crate::engine::docker::Docker;
+use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
 use crate::stack::StackName;
@@ -60,7 +60,7 @@ pub enum Command {
 /// Runs a command; the exit code says whether it did what was asked.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
-    let engine: Arc<dyn Engine> = Arc::new(Docker::connect(&config.engine_hosts).await?);
+    let engine: Arc<dyn Engine> = Arc::new(docker::connect(&config.engine_hosts).await?);
     match cli.command {
         Command::Serve => serve(config, engine).await.map(|()| ExitCode::SUCCESS),
         Command::Deploy {
@@ -175,11 +175,21 @@ async fn deploy(
 /// A report as a person reads it: per stack and service, what was (or would be) done and why.
 pub fn render_report(report: &Report) -> String {
     let mut out = String::new();
-    let commit = report.commit.as_deref().map_or("-", |c| &c[..c.len().min(12)]);
+    let commit = report
+        .commit
+        .as_deref()
+        .map_or("-", |c| &c[..c.len().min(12)]);
     let branch = report.branch.as_deref().unwrap_or("-");
-    let _ = writeln!(out, "deployment {} at {commit} ({branch})", report.deployment);
+    let _ = writeln!(
+        out,
+        "deployment {} at {commit} ({branch})",
+        report.deployment
+    );
     if report.suspended {
-        let _ = writeln!(out, "suspended: {SUSPEND_FILE} is present, nothing deployed");
+        let _ = writeln!(
+            out,
+            "suspended: {SUSPEND_FILE} is present, nothing deployed"
+        );
     }
     if let Some(error) = &report.error {
         let _ = writeln!(out, "error: {error}");

@@ -90,8 +90,10 @@ struct File {
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1337";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/stackhook";
-pub const DEFAULT_ENGINE_HOSTS: [&str; 2] =
-    ["unix:///var/run/docker.sock", "unix:///run/podman/podman.sock"];
+pub const DEFAULT_ENGINE_HOSTS: [&str; 2] = [
+    "unix:///var/run/docker.sock",
+    "unix:///run/podman/podman.sock",
+];
 
 impl Config {
     /// Reads the optional config file and the process environment.
@@ -125,25 +127,25 @@ impl Config {
             |name: &str, from_file: Option<PathBuf>| env(name).map(PathBuf::from).or(from_file);
         let secret = |name: &str, value: Option<String>, path: Option<PathBuf>| {
             let file_name = format!("{name}_FILE");
-            read_secret(
-                name,
-                setting(name, value),
-                path_setting(&file_name, path),
-            )
+            read_secret(name, setting(name, value), path_setting(&file_name, path))
         };
 
         let repo = setting("REPO", file.repo).ok_or_else(|| {
-            anyhow::anyhow!("STACKHOOK_REPO is not set: name the environment repository (a URL or a path)")
+            anyhow::anyhow!(
+                "STACKHOOK_REPO is not set: name the environment repository (a URL or a path)"
+            )
         })?;
         let listen = setting("LISTEN", file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("STACKHOOK_LISTEN: {listen:?} is not an address like 0.0.0.0:1337"))?;
+        let listen = listen.parse().map_err(|_| {
+            anyhow::anyhow!("STACKHOOK_LISTEN: {listen:?} is not an address like 0.0.0.0:1337")
+        })?;
         let poll_interval = match setting("POLL_INTERVAL", file.poll_interval) {
             None => None,
             Some(text) if text == "off" || text == "0" => None,
             Some(text) => Some(humantime::parse_duration(&text).map_err(|error| {
-                anyhow::anyhow!("STACKHOOK_POLL_INTERVAL: {text:?} is not a duration like 30s: {error}")
+                anyhow::anyhow!(
+                    "STACKHOOK_POLL_INTERVAL: {text:?} is not a duration like 30s: {error}"
+                )
             })?),
         };
         let prune = bool_setting("PRUNE", env("PRUNE"), file.prune, true)?;
@@ -178,7 +180,11 @@ impl Config {
             state_dir: path_setting("STATE_DIR", file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             listen,
-            webhook_secret: secret("WEBHOOK_SECRET", file.webhook_secret, file.webhook_secret_file)?,
+            webhook_secret: secret(
+                "WEBHOOK_SECRET",
+                file.webhook_secret,
+                file.webhook_secret_file,
+            )?,
             api_token: secret("API_TOKEN", file.api_token, file.api_token_file)?,
             poll_interval,
             prune,
@@ -202,7 +208,9 @@ fn read_secret(
     path: Option<PathBuf>,
 ) -> anyhow::Result<Option<Secret>> {
     match (value, path) {
-        (Some(_), Some(_)) => anyhow::bail!("STACKHOOK_{name} and STACKHOOK_{name}_FILE are both set: use one"),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("STACKHOOK_{name} and STACKHOOK_{name}_FILE are both set: use one")
+        }
         (Some(value), None) => Ok(Some(Secret::new(value))),
         (None, Some(path)) => {
             let value = fs::read_to_string(&path)
@@ -269,8 +277,13 @@ mod tests {
     #[test]
     fn environment_wins_over_file() {
         let config = load(
-            &[("STACKHOOK_BRANCH", "prod"), ("STACKHOOK_POLL_INTERVAL", "1m")],
-            Some("repo = \"/srv/env\"\nbranch = \"main\"\npoll_interval = \"30s\"\nprune = false\n"),
+            &[
+                ("STACKHOOK_BRANCH", "prod"),
+                ("STACKHOOK_POLL_INTERVAL", "1m"),
+            ],
+            Some(
+                "repo = \"/srv/env\"\nbranch = \"main\"\npoll_interval = \"30s\"\nprune = false\n",
+            ),
         )
         .unwrap();
         assert_eq!(config.repo, "/srv/env");
@@ -295,13 +308,22 @@ mod tests {
         .unwrap();
         assert_eq!(config.webhook_secret.as_ref().unwrap().expose(), "s3cret");
         let debug = format!("{config:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("token\""), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("token\""),
+            "{debug}"
+        );
     }
 
     #[test]
     fn bad_settings_name_themselves() {
         use expect_test::expect;
-        check_error(&[], None, expect![[r#"STACKHOOK_REPO is not set: name the environment repository (a URL or a path)"#]]);
+        check_error(
+            &[],
+            None,
+            expect![[
+                r#"STACKHOOK_REPO is not set: name the environment repository (a URL or a path)"#
+            ]],
+        );
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_LISTEN", "nowhere")],
             None,
@@ -310,7 +332,9 @@ mod tests {
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_POLL_INTERVAL", "soon")],
             None,
-            expect![[r#"STACKHOOK_POLL_INTERVAL: "soon" is not a duration like 30s: expected number at 0"#]],
+            expect![[
+                r#"STACKHOOK_POLL_INTERVAL: "soon" is not a duration like 30s: expected number at 0"#
+            ]],
         );
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_PRUNE", "maybe")],
@@ -318,9 +342,14 @@ mod tests {
             expect![[r#"STACKHOOK_PRUNE: "maybe" is not true or false"#]],
         );
         check_error(
-            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_API_TOKEN_FILE", "/nonexistent/token")],
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_API_TOKEN_FILE", "/nonexistent/token"),
+            ],
             None,
-            expect![[r#"STACKHOOK_API_TOKEN_FILE: reading /nonexistent/token: No such file or directory (os error 2)"#]],
+            expect![[
+                r#"STACKHOOK_API_TOKEN_FILE: reading /nonexistent/token: No such file or directory (os error 2)"#
+            ]],
         );
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_SERVICES_DIR", "../x")],

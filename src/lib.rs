@@ -12,12 +12,12 @@
 //! - [`http`]: the HTTP API, the only module that knows axum.
 //! - [`cli`]: the command line, calling into the modules above.
 
+pub mod cli;
 pub mod config;
-pub mod webhook;
+pub mod deploy;
+pub mod engine;
+pub mod http;
 pub mod repo;
 pub mod stack;
-pub mod engine;
 pub mod store;
-pub mod deploy;
-pub mod http;
-pub mod cli;
+pub mod webhook;

@@ -179,14 +179,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(STATE_FILE), "{").unwrap();
         let error = format!("{:#}", load(dir.path()).unwrap_err());
-        assert!(error.contains("state.json: not valid stackhook state"), "{error}");
+        assert!(
+            error.contains("state.json: not valid stackhook state"),
+            "{error}"
+        );
     }
 
     #[test]
     fn second_holder_is_told_who_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Lock::acquire(dir.path(), "stackhook serve, pid 1", Duration::ZERO, |_| {})
-            .unwrap();
+        let first =
+            Lock::acquire(dir.path(), "stackhook serve, pid 1", Duration::ZERO, |_| {}).unwrap();
         let mut seen = String::new();
         let error = Lock::acquire(dir.path(), "second", Duration::from_millis(250), |holder| {
             seen = holder.to_owned()

@@ -85,7 +85,9 @@ pub async fn images(
                 None
             }
             (PullPolicy::Never | PullPolicy::Build, None, _) => {
-                bail!("service {name}: image {reference} is not present and pull_policy forbids pulling it")
+                bail!(
+                    "service {name}: image {reference} is not present and pull_policy forbids pulling it"
+                )
             }
             (_, Some(id), _) => Some(id),
         };
@@ -147,10 +149,15 @@ pub async fn containers(
     let mut started: Vec<(&str, String)> = Vec::new();
 
     for action in actions.iter().filter(|a| a.kind == ActionKind::Remove) {
-        let Some(container) = &action.container else { continue };
+        let Some(container) = &action.container else {
+            continue;
+        };
         log.line(format!("removing {} ({})", container.name, reason(action)));
         if let Err(error) = stop_and_remove(engine, &container.id, None).await {
-            failures.push(format!("service {}: removing {}: {error:#}", action.service, container.name));
+            failures.push(format!(
+                "service {}: removing {}: {error:#}",
+                action.service, container.name
+            ));
         }
     }
 
@@ -219,7 +226,10 @@ pub async fn containers(
     let waits = started.iter().filter_map(|(name, id)| {
         let check = project.services[*name].healthcheck.as_ref()?;
         (!check.is_disabled()).then(|| async move {
-            (name, wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await)
+            (
+                name,
+                wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await,
+            )
         })
     });
     for (name, result) in join_all(waits).await {
@@ -385,5 +395,12 @@ fn indent_logs(logs: &str) -> String {
     if logs.trim().is_empty() {
         return String::new();
     }
-    format!("; last output:\n{}", logs.trim_end().lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"))
+    format!(
+        "; last output:\n{}",
+        logs.trim_end()
+            .lines()
+            .map(|l| format!("  | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }

@@ -184,7 +184,10 @@ impl Deployer {
         report.commit = Some(checkout.commit.to_string());
         report.branch = Some(checkout.branch.clone());
         if checkout.dir.join(SUSPEND_FILE).exists() {
-            tracing::info!("{SUSPEND_FILE} is present at {}: deploys are paused", checkout.commit);
+            tracing::info!(
+                "{SUSPEND_FILE} is present at {}: deploys are paused",
+                checkout.commit
+            );
             report.suspended = true;
             return Ok(());
         }
@@ -201,13 +204,20 @@ impl Deployer {
         for (name, tree_id) in tree.stacks(&self.config.services_dir) {
             let dir = checkout.dir.join(&self.config.services_dir).join(&name);
             let Ok(name) = StackName::parse(&name) else {
-                report.stacks.push(failed(&name, format!("{name:?} is not a valid stack name")));
+                report
+                    .stacks
+                    .push(failed(&name, format!("{name:?} is not a valid stack name")));
                 continue;
             };
             unknown.remove(&name);
             let forced = request.forced.get(&name).cloned();
             if request.all_changed || forced.is_some() {
-                found.push(Found { name, tree_id, dir, forced });
+                found.push(Found {
+                    name,
+                    tree_id,
+                    dir,
+                    forced,
+                });
             }
         }
         for name in unknown {
@@ -220,7 +230,14 @@ impl Deployer {
         let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(found)
             .map(|found| {
                 let record = state.stacks.get(found.name.as_str()).cloned();
-                self.deploy_stack(found, record, &tree, &checkout.dir, &commit, request.dry_run)
+                self.deploy_stack(
+                    found,
+                    record,
+                    &tree,
+                    &checkout.dir,
+                    &commit,
+                    request.dry_run,
+                )
             })
             .buffer_unordered(STACKS_IN_FLIGHT)
             .collect()
@@ -301,7 +318,16 @@ impl Deployer {
             log: Vec::new(),
         };
         let result = self
-            .converge(&found, record.as_ref(), tree, checkout_dir, commit, dry_run, &log, &mut report)
+            .converge(
+                &found,
+                record.as_ref(),
+                tree,
+                checkout_dir,
+                commit,
+                dry_run,
+                &log,
+                &mut report,
+            )
             .await;
         report.log = log.lines();
         match result {
@@ -340,7 +366,12 @@ impl Deployer {
         let hashes: BTreeMap<String, String> = project
             .services
             .keys()
-            .map(|service| (service.clone(), stack::config_hash(&project, service, &content_id)))
+            .map(|service| {
+                (
+                    service.clone(),
+                    stack::config_hash(&project, service, &content_id),
+                )
+            })
             .collect();
         let fingerprint = stack::fingerprint(&found.tree_id, &project, &hashes);
         if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == fingerprint) {
@@ -439,13 +470,19 @@ impl Deployer {
             let containers = self.engine.containers(Some(project)).await?;
             for container in containers {
                 report.actions.push(Action {
-                    service: container.label(labels::SERVICE).unwrap_or_default().to_owned(),
+                    service: container
+                        .label(labels::SERVICE)
+                        .unwrap_or_default()
+                        .to_owned(),
                     kind: ActionKind::Remove,
                     reason: Some("stack is no longer in the repository".into()),
                     container: None,
                 });
                 if !dry_run {
-                    log.line(format!("removing {} (stack {name} is gone)", container.name));
+                    log.line(format!(
+                        "removing {} (stack {name} is gone)",
+                        container.name
+                    ));
                     apply::stop_and_remove(self.engine.as_ref(), &container.id, None).await?;
                 }
             }

@@ -72,7 +72,12 @@ pub fn plan(
         let existing = by_service.remove(service.as_str()).unwrap_or_default();
         let mut existing = existing.into_iter();
         actions.push(match existing.next() {
-            None => action(&service, ActionKind::Create, Some("no container yet".into()), None),
+            None => action(
+                &service,
+                ActionKind::Create,
+                Some("no container yet".into()),
+                None,
+            ),
             Some(container) => decide(&service, want, container),
         });
         for extra in existing {
@@ -110,8 +115,7 @@ pub fn start_order(project: &Project) -> Result<Vec<String>, CycleError> {
             .filter(|(name, _)| !done.contains(name.as_str()))
             .filter(|(_, service)| {
                 service.depends_on.keys().all(|dependency| {
-                    done.contains(dependency.as_str())
-                        || !project.services.contains_key(dependency)
+                    done.contains(dependency.as_str()) || !project.services.contains_key(dependency)
                 })
             })
             .map(|(name, _)| name)
@@ -135,7 +139,12 @@ pub fn start_order(project: &Project) -> Result<Vec<String>, CycleError> {
 
 fn decide(service: &str, want: &Wanted, container: &Container) -> Action {
     let recreate = |reason: &str| {
-        action(service, ActionKind::Recreate, Some(reason.into()), Some(container))
+        action(
+            service,
+            ActionKind::Recreate,
+            Some(reason.into()),
+            Some(container),
+        )
     };
     if container.label(labels::STACKHOOK_COMMIT).is_none() {
         return recreate("adopting a container stackhook did not create");
@@ -291,7 +300,11 @@ mod tests {
         let project = project(&[("web", &["db"]), ("db", &[]), ("cache", &[])]);
         check(
             &project,
-            &[("web", "h1", None), ("db", "h2", None), ("cache", "h3", None)],
+            &[
+                ("web", "h1", None),
+                ("db", "h2", None),
+                ("cache", "h3", None),
+            ],
             &[],
             expect![[r#"
                 cache    Create: no container yet

@@ -91,7 +91,12 @@ impl Worker {
 
     /// The report of the last finished pass.
     pub fn last_report(&self) -> Option<Arc<Report>> {
-        self.inner.queue.lock().expect("worker queue lock").last.clone()
+        self.inner
+            .queue
+            .lock()
+            .expect("worker queue lock")
+            .last
+            .clone()
     }
 
     /// Whether a pass is running or queued.

@@ -1,9 +1,648 @@
 //! The Docker-compatible socket API, spoken through bollard, for Docker and Podman alike.
+//!
+//! Owns connecting (the first candidate socket that answers), the translation of a
+//! `ContainerSpec` into a create request (`create`, pure), tolerant reads of container state
+//! (`raw`), and the two places where the engines differ: health checks on Podman, which cannot
+//! run them without systemd, and Podman's resolution of short image names. It decides nothing
+//! about what should run; `deploy` does.
 
-pub struct Docker;
+mod create;
+mod raw;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use bollard::errors::Error as ApiError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ExecConfig, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+pub use create::{create_body, endpoint_settings, extra_attachments};
+
+use super::{Container, ContainerSpec, Engine, EngineInfo, EngineKind, Health, State};
+use super::{ContainerStatus, compose};
+
+/// The label every container, network and volume of a compose project carries.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+
+/// Seconds a request may take. Calls that legitimately take longer (stop with a long grace
+/// period, pulls, builds) raise it for that call.
+const REQUEST_TIMEOUT: u64 = 120;
+
+/// A Docker or Podman engine reached through its socket.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    endpoint: raw::Endpoint,
+    /// The candidate as given, for messages.
+    address: String,
+    info: EngineInfo,
+}
+
+/// Connects to the first of `candidates` that answers a ping. A candidate is `unix:///path`, a
+/// plain socket path, or `tcp://host:port` / `http://host:port`.
+pub async fn connect(candidates: &[String]) -> anyhow::Result<Docker> {
+    let mut failures = Vec::new();
+    for candidate in candidates {
+        match connect_one(candidate).await {
+            Ok(docker) => return Ok(docker),
+            Err(error) => failures.push(format!("{candidate} ({error:#})")),
+        }
+    }
+    let tried = if failures.is_empty() {
+        "no engine address configured".to_owned()
+    } else {
+        format!("tried {}", failures.join(", "))
+    };
+    bail!(
+        "no container engine answered: {tried}; start Docker (`dockerd`) or Podman \
+         (`podman system service --time=0 unix:///run/podman/podman.sock`), \
+         for example with scripts/engines.sh"
+    )
+}
 
 impl Docker {
-    pub async fn connect(_candidates: &[String]) -> anyhow::Result<Docker> {
-        unimplemented!()
+    /// Which engine this is, as found at connect time.
+    pub fn kind(&self) -> EngineKind {
+        self.info.kind
+    }
+
+    /// The address this engine was reached at, as it was given to `connect`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The bollard client, with a timeout long enough for a call that waits `extra`.
+    fn client_waiting(&self, extra: Duration) -> bollard::Docker {
+        self.client
+            .clone()
+            .with_timeout(Duration::from_secs(REQUEST_TIMEOUT) + extra)
+    }
+
+    /// A path on the versioned API, for the tolerant reads.
+    fn api_path(&self, path_and_query: &str) -> String {
+        format!("/v{}{path_and_query}", self.client.client_version())
+    }
+
+    async fn inspect_raw(&self, id: &str) -> anyhow::Result<raw::ContainerInspect> {
+        raw::get_json(
+            &self.endpoint,
+            &self.api_path(&format!("/containers/{id}/json")),
+        )
+        .await?
+        .with_context(|| format!("no such container: {id}"))
+    }
+
+    /// Runs a health check's test through exec: exit status 0 is healthy, anything else (a
+    /// failing test, a timeout) is not yet.
+    async fn exec_check(&self, id: &str, check: &compose::Healthcheck) -> anyhow::Result<Health> {
+        let Some(cmd) = check_command(&check.test) else {
+            return Ok(Health::Healthy);
+        };
+        let exec = self
+            .client
+            .create_exec(
+                id,
+                ExecConfig {
+                    cmd: Some(cmd),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let run = async {
+            let started = self
+                .client
+                .start_exec(&exec.id, Some(StartExecOptions::default()))
+                .await?;
+            if let StartExecResults::Attached { mut output, .. } = started {
+                while let Some(chunk) = output.next().await {
+                    chunk?;
+                }
+            }
+            anyhow::Ok(())
+        };
+        let timeout = check.timeout.unwrap_or(Duration::from_secs(30));
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result?,
+            Err(_elapsed) => return Ok(Health::Starting),
+        }
+        // The exit code can lag the end of the output by a moment; a check still running
+        // counts as not healthy yet.
+        let inspected = self.client.inspect_exec(&exec.id).await?;
+        Ok(match inspected.exit_code {
+            Some(0) if inspected.running != Some(true) => Health::Healthy,
+            _ => Health::Starting,
+        })
+    }
+
+    /// Podman looks short names up as `docker.io/library/<name>`; ask for that too.
+    async fn inspect_image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+        match self.client.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(error) if is_status(&error, 404) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for Docker {
+    async fn info(&self) -> anyhow::Result<EngineInfo> {
+        Ok(self.info.clone())
+    }
+
+    async fn containers(&self, project: Option<&str>) -> anyhow::Result<Vec<Container>> {
+        let label = match project {
+            Some(project) => format!("{PROJECT_LABEL}={project}"),
+            None => PROJECT_LABEL.to_owned(),
+        };
+        let filters = serde_json::json!({ "label": [label] }).to_string();
+        let path = self.api_path(&format!(
+            "/containers/json?all=1&filters={}",
+            raw::encode(&filters)
+        ));
+        let listed: Vec<raw::ContainerSummary> = raw::get_json(&self.endpoint, &path)
+            .await
+            .and_then(|listed| listed.context("the engine does not list containers"))
+            .with_context(|| format!("listing containers labelled {label}"))?;
+        Ok(listed
+            .into_iter()
+            .map(|summary| Container {
+                name: summary
+                    .names
+                    .first()
+                    .map(|name| name.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                id: summary.id,
+                image: summary.image,
+                image_id: summary.image_id,
+                labels: summary.labels.unwrap_or_default(),
+                state: parse_state(&summary.state),
+            })
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> anyhow::Result<ContainerStatus> {
+        let inspected = self
+            .inspect_raw(id)
+            .await
+            .with_context(|| format!("inspecting container {id}"))?;
+        let state = inspected.state;
+        Ok(ContainerStatus {
+            state: parse_state(&state.status),
+            exit_code: state.exit_code,
+            health: state.health.and_then(|h| parse_health(&h.status)),
+        })
+    }
+
+    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+        let context = || format!("inspecting image {reference}");
+        let found = self
+            .inspect_image_id(reference)
+            .await
+            .with_context(context)?;
+        if found.is_some() || self.kind() != EngineKind::Podman {
+            return Ok(found);
+        }
+        match docker_io_name(reference) {
+            Some(full) => self.inspect_image_id(&full).await.with_context(context),
+            None => Ok(None),
+        }
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
+    ) -> anyhow::Result<()> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        // A pull takes as long as the registry needs; the stream ends when it is done.
+        let client = self.client_waiting(Duration::from_secs(3600));
+        let mut stream = client.create_image(Some(options), None, None);
+        while let Some(info) = stream.next().await {
+            let info = info.with_context(|| format!("pulling image {reference}"))?;
+            let line = [info.id, info.status]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !line.is_empty() {
+                progress(&line);
+            }
+        }
+        Ok(())
+    }
+
+    async fn build(
+        &self,
+        tag: &str,
+        build: &compose::Build,
+        progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
+    ) -> anyhow::Result<()> {
+        let context_dir = build.context.clone();
+        let archive = tokio::task::spawn_blocking(move || archive_context(&context_dir))
+            .await
+            .context("archiving the build context")?
+            .with_context(|| format!("archiving build context {}", build.context.display()))?;
+        let args: HashMap<&str, &str> = build
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut options = BuildImageOptionsBuilder::default()
+            .t(tag)
+            .dockerfile(&build.dockerfile)
+            .buildargs(&args)
+            .rm(true);
+        if let Some(target) = &build.target {
+            options = options.target(target);
+        }
+        let client = self.client_waiting(Duration::from_secs(3600));
+        let mut stream = client.build_image(
+            options.build(),
+            None,
+            Some(bollard::body_full(archive.into())),
+        );
+        while let Some(info) = stream.next().await {
+            let info = info.with_context(|| format!("building image {tag}"))?;
+            if let Some(message) = info.error_detail.and_then(|detail| detail.message) {
+                bail!("building image {tag}: {message}");
+            }
+            let line = info.stream.or(info.status).unwrap_or_default();
+            for line in line.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                progress(line);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self, network: &compose::Network) -> anyhow::Result<()> {
+        let name = &network.name;
+        match self.client.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_status(&error, 404) => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("inspecting network {name}"));
+            }
+        }
+        if network.external {
+            bail!(
+                "network {name} is declared as external, but does not exist; \
+                 create it with `docker network create {name}`"
+            );
+        }
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: network.driver.clone(),
+            internal: Some(network.internal),
+            attachable: Some(network.attachable),
+            enable_ipv6: network.enable_ipv6.then_some(true),
+            options: Some(to_hash_map(&network.driver_opts)),
+            labels: Some(to_hash_map(&network.labels)),
+            ..Default::default()
+        };
+        match self.client.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another deployment created it between our inspect and create.
+            Err(error) if is_status(&error, 409) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("creating network {name}")),
+        }
+    }
+
+    async fn networks(&self, project: &str) -> anyhow::Result<Vec<String>> {
+        let filters = HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}")])]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let networks = self
+            .client
+            .list_networks(Some(options))
+            .await
+            .with_context(|| format!("listing networks of project {project}"))?;
+        let mut names: Vec<String> = networks.into_iter().filter_map(|n| n.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn remove_network(&self, name: &str) -> anyhow::Result<()> {
+        match self.client.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_status(&error, 404) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("removing network {name}")),
+        }
+    }
+
+    async fn ensure_volume(&self, volume: &compose::Volume) -> anyhow::Result<()> {
+        let name = &volume.name;
+        match self.client.inspect_volume(name).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_status(&error, 404) => {}
+            Err(error) => return Err(error).with_context(|| format!("inspecting volume {name}")),
+        }
+        if volume.external {
+            bail!(
+                "volume {name} is declared as external, but does not exist; \
+                 create it with `docker volume create {name}`"
+            );
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.clone()),
+            driver: volume.driver.clone(),
+            driver_opts: Some(to_hash_map(&volume.driver_opts)),
+            labels: Some(to_hash_map(&volume.labels)),
+            ..Default::default()
+        };
+        self.client
+            .create_volume(request)
+            .await
+            .with_context(|| format!("creating volume {name}"))?;
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        let name = &spec.name;
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .client
+            .create_container(Some(options), create_body(spec, self.kind()))
+            .await
+            .with_context(|| format!("creating container {name}"))?;
+        for attachment in extra_attachments(spec) {
+            let request = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(endpoint_settings(attachment)),
+            };
+            let connected = self
+                .client
+                .connect_network(&attachment.network, request)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting container {name} to network {}",
+                        attachment.network
+                    )
+                });
+            if let Err(error) = connected {
+                // Leave no half-made container behind for the next plan to trip over.
+                let _ = self.remove(&created.id).await;
+                return Err(error);
+            }
+        }
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> anyhow::Result<()> {
+        match self.client.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(error) if is_status(&error, 304) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("starting container {id}")),
+        }
+    }
+
+    async fn stop(&self, id: &str, timeout: Option<Duration>) -> anyhow::Result<()> {
+        let mut options = StopContainerOptionsBuilder::default();
+        if let Some(timeout) = timeout {
+            options = options.t(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX));
+        }
+        // The engine answers after the grace period at worst; the default one is 10 seconds.
+        let client = self.client_waiting(timeout.unwrap_or(Duration::from_secs(10)));
+        match client.stop_container(id, Some(options.build())).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(error) if is_status(&error, 304) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("stopping container {id}")),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_status(&error, 404) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("removing container {id}")),
+        }
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> anyhow::Result<()> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.client
+            .rename_container(id, options)
+            .await
+            .with_context(|| format!("renaming container {id} to {name}"))
+    }
+
+    async fn health(&self, id: &str, check: &compose::Healthcheck) -> anyhow::Result<Health> {
+        let context = || format!("checking the health of container {id}");
+        let status = self.inspect(id).await.with_context(context)?;
+        match status.state {
+            State::Running => {}
+            State::Created | State::Restarting => return Ok(Health::Starting),
+            _ => return Ok(Health::Unhealthy),
+        }
+        match (self.kind(), status.health) {
+            // Docker runs the check itself; a container without one is checked through exec.
+            (EngineKind::Docker, Some(health)) => Ok(health),
+            // Podman's verdict is trusted only once it has one: without systemd it never
+            // leaves `starting` (FIELD-NOTES).
+            (EngineKind::Podman, Some(health @ (Health::Healthy | Health::Unhealthy))) => {
+                Ok(health)
+            }
+            _ => self.exec_check(id, check).await.with_context(context),
+        }
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> anyhow::Result<String> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.client.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(output) = stream.next().await {
+            let output = output.with_context(|| format!("reading the logs of container {id}"))?;
+            text.push_str(&String::from_utf8_lossy(&output.into_bytes()));
+        }
+        Ok(text)
+    }
+}
+
+async fn connect_one(candidate: &str) -> anyhow::Result<Docker> {
+    let version = bollard::API_DEFAULT_VERSION;
+    let (client, endpoint) = if let Some(address) = candidate
+        .strip_prefix("tcp://")
+        .or_else(|| candidate.strip_prefix("http://"))
+    {
+        let address = address.trim_end_matches('/').to_owned();
+        let client = bollard::Docker::connect_with_http(candidate, REQUEST_TIMEOUT, version)?;
+        (client, raw::Endpoint::Tcp(address))
+    } else {
+        let path = candidate.strip_prefix("unix://").unwrap_or(candidate);
+        if !path.starts_with('/') {
+            bail!("not a socket path nor a unix://, tcp:// or http:// address");
+        }
+        let client = bollard::Docker::connect_with_unix(path, REQUEST_TIMEOUT, version)?;
+        (client, raw::Endpoint::Unix(path.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), client.ping())
+        .await
+        .context("no answer to ping within 5 seconds")?
+        .context("ping")?;
+    let client = client
+        .negotiate_version()
+        .await
+        .context("negotiating the API version")?;
+    let version = client
+        .version()
+        .await
+        .context("reading the engine version")?;
+    let podman = version
+        .components
+        .iter()
+        .flatten()
+        .any(|component| component.name == "Podman Engine");
+    let info = EngineInfo {
+        kind: if podman {
+            EngineKind::Podman
+        } else {
+            EngineKind::Docker
+        },
+        version: version.version.unwrap_or_default(),
+        api_version: version.api_version.unwrap_or_default(),
+    };
+    Ok(Docker {
+        client,
+        endpoint,
+        address: candidate.to_owned(),
+        info,
+    })
+}
+
+fn is_status(error: &ApiError, code: u16) -> bool {
+    matches!(error, ApiError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// A state name as the engine reports it. Names outside Docker's list (Podman's `stopped`,
+/// `configured`) are kept, not refused.
+fn parse_state(name: &str) -> State {
+    match name {
+        "created" => State::Created,
+        "running" => State::Running,
+        "paused" => State::Paused,
+        "restarting" => State::Restarting,
+        "removing" => State::Removing,
+        "exited" => State::Exited,
+        "dead" => State::Dead,
+        other => State::Unknown(other.to_owned()),
+    }
+}
+
+fn parse_health(name: &str) -> Option<Health> {
+    match name {
+        "starting" => Some(Health::Starting),
+        "healthy" => Some(Health::Healthy),
+        "unhealthy" => Some(Health::Unhealthy),
+        _ => None,
+    }
+}
+
+/// The argv that runs a health check's test: `CMD` runs its arguments, `CMD-SHELL` its string
+/// through `/bin/sh -c`, as the engine does. `None` when there is nothing to run.
+fn check_command(test: &[String]) -> Option<Vec<String>> {
+    match test.split_first()? {
+        (kind, rest) if kind == "CMD" => (!rest.is_empty()).then(|| rest.to_vec()),
+        (kind, rest) if kind == "CMD-SHELL" => {
+            Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), rest.join(" ")])
+        }
+        (kind, _) if kind == "NONE" => None,
+        // A bare list is taken as `CMD-SHELL`, as the engines do with a string test.
+        _ => Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), test.join(" ")]),
+    }
+}
+
+/// `name[:tag]` → `docker.io/library/name[:tag]`, `user/name` → `docker.io/user/name`;
+/// `None` for names that already carry a registry, and for image ids.
+fn docker_io_name(reference: &str) -> Option<String> {
+    if reference.starts_with("sha256:") {
+        return None;
+    }
+    match reference.split_once('/') {
+        None => Some(format!("docker.io/library/{reference}")),
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => None,
+        Some(_) => Some(format!("docker.io/{reference}")),
+    }
+}
+
+/// The build context as a tar archive. Symbolic links stay links, as the docker CLI sends them.
+fn archive_context(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.follow_symlinks(false);
+    archive.append_dir_all(".", dir)?;
+    Ok(archive.into_inner()?)
+}
+
+fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn unknown_states_are_kept() {
+        assert_eq!(parse_state("running"), State::Running);
+        assert_eq!(parse_state("stopped"), State::Unknown("stopped".to_owned()));
+    }
+
+    #[test]
+    fn check_commands_follow_the_test_kind() {
+        assert_eq!(
+            check_command(&strings(&["CMD", "true", "x"])),
+            Some(strings(&["true", "x"]))
+        );
+        assert_eq!(
+            check_command(&strings(&["CMD-SHELL", "wget -q localhost || exit 1"])),
+            Some(strings(&["/bin/sh", "-c", "wget -q localhost || exit 1"]))
+        );
+        assert_eq!(check_command(&strings(&["NONE"])), None);
+        assert_eq!(check_command(&[]), None);
+    }
+
+    #[test]
+    fn short_names_resolve_on_docker_io() {
+        assert_eq!(
+            docker_io_name("bb:latest").as_deref(),
+            Some("docker.io/library/bb:latest")
+        );
+        assert_eq!(
+            docker_io_name("me/app").as_deref(),
+            Some("docker.io/me/app")
+        );
+        assert_eq!(docker_io_name("localhost/app"), None);
+        assert_eq!(docker_io_name("ghcr.io/me/app"), None);
+        assert_eq!(docker_io_name("localhost:5000/app"), None);
     }
 }

@@ -28,14 +28,17 @@ pub trait Engine: Send + Sync + 'static {
     /// The id of a local image, `None` when the engine does not have it.
     async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>>;
     /// Pulls an image, reporting progress lines to `progress`.
-    async fn pull(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync))
-    -> anyhow::Result<()>;
+    async fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
+    ) -> anyhow::Result<()>;
     /// Builds `tag` from a compose `build:` section.
     async fn build(
         &self,
         tag: &str,
         build: &compose::Build,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
     ) -> anyhow::Result<()>;
     /// Creates the network unless one of that name exists; for an external network, checks
     /// that it exists.

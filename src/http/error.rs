@@ -11,9 +11,13 @@ use crate::webhook::{PayloadError, SignatureError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("webhooks are disabled: no webhook secret is configured (set STACKHOOK_WEBHOOK_SECRET or STACKHOOK_WEBHOOK_SECRET_FILE)")]
+    #[error(
+        "webhooks are disabled: no webhook secret is configured (set STACKHOOK_WEBHOOK_SECRET or STACKHOOK_WEBHOOK_SECRET_FILE)"
+    )]
     NoWebhookSecret,
-    #[error("no API token or webhook secret is configured (set STACKHOOK_API_TOKEN or STACKHOOK_WEBHOOK_SECRET)")]
+    #[error(
+        "no API token or webhook secret is configured (set STACKHOOK_API_TOKEN or STACKHOOK_WEBHOOK_SECRET)"
+    )]
     NoCredentials,
     #[error(transparent)]
     Signature(#[from] SignatureError),

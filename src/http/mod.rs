@@ -89,7 +89,11 @@ async fn github(
         .webhook_secret
         .as_ref()
         .ok_or(ApiError::NoWebhookSecret)?;
-    webhook::verify(secret, headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()), &body)?;
+    webhook::verify(
+        secret,
+        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
+        &body,
+    )?;
     let event_name = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok());
     // gitops-deploy-server's callers post an empty signed body to mean "deploy what changed".
     let event = if body.is_empty() && event_name.is_none() {
@@ -108,9 +112,9 @@ async fn github(
                 _ => Ok(state.start(Request::all_changed(), query.wait).await),
             }
         }
-        Some(Event::OtherRef(reference)) => {
-            Ok(ignored(format!("push to {reference}, which is not a branch")))
-        }
+        Some(Event::OtherRef(reference)) => Ok(ignored(format!(
+            "push to {reference}, which is not a branch"
+        ))),
         Some(Event::Other(name)) => Ok(ignored(format!("event {name} does not deploy"))),
         None => Ok(state.start(Request::all_changed(), query.wait).await),
     }
@@ -131,7 +135,9 @@ async fn deploy_stack(
         Some("never") => Some(PullPolicy::Never),
         Some(other) => return Err(ApiError::BadPull(other.to_owned())),
     };
-    state.redeploy(stack, pull, query.wait, &headers, &body).await
+    state
+        .redeploy(stack, pull, query.wait, &headers, &body)
+        .await
 }
 
 /// `POST /redeploy-and-update/{stack}`: gitops-deploy-server's path, which pulls newer images.
@@ -143,7 +149,9 @@ async fn redeploy_and_update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pull = Some(PullPolicy::Always);
-    state.redeploy(stack, pull, query.wait, &headers, &body).await
+    state
+        .redeploy(stack, pull, query.wait, &headers, &body)
+        .await
 }
 
 /// `GET /health`: 200 while this instance is the one deploying.
@@ -192,7 +200,9 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match (bearer, &self.config.api_token) {
-            (Some(given), Some(token)) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => {
+            (Some(given), Some(token))
+                if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) =>
+            {
                 return Ok(());
             }
             (Some(_), _) => return Err(ApiError::BadToken),
@@ -212,7 +222,11 @@ impl AppState {
     async fn start(&self, request: Request, wait: bool) -> Response {
         let Ticket { deployment, report } = self.worker.trigger(request);
         if !wait {
-            return (StatusCode::ACCEPTED, Json(json!({ "deployment": deployment }))).into_response();
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({ "deployment": deployment })),
+            )
+                .into_response();
         }
         match report.await {
             Ok(report) if report.succeeded() => (StatusCode::OK, Json(&*report)).into_response(),

@@ -6,10 +6,21 @@
 //! git or of what is deployed. It reads only the files a stack names.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
+use yaml_serde::Value;
+
+use self::node::Node;
+use super::interpolate;
+
+mod dotenv;
+mod node;
+mod project;
+mod service;
+#[cfg(test)]
+mod tests;
 
 /// Compose file names, in the order Docker Compose looks for them.
 pub const FILE_NAMES: [&str; 6] = [
@@ -275,9 +286,232 @@ pub enum Error {
     },
 }
 
-pub fn load(
-    _dir: &std::path::Path,
-    _environment: &BTreeMap<String, String>,
-) -> Result<Project, Error> {
-    unimplemented!()
+/// Loads the compose project of the stack directory `dir` (absolute) as `docker compose up -d`
+/// run there would see it.
+///
+/// Variables for interpolation come from `dir/.env` overlaid by `environment`, the process
+/// environment, which wins as in Compose ("Environment variables precedence").
+pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Project, Error> {
+    let file = find_file(dir)?;
+    let text = read(&file)?;
+    let mut files_read = Vec::new();
+    let mut variables = BTreeMap::new();
+    let mut interpolation_environment = BTreeMap::new();
+    let dotenv_file = dir.join(".env");
+    if dotenv_file.is_file() {
+        let mut lookup = |name: &str| environment.get(name).cloned();
+        interpolation_environment = read_dotenv(&dotenv_file, &mut lookup)?;
+        files_read.push(dotenv_file);
+    }
+    interpolation_environment.extend(environment.clone());
+    let mut document = parse(&file, &text)?;
+    check_top_level_keys(&file, &document)?;
+    interpolate_document(
+        &file,
+        &mut document,
+        &interpolation_environment,
+        &mut variables,
+    )?;
+    let mut context = project::Context {
+        file: &file,
+        dir,
+        environment: &interpolation_environment,
+        files_read,
+        variables,
+    };
+    project::project(&Node::new(&file, "", &document), &mut context)
+}
+
+/// Top-level keys `up -d` honours or may safely ignore. `configs` and `secrets` are accepted
+/// here because no service can use them: the service keys are rejected.
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    "version", "name", "services", "networks", "volumes", "configs",
+];
+
+/// The first of `FILE_NAMES` present in `dir`: Compose uses only one of them.
+fn find_file(dir: &Path) -> Result<PathBuf, Error> {
+    FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+        .ok_or_else(|| Error::NoComposeFile {
+            dir: dir.to_path_buf(),
+        })
+}
+
+fn read(file: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(file).map_err(|source| Error::Io {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a dotenv file (`.env` or an `env_file`) into variables.
+fn read_dotenv(
+    file: &Path,
+    lookup: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let text = read(file)?;
+    let entries = dotenv::parse(&text, lookup).map_err(|error| match error {
+        dotenv::Error::Syntax { line, message } => Error::Invalid {
+            file: file.to_path_buf(),
+            at: format!("line {line}"),
+            message,
+        },
+        dotenv::Error::MissingVariable { name, message, .. } => Error::MissingVariable {
+            file: file.to_path_buf(),
+            name,
+            message,
+        },
+    })?;
+    Ok(entries.into_iter().collect())
+}
+
+/// Parses YAML and resolves `<<` merge keys, so that anchors and `x-` fragments behave as in
+/// Compose.
+fn parse(file: &Path, text: &str) -> Result<Value, Error> {
+    let yaml_error = |error: yaml_serde::Error| Error::Yaml {
+        file: file.to_path_buf(),
+        message: error.to_string(),
+    };
+    let mut document: Value = yaml_serde::from_str(text).map_err(yaml_error)?;
+    resolve_merges(&mut document).map_err(|message| Error::Yaml {
+        file: file.to_path_buf(),
+        message,
+    })?;
+    match document {
+        Value::Mapping(_) => Ok(document),
+        Value::Null => Err(Error::Invalid {
+            file: file.to_path_buf(),
+            at: "(root)".to_owned(),
+            message: "empty compose file".to_owned(),
+        }),
+        _ => Err(Error::Invalid {
+            file: file.to_path_buf(),
+            at: "(root)".to_owned(),
+            message: "must be a mapping".to_owned(),
+        }),
+    }
+}
+
+/// Resolves `<<` keys depth first, so that a fragment which itself merges another is complete
+/// before it is merged (`Value::apply_merge` copies such an inner `<<` unresolved). Keys written
+/// in the mapping win over merged ones, and earlier merge sources over later ones
+/// (<https://yaml.org/type/merge.html>).
+fn resolve_merges(value: &mut Value) -> Result<(), String> {
+    match value {
+        Value::Mapping(mapping) => {
+            for child in mapping.values_mut() {
+                resolve_merges(child)?;
+            }
+            let sources = match mapping.remove("<<") {
+                None => return Ok(()),
+                Some(Value::Mapping(source)) => vec![source],
+                Some(Value::Sequence(sources)) => sources
+                    .into_iter()
+                    .map(|source| match source {
+                        Value::Mapping(source) => Ok(source),
+                        _ => Err("a << list may hold only mappings".to_owned()),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err("<< must merge a mapping or a list of them".to_owned()),
+            };
+            for source in sources {
+                for (key, value) in source {
+                    mapping.entry(key).or_insert(value);
+                }
+            }
+            Ok(())
+        }
+        Value::Sequence(sequence) => sequence.iter_mut().try_for_each(resolve_merges),
+        Value::Tagged(tagged) => resolve_merges(&mut tagged.value),
+        _ => Ok(()),
+    }
+}
+
+fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
+    let Value::Mapping(mapping) = document else {
+        return Ok(());
+    };
+    for key in mapping.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if key == "include" {
+            // Valid Compose, but it would pull in files from outside the stack's own.
+            return Err(Error::Invalid {
+                file: file.to_path_buf(),
+                at: "include".to_owned(),
+                message: "include is not supported by stackhook".to_owned(),
+            });
+        }
+        let allowed = TOP_LEVEL_KEYS.contains(&key) || key == "secrets" || key.starts_with("x-");
+        if !allowed {
+            return Err(Error::UnknownTopLevelKey {
+                file: file.to_path_buf(),
+                key: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Interpolates every string value (never a key) in place, recording each variable looked up.
+fn interpolate_document(
+    file: &Path,
+    document: &mut Value,
+    environment: &BTreeMap<String, String>,
+    variables: &mut BTreeMap<String, Option<String>>,
+) -> Result<(), Error> {
+    let mut lookup = |name: &str| {
+        let value = environment.get(name).cloned();
+        variables.insert(name.to_owned(), value.clone());
+        value
+    };
+    interpolate_value(file, document, String::new(), &mut lookup)
+}
+
+fn interpolate_value(
+    file: &Path,
+    value: &mut Value,
+    at: String,
+    lookup: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<(), Error> {
+    match value {
+        Value::String(text) => {
+            *text = interpolate::interpolate(text, lookup).map_err(|error| match error {
+                interpolate::Error::Syntax => Error::Interpolation {
+                    file: file.to_path_buf(),
+                    key: at,
+                    value: text.clone(),
+                },
+                interpolate::Error::Missing { name, message } => Error::MissingVariable {
+                    file: file.to_path_buf(),
+                    name,
+                    message,
+                },
+            })?;
+            Ok(())
+        }
+        Value::Mapping(mapping) => {
+            for (key, child) in mapping.iter_mut() {
+                let key = key
+                    .as_str()
+                    .map_or_else(|| format!("{key:?}"), str::to_owned);
+                let at = if at.is_empty() {
+                    key
+                } else {
+                    format!("{at}.{key}")
+                };
+                interpolate_value(file, child, at, lookup)?;
+            }
+            Ok(())
+        }
+        Value::Sequence(sequence) => {
+            for (index, child) in sequence.iter_mut().enumerate() {
+                interpolate_value(file, child, format!("{at}[{index}]"), lookup)?;
+            }
+            Ok(())
+        }
+        Value::Tagged(tagged) => interpolate_value(file, &mut tagged.value, at, lookup),
+        _ => Ok(()),
+    }
 }

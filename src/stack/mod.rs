@@ -91,7 +91,10 @@ pub fn fingerprint(
     config_hashes: &BTreeMap<String, String>,
 ) -> String {
     let mut hasher = Sha256::new();
-    hash_json(&mut hasher, &(tree_id, &project.name, &project.variables, config_hashes));
+    hash_json(
+        &mut hasher,
+        &(tree_id, &project.name, &project.variables, config_hashes),
+    );
     hex::encode(hasher.finalize())
 }
 

@@ -14,7 +14,10 @@ use serde::Deserialize;
 pub enum Event {
     Ping,
     /// A push to `branch` (the `refs/heads/` prefix removed) whose head is `after`.
-    Push { branch: String, after: String },
+    Push {
+        branch: String,
+        after: String,
+    },
     /// A push of a tag or anything that is not a branch.
     OtherRef(String),
     /// An event stackhook does not act on, by name.
@@ -105,13 +108,18 @@ mod tests {
         check(
             Some("push"),
             "{",
-            expect![[r#"error: invalid push payload: EOF while parsing an object at line 1 column 1"#]],
+            expect![[
+                r#"error: invalid push payload: EOF while parsing an object at line 1 column 1"#
+            ]],
         );
     }
 
     #[test]
     fn release_action() {
-        assert_eq!(action(br#"{"action":"published"}"#).as_deref(), Some("published"));
+        assert_eq!(
+            action(br#"{"action":"published"}"#).as_deref(),
+            Some("published")
+        );
         assert_eq!(action(b"{}"), None);
         assert_eq!(action(b""), None);
     }

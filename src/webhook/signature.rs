@@ -34,12 +34,15 @@ pub fn verify(secret: &Secret, header: Option<&[u8]>, body: &[u8]) -> Result<(),
 
 /// The header value GitHub would send for `body`; for tests and for clients that sign.
 pub fn sign(secret: &Secret, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret, body).finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
 }
 
 fn mac(secret: &Secret, body: &[u8]) -> HmacSha256 {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any size");
+    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any size");
     mac.update(body);
     mac
 }
@@ -51,7 +54,8 @@ mod tests {
     // GitHub's documented test vector ("Validating webhook deliveries").
     const SECRET: &str = "It's a Secret to Everybody";
     const BODY: &[u8] = b"Hello, World!";
-    const SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const SIGNATURE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     fn check(header: Option<&str>, expected: Result<(), SignatureError>) {
         let secret = Secret::new(SECRET);

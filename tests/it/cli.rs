@@ -17,12 +17,20 @@ fn stack_yaml(marker: &str) -> String {
 
 fn stackhook(h: &Harness, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stackhook"));
-    command.args(args).env_clear().envs(&h.settings).env("PATH", std::env::var("PATH").unwrap());
+    command
+        .args(args)
+        .env_clear()
+        .envs(&h.settings)
+        .env("PATH", std::env::var("PATH").unwrap());
     command
 }
 
 fn run(h: &Harness, args: &[&str]) -> (bool, String, String) {
-    let Output { status, stdout, stderr } = stackhook(h, args).output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = stackhook(h, args).output().unwrap();
     let stdout = String::from_utf8(stdout).unwrap();
     let stderr = String::from_utf8(stderr).unwrap();
     (status.success(), stdout, stderr)
@@ -47,7 +55,10 @@ async fn deploy_dry_run_and_status() {
     assert!(ok, "{out}{err}");
     let stack = h.stack("app");
     assert!(out.contains(&format!("stack {stack}: plan\n  create    app: no container yet\n  create    side: no container yet\n")), "{out}");
-    assert!(h.containers("app").await.is_empty(), "a dry run touches nothing");
+    assert!(
+        h.containers("app").await.is_empty(),
+        "a dry run touches nothing"
+    );
 
     let (ok, out, err) = run(&h, &["deploy"]);
     assert!(ok, "{out}{err}");
@@ -59,7 +70,10 @@ async fn deploy_dry_run_and_status() {
     h.repo.commit("change app");
     let (ok, out, err) = run(&h, &["deploy", "--dry-run"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("  recreate  app: configuration changed\n  unchanged side\n"), "{out}");
+    assert!(
+        out.contains("  recreate  app: configuration changed\n  unchanged side\n"),
+        "{out}"
+    );
     assert_eq!(h.containers("app").await["app"].id, before["app"].id);
 
     // Naming a stack forces it even when nothing changed.
@@ -71,12 +85,18 @@ async fn deploy_dry_run_and_status() {
 
     let (ok, out, err) = run(&h, &["status"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains(&format!("{stack} (project {stack}) commit")), "{out}");
+    assert!(
+        out.contains(&format!("{stack} (project {stack}) commit")),
+        "{out}"
+    );
     assert!(out.contains("running"), "{out}");
     let (ok, out, _) = run(&h, &["status", "--json"]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["stacks"][0]["services"][0]["state"], "running", "{status}");
+    assert_eq!(
+        status["stacks"][0]["services"][0]["state"], "running",
+        "{status}"
+    );
 
     let (ok, _, err) = run(&h, &["deploy", "../etc"]);
     assert!(!ok);
@@ -106,10 +126,16 @@ async fn a_second_deployer_waits_for_the_lock_and_names_its_holder() {
     let mut line = String::new();
     while !line.contains("waiting for the deploy lock") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "stackhook deploy ended without waiting");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stackhook deploy ended without waiting"
+        );
     }
     assert!(line.contains("held by stackhook serve, pid 4242"), "{line}");
-    assert!(h.containers("app").await.is_empty(), "nothing deploys while the lock is held");
+    assert!(
+        h.containers("app").await.is_empty(),
+        "nothing deploys while the lock is held"
+    );
     drop(lock);
     assert!(child.wait().unwrap().success());
     assert_eq!(h.containers("app").await.len(), 2);
@@ -126,14 +152,26 @@ async fn docker_compose_sees_and_takes_down_what_stackhook_deployed() {
     assert!(ok, "{out}{err}");
     let project = h.stack("app");
 
-    let ps = compose(&h, &["-p", &project, "ps", "--format", "{{.Name}} {{.Service}} {{.State}}"]);
+    let ps = compose(
+        &h,
+        &[
+            "-p",
+            &project,
+            "ps",
+            "--format",
+            "{{.Name}} {{.Service}} {{.State}}",
+        ],
+    );
     assert!(ps.status.success(), "{ps:?}");
     let listed = String::from_utf8(ps.stdout).unwrap();
     let mut lines: Vec<&str> = listed.lines().collect();
     lines.sort();
     assert_eq!(
         lines,
-        [format!("{project}-app-1 app running"), format!("{project}-side-1 side running")]
+        [
+            format!("{project}-app-1 app running"),
+            format!("{project}-side-1 side running")
+        ]
     );
 
     let down = compose(&h, &["-p", &project, "down"]);
@@ -144,7 +182,10 @@ async fn docker_compose_sees_and_takes_down_what_stackhook_deployed() {
         .env("DOCKER_HOST", h.engine.host())
         .output()
         .unwrap();
-    assert!(!network.status.success(), "down removes the project network too");
+    assert!(
+        !network.status.success(),
+        "down removes the project network too"
+    );
 }
 
 #[tokio::test]
@@ -155,14 +196,20 @@ async fn stackhook_adopts_a_stack_docker_compose_started() {
     h.repo.commit("one stack");
     let project = h.stack("app");
     let dir = h.repo.path().join("services").join(&project);
-    let up = compose(&h, &["--project-directory", dir.to_str().unwrap(), "up", "-d"]);
+    let up = compose(
+        &h,
+        &["--project-directory", dir.to_str().unwrap(), "up", "-d"],
+    );
     assert!(up.status.success(), "{up:?}");
     let by_compose = h.containers("app").await;
     assert_eq!(by_compose.len(), 2);
 
     let (ok, out, err) = run(&h, &["deploy"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("recreate  app: adopting a container stackhook did not create"), "{out}");
+    assert!(
+        out.contains("recreate  app: adopting a container stackhook did not create"),
+        "{out}"
+    );
     let adopted = h.containers("app").await;
     assert_eq!(adopted.len(), 2);
     for (service, container) in &adopted {
@@ -171,6 +218,9 @@ async fn stackhook_adopts_a_stack_docker_compose_started() {
     }
     let (ok, out, _) = run(&h, &["deploy", &project]);
     assert!(ok);
-    assert!(out.contains("  unchanged app\n  unchanged side\n"), "adopted once, then left alone: {out}");
+    assert!(
+        out.contains("  unchanged app\n  unchanged side\n"),
+        "adopted once, then left alone: {out}"
+    );
     h.cleanup().await;
 }

@@ -47,7 +47,9 @@ async fn harness(engine: TestEngine, test: &str) -> Harness {
     Harness::new(engine, test).await
 }
 
-fn ids(containers: &std::collections::BTreeMap<String, stackhook::engine::Container>) -> Vec<(String, String)> {
+fn ids(
+    containers: &std::collections::BTreeMap<String, stackhook::engine::Container>,
+) -> Vec<(String, String)> {
     containers
         .iter()
         .map(|(service, c)| (service.clone(), c.id.clone()))
@@ -69,7 +71,11 @@ async fn push_deploys_only_the_changed_stack_and_service() {
     assert_eq!(pair.len(), 2);
     assert_eq!(solo.len(), 1);
     for container in pair.values().chain(solo.values()) {
-        assert_eq!(container.state, stackhook::engine::State::Running, "{container:?}");
+        assert_eq!(
+            container.state,
+            stackhook::engine::State::Running,
+            "{container:?}"
+        );
         assert_eq!(container.labels["com.docker.compose.oneoff"], "False");
         assert!(container.labels.contains_key("io.stackhook.commit"));
     }
@@ -82,18 +88,29 @@ async fn push_deploys_only_the_changed_stack_and_service() {
     assert_eq!(status, 200, "{report}");
     let after_pair = h.containers("pair").await;
     let after_solo = h.containers("solo").await;
-    assert_ne!(after_pair["web"].id, pair["web"].id, "web changed and must be recreated");
+    assert_ne!(
+        after_pair["web"].id, pair["web"].id,
+        "web changed and must be recreated"
+    );
     assert_eq!(after_pair["db"].id, pair["db"].id, "db did not change");
     assert_eq!(ids(&after_solo), ids(&solo), "solo did not change");
     let outcomes: Vec<_> = report["stacks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["stack"].as_str().unwrap().to_owned(), s["outcome"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["stack"].as_str().unwrap().to_owned(),
+                s["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
-        [(h.stack("pair"), "deployed".to_owned()), (h.stack("solo"), "unchanged".to_owned())]
+        [
+            (h.stack("pair"), "deployed".to_owned()),
+            (h.stack("solo"), "unchanged".to_owned())
+        ]
     );
 
     // A push that changes no stack changes nothing.
@@ -104,7 +121,11 @@ async fn push_deploys_only_the_changed_stack_and_service() {
     assert_eq!(ids(&h.containers("pair").await), ids(&after_pair));
     assert_eq!(ids(&h.containers("solo").await), ids(&after_solo));
     assert!(
-        report["stacks"].as_array().unwrap().iter().all(|s| s["outcome"] == "unchanged"),
+        report["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "unchanged"),
         "{report}"
     );
 
@@ -122,13 +143,31 @@ async fn signatures_pings_branches_and_bodies() {
     let before = ids(&h.containers("app").await);
 
     let push = json!({ "ref": "refs/heads/main" }).to_string();
-    let (status, body) = server.post("/hooks/github", &push, &[("X-GitHub-Event", "push")]).await;
-    assert_eq!((status, body), (401, json!({ "error": "missing X-Hub-Signature-256 header" })));
+    let (status, body) = server
+        .post("/hooks/github", &push, &[("X-GitHub-Event", "push")])
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({ "error": "missing X-Hub-Signature-256 header" })
+        )
+    );
     let wrong = stackhook::webhook::sign(&stackhook::config::Secret::new("wrong"), push.as_bytes());
     let (status, body) = server
-        .post("/hooks/github", &push, &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &wrong)])
+        .post(
+            "/hooks/github",
+            &push,
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &wrong)],
+        )
         .await;
-    assert_eq!((status, body), (401, json!({ "error": "X-Hub-Signature-256 does not match the body" })));
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({ "error": "X-Hub-Signature-256 does not match the body" })
+        )
+    );
 
     let (status, body) = server.github("/hooks/github", "ping", "{}").await;
     assert_eq!((status, body), (200, json!({ "pong": true })));
@@ -136,13 +175,25 @@ async fn signatures_pings_branches_and_bodies() {
     let (status, body) = server.push("feature").await;
     assert_eq!(
         (status, body),
-        (200, json!({ "ignored": "push to branch feature; stackhook follows main" }))
+        (
+            200,
+            json!({ "ignored": "push to branch feature; stackhook follows main" })
+        )
     );
     let (status, body) = server.github("/hooks/github", "issues", "{}").await;
-    assert_eq!((status, body), (200, json!({ "ignored": "event issues does not deploy" })));
+    assert_eq!(
+        (status, body),
+        (200, json!({ "ignored": "event issues does not deploy" }))
+    );
     let (status, body) = server.github("/hooks/github", "push", "{not json").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().starts_with("invalid push payload"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid push payload"),
+        "{body}"
+    );
 
     let (status, body) = server.github("/hooks/github", "push", &push).await;
     assert_eq!(status, 202, "{body}");
@@ -153,7 +204,11 @@ async fn signatures_pings_branches_and_bodies() {
     assert_eq!(status, 413);
 
     server.settled().await;
-    assert_eq!(ids(&h.containers("app").await), before, "nothing changed in the repository");
+    assert_eq!(
+        ids(&h.containers("app").await),
+        before,
+        "nothing changed in the repository"
+    );
     server.stop().await;
     h.cleanup().await;
 }
@@ -165,9 +220,17 @@ async fn webhooks_without_a_secret_are_refused() {
     h.repo.write("README.md", "empty\n");
     h.repo.commit("empty");
     let server = h.start().await;
-    let (status, body) = server.post("/hooks/github", "{}", &[("X-GitHub-Event", "push")]).await;
+    let (status, body) = server
+        .post("/hooks/github", "{}", &[("X-GitHub-Event", "push")])
+        .await;
     assert_eq!(status, 503);
-    assert!(body["error"].as_str().unwrap().contains("STACKHOOK_WEBHOOK_SECRET"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("STACKHOOK_WEBHOOK_SECRET"),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -187,38 +250,73 @@ async fn single_stack_redeploy_with_token_and_signature() {
     let (status, report) = server.post(&path, "", &[("Authorization", &bearer)]).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["stacks"][0]["stack"], app.as_str());
-    assert_eq!(report["stacks"].as_array().unwrap().len(), 1, "only the named stack: {report}");
+    assert_eq!(
+        report["stacks"].as_array().unwrap().len(),
+        1,
+        "only the named stack: {report}"
+    );
 
     let release = json!({ "action": "published" }).to_string();
     let (status, report) = server.github(&path, "release", &release).await;
     assert_eq!(status, 200, "{report}");
     let draft = json!({ "action": "created" }).to_string();
     let (status, body) = server.github(&path, "release", &draft).await;
-    assert_eq!((status, body), (200, json!({ "ignored": "action created does not deploy" })));
+    assert_eq!(
+        (status, body),
+        (200, json!({ "ignored": "action created does not deploy" }))
+    );
 
-    let (status, _) = server.post(&path, "", &[("Authorization", "Bearer nope")]).await;
+    let (status, _) = server
+        .post(&path, "", &[("Authorization", "Bearer nope")])
+        .await;
     assert_eq!(status, 401);
     let (status, _) = server.post(&path, "", &[]).await;
     assert_eq!(status, 401);
     let (status, body) = server
         .post("/stacks/nope/deploy", "", &[("Authorization", &bearer)])
         .await;
-    assert_eq!((status, body), (404, json!({ "error": "no stack named nope" })));
+    assert_eq!(
+        (status, body),
+        (404, json!({ "error": "no stack named nope" }))
+    );
     let (status, body) = server
         .post("/stacks/..%2Fetc/deploy", "", &[("Authorization", &bearer)])
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("is not a stack name"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a stack name"),
+        "{body}"
+    );
     let (status, _) = server
-        .post(&format!("/stacks/{app}/deploy?pull=sometimes"), "", &[("Authorization", &bearer)])
+        .post(
+            &format!("/stacks/{app}/deploy?pull=sometimes"),
+            "",
+            &[("Authorization", &bearer)],
+        )
         .await;
     assert_eq!(status, 400);
 
     let (status, report) = server
-        .post(&format!("/redeploy-and-update/{app}?wait=true"), "", &[("Authorization", &bearer)])
+        .post(
+            &format!("/redeploy-and-update/{app}?wait=true"),
+            "",
+            &[("Authorization", &bearer)],
+        )
         .await;
-    assert_eq!(status, 500, "the image cannot be pulled from a registry here: {report}");
-    assert!(report["failures"][0].as_str().unwrap().contains("pulling image"), "{report}");
+    assert_eq!(
+        status, 500,
+        "the image cannot be pulled from a registry here: {report}"
+    );
+    assert!(
+        report["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("pulling image"),
+        "{report}"
+    );
 
     assert_eq!(ids(&h.containers("other").await), other);
     server.stop().await;
@@ -244,21 +342,37 @@ async fn broken_stack_is_reported_and_the_others_still_deploy() {
     let failures = body["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{body}");
     let failure = failures[0].as_str().unwrap();
-    assert!(failure.starts_with(&format!("{}: ", h.stack("flaky"))), "{failure}");
+    assert!(
+        failure.starts_with(&format!("{}: ", h.stack("flaky"))),
+        "{failure}"
+    );
     assert!(failure.contains("compose.yaml: invalid YAML"), "{failure}");
     assert!(failure.contains("line 3"), "{failure}");
     assert_eq!(
         h.containers("good").await["app"].labels["io.stackhook.commit"],
         body["report"]["commit"].as_str().unwrap()
     );
-    assert_eq!(ids(&h.containers("flaky").await), flaky, "what ran keeps running");
+    assert_eq!(
+        ids(&h.containers("flaky").await),
+        flaky,
+        "what ran keeps running"
+    );
 
     // A missing image fails the stack before its running container is touched.
-    h.compose("flaky", &sleeper("3").replace(IMAGE, "stackhook-test/absent:1"));
+    h.compose(
+        "flaky",
+        &sleeper("3").replace(IMAGE, "stackhook-test/absent:1"),
+    );
     h.repo.commit("missing image");
     let (status, body) = server.push("main").await;
     assert_eq!(status, 500, "{body}");
-    assert!(body["failures"][0].as_str().unwrap().contains("stackhook-test/absent:1"), "{body}");
+    assert!(
+        body["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("stackhook-test/absent:1"),
+        "{body}"
+    );
     let still = h.containers("flaky").await;
     assert_eq!(ids(&still), flaky);
     assert_eq!(still["app"].state, stackhook::engine::State::Running);
@@ -273,7 +387,10 @@ async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
     h.compose("pair", &web_and_db("1", "1"));
     h.compose(
         "gone",
-        &format!("{}    volumes: [\"data:/data\"]\nvolumes:\n  data:\n", sleeper("1")),
+        &format!(
+            "{}    volumes: [\"data:/data\"]\nvolumes:\n  data:\n",
+            sleeper("1")
+        ),
     );
     h.repo.commit("two stacks");
     let server = h.start().await;
@@ -294,7 +411,10 @@ async fn services_and_stacks_removed_from_the_repository_are_taken_down() {
         .env("DOCKER_HOST", h.engine.host())
         .output()
         .unwrap();
-    assert!(output.status.success(), "named volumes of a pruned stack are kept");
+    assert!(
+        output.status.success(),
+        "named volumes of a pruned stack are kept"
+    );
 
     server.stop().await;
     h.cleanup().await;
@@ -344,19 +464,28 @@ async fn polling_deploys_without_a_webhook() {
     let first = h.repo.commit("one stack");
     let server = h.start().await;
     server.settled().await;
-    assert_eq!(h.containers("app").await["app"].labels["io.stackhook.commit"], first);
+    assert_eq!(
+        h.containers("app").await["app"].labels["io.stackhook.commit"],
+        first
+    );
 
     h.compose("app", &sleeper("2"));
     let second = h.repo.commit("change");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let containers = h.containers("app").await;
-        if containers.get("app").map(|c| c.labels["io.stackhook.commit"].as_str()) == Some(second.as_str())
+        if containers
+            .get("app")
+            .map(|c| c.labels["io.stackhook.commit"].as_str())
+            == Some(second.as_str())
             && containers["app"].state == stackhook::engine::State::Running
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "polling never deployed {second}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "polling never deployed {second}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     server.stop().await;
@@ -385,8 +514,14 @@ async fn a_service_that_never_gets_healthy_fails_the_deploy() {
         .await;
     assert_eq!(status, 500, "{report}");
     let failure = report["failures"][0].as_str().unwrap();
-    assert!(failure.contains("service after: dependency sick is not healthy"), "{failure}");
-    assert!(!h.containers("app").await.contains_key("after"), "after must not start");
+    assert!(
+        failure.contains("service after: dependency sick is not healthy"),
+        "{failure}"
+    );
+    assert!(
+        !h.containers("app").await.contains_key("after"),
+        "after must not start"
+    );
     server.stop().await;
     h.cleanup().await;
 }

@@ -51,11 +51,12 @@ impl EnvRepo {
         index
             .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
             .unwrap();
-        index
-            .update_all(["*"], None)
-            .unwrap();
+        index.update_all(["*"], None).unwrap();
         index.write().unwrap();
-        let tree = self.repository.find_tree(index.write_tree().unwrap()).unwrap();
+        let tree = self
+            .repository
+            .find_tree(index.write_tree().unwrap())
+            .unwrap();
         let signature = Signature::now("test", "test@example.com").unwrap();
         let parent = self
             .repository
@@ -64,39 +65,14 @@ impl EnvRepo {
             .and_then(|head| head.peel_to_commit().ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
         self.repository
-            .commit(Some("HEAD"), &signature, &signature, message, &tree, &parents)
-            .unwrap()
-            .to_string()
-    }
-
-    /// Commits on another branch, leaving `main` where it is.
-    pub fn commit_on_branch(&self, branch: &str, relative: &str, contents: &str) -> String {
-        let head = self.repository.head().unwrap().peel_to_commit().unwrap();
-        let mut index = git2::Index::new().unwrap();
-        let head_tree = head.tree().unwrap();
-        index.read_tree(&head_tree).unwrap();
-        let blob = self.repository.blob(contents.as_bytes()).unwrap();
-        let entry = git2::IndexEntry {
-            ctime: git2::IndexTime::new(0, 0),
-            mtime: git2::IndexTime::new(0, 0),
-            dev: 0,
-            ino: 0,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            file_size: contents.len() as u32,
-            id: blob,
-            flags: relative.len() as u16,
-            flags_extended: 0,
-            path: relative.as_bytes().to_vec(),
-        };
-        index.add(&entry).unwrap();
-        let tree_id = index.write_tree_to(&self.repository).unwrap();
-        let tree = self.repository.find_tree(tree_id).unwrap();
-        let signature = Signature::now("test", "test@example.com").unwrap();
-        let reference = format!("refs/heads/{branch}");
-        self.repository
-            .commit(Some(&reference), &signature, &signature, "other branch", &tree, &[&head])
+            .commit(
+                Some("HEAD"),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )
             .unwrap()
             .to_string()
     }

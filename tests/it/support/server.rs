@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stackhook::config::{Config, Secret};
-use stackhook::engine::docker::Docker;
+use stackhook::engine::docker;
 use stackhook::engine::{Container, Engine};
 use tokio::sync::oneshot;
 
@@ -31,7 +31,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(engine: TestEngine, test: &str) -> Harness {
-        let docker = Docker::connect(&[engine.host()])
+        let docker = docker::connect(&[engine.host()])
             .await
             .unwrap_or_else(|error| panic!("{error:#}\nstart the engines with scripts/engines.sh"));
         let prefix = format!("t{}{test}", std::process::id() % 10_000);
@@ -40,7 +40,10 @@ impl Harness {
         let settings = BTreeMap::from(
             [
                 ("STACKHOOK_REPO", repo.url()),
-                ("STACKHOOK_STATE_DIR", state_dir.path().display().to_string()),
+                (
+                    "STACKHOOK_STATE_DIR",
+                    state_dir.path().display().to_string(),
+                ),
                 ("STACKHOOK_LISTEN", "127.0.0.1:0".to_owned()),
                 ("STACKHOOK_WEBHOOK_SECRET", SECRET.to_owned()),
                 ("STACKHOOK_API_TOKEN", TOKEN.to_owned()),
@@ -154,8 +157,15 @@ impl Server {
     /// Posts a GitHub delivery signed with the test secret.
     pub async fn github(&self, path: &str, event: &str, body: &str) -> (u16, Value) {
         let signature = stackhook::webhook::sign(&Secret::new(SECRET), body.as_bytes());
-        self.post(path, body, &[("X-GitHub-Event", event), ("X-Hub-Signature-256", &signature)])
-            .await
+        self.post(
+            path,
+            body,
+            &[
+                ("X-GitHub-Event", event),
+                ("X-Hub-Signature-256", &signature),
+            ],
+        )
+        .await
     }
 
     /// A signed push of `branch`, waiting for the deployment to finish.
@@ -181,7 +191,10 @@ impl Server {
             if !health["last_deployment"].is_null() && health["deploying"] == false {
                 return health;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no deployment finished: {health}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no deployment finished: {health}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -1,0 +1,803 @@
+//! The translation of a `ContainerSpec` into the body of `POST /containers/create`, as Docker
+//! Compose v2 builds it. Pure: no IO, so every mapping is tested with plain values.
+//!
+//! The reference is what `docker compose up -d` (v2.40) sends to a Docker 20.10 engine,
+//! captured on the socket: short-syntax binds and named volumes go in `HostConfig.Binds`,
+//! everything that needs an option the bind string cannot say goes in `HostConfig.Mounts`.
+//! Networks other than the first are connected after create (API 1.41 accepts one); see
+//! `extra_attachments`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+};
+
+use crate::engine::{Attachment, ContainerSpec, EngineKind};
+use crate::stack::compose::{self, MountKind};
+
+/// The create body for `spec`: configuration, host configuration and the first network.
+pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBody {
+    // Both engines take the same body; `kind` is the place for a difference when one appears.
+    let _ = kind;
+    let service = &spec.service;
+    ContainerCreateBody {
+        image: service.image.clone(),
+        cmd: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        // Compose sends the variables sorted by name; a `BTreeMap` iterates in that order.
+        env: non_empty(
+            service
+                .environment
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        ),
+        user: service.user.clone(),
+        working_dir: service.working_dir.clone(),
+        hostname: service.hostname.clone(),
+        domainname: service.domainname.clone(),
+        labels: non_empty_map(&spec.labels),
+        exposed_ports: non_empty(exposed_ports(service)),
+        healthcheck: service.healthcheck.as_ref().map(health_config),
+        stop_signal: service.stop_signal.clone(),
+        stop_timeout: service
+            .stop_grace_period
+            .map(|period| period.as_secs() as i64),
+        tty: Some(service.tty),
+        open_stdin: Some(service.stdin_open),
+        // `docker compose up -d` creates containers attached to stdout and stderr, not stdin.
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        host_config: Some(host_config(spec)),
+        networking_config: networking_config(spec),
+        ..Default::default()
+    }
+}
+
+/// The attachments that `create` connects after the container exists, in order.
+pub fn extra_attachments(spec: &ContainerSpec) -> &[Attachment] {
+    if spec.service.network_mode.is_some() {
+        return &[];
+    }
+    spec.networks.get(1..).unwrap_or_default()
+}
+
+/// The endpoint settings of one attachment, for create or for `connect_network`.
+pub fn endpoint_settings(attachment: &Attachment) -> EndpointSettings {
+    EndpointSettings {
+        aliases: non_empty(attachment.aliases.clone()),
+        ipam_config: attachment
+            .ipv4_address
+            .as_ref()
+            .map(|address| EndpointIpamConfig {
+                ipv4_address: Some(address.clone()),
+                ..Default::default()
+            }),
+        ..Default::default()
+    }
+}
+
+fn host_config(spec: &ContainerSpec) -> HostConfig {
+    let service = &spec.service;
+    let (binds, mounts) = binds_and_mounts(spec);
+    HostConfig {
+        binds: non_empty(binds),
+        mounts: non_empty(mounts),
+        tmpfs: non_empty_map(&tmpfs(&service.tmpfs)),
+        port_bindings: non_empty_map(&port_bindings(&service.ports)),
+        network_mode: network_mode(spec),
+        restart_policy: service.restart.as_deref().map(restart_policy),
+        extra_hosts: non_empty(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
+        dns: non_empty(service.dns.clone()),
+        cap_add: non_empty(service.cap_add.iter().map(|c| capability(c)).collect()),
+        cap_drop: non_empty(service.cap_drop.iter().map(|c| capability(c)).collect()),
+        privileged: service.privileged.then_some(true),
+        devices: non_empty(service.devices.iter().map(|d| device(d)).collect()),
+        init: service.init,
+        readonly_rootfs: service.read_only.then_some(true),
+        security_opt: non_empty(service.security_opt.clone()),
+        sysctls: non_empty_map(&service.sysctls),
+        ulimits: non_empty(
+            service
+                .ulimits
+                .iter()
+                .map(|(name, limit)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(limit.soft),
+                    hard: Some(limit.hard),
+                })
+                .collect(),
+        ),
+        log_config: service.logging.as_ref().map(|logging| HostConfigLogConfig {
+            typ: logging.driver.clone(),
+            config: non_empty_map(&logging.options),
+        }),
+        memory: service.mem_limit,
+        memory_reservation: service.mem_reservation,
+        nano_cpus: service.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        shm_size: service.shm_size,
+        pids_limit: service.pids_limit,
+        ..Default::default()
+    }
+}
+
+/// `network_mode:` when the service sets it, else the first network, as Compose does.
+fn network_mode(spec: &ContainerSpec) -> Option<String> {
+    spec.service
+        .network_mode
+        .clone()
+        .or_else(|| spec.networks.first().map(|a| a.network.clone()))
+}
+
+fn networking_config(spec: &ContainerSpec) -> Option<NetworkingConfig> {
+    if spec.service.network_mode.is_some() {
+        return None;
+    }
+    let first = spec.networks.first()?;
+    Some(NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            first.network.clone(),
+            endpoint_settings(first),
+        )])),
+    })
+}
+
+/// `ports:` as `<target>/<protocol>`, then `expose:` verbatim (Compose sends `"7000"` without a
+/// protocol; the engine reads it as tcp), without duplicates.
+fn exposed_ports(service: &compose::Service) -> Vec<String> {
+    let mut exposed: Vec<String> = Vec::new();
+    let ports = service
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.target, p.protocol));
+    for port in ports.chain(service.expose.iter().cloned()) {
+        if !exposed.contains(&port) {
+            exposed.push(port);
+        }
+    }
+    exposed
+}
+
+fn port_bindings(ports: &[compose::Port]) -> BTreeMap<String, Option<Vec<PortBinding>>> {
+    let mut bindings: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
+    for port in ports {
+        let binding = PortBinding {
+            host_ip: Some(port.host_ip.clone().unwrap_or_default()),
+            host_port: Some(port.published.clone().unwrap_or_default()),
+        };
+        bindings
+            .entry(format!("{}/{}", port.target, port.protocol))
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    bindings
+}
+
+/// Splits `volumes:` between the bind strings and the mount objects the way Compose v2 does:
+/// a bind that may create its host path and has no propagation, and a named volume without
+/// `nocopy`, become `source:target:rw|ro[,options]`; anything else needs the mount API.
+fn binds_and_mounts(spec: &ContainerSpec) -> (Vec<String>, Vec<Mount>) {
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for mount in &spec.service.volumes {
+        let propagation = mount.options.iter().find_map(|o| propagation(o));
+        match mount.kind {
+            MountKind::Bind if mount.create_host_path && propagation.is_none() => {
+                let source = mount.source.clone().unwrap_or_default();
+                binds.push(bind_string(&source, mount));
+            }
+            MountKind::Bind => mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: mount.source.clone(),
+                target: Some(mount.target.clone()),
+                read_only: mount.read_only.then_some(true),
+                bind_options: Some(MountBindOptions {
+                    propagation,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountKind::Volume => {
+                // A key missing from `volume_names` is a bug in `deploy`; the engine then
+                // reports the unknown volume by its key.
+                let source = mount
+                    .source
+                    .as_ref()
+                    .map(|key| spec.volume_names.get(key).unwrap_or(key).clone());
+                match source {
+                    Some(source) if !mount.nocopy => binds.push(bind_string(&source, mount)),
+                    source => mounts.push(Mount {
+                        typ: Some(MountType::VOLUME),
+                        source,
+                        target: Some(mount.target.clone()),
+                        read_only: mount.read_only.then_some(true),
+                        volume_options: Some(MountVolumeOptions {
+                            no_copy: mount.nocopy.then_some(true),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                }
+            }
+            MountKind::Tmpfs => mounts.push(Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some(mount.target.clone()),
+                read_only: mount.read_only.then_some(true),
+                tmpfs_options: mount.tmpfs_size.map(|size| MountTmpfsOptions {
+                    size_bytes: Some(size),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+    (binds, mounts)
+}
+
+fn bind_string(source: &str, mount: &compose::Mount) -> String {
+    let access = if mount.read_only { "ro" } else { "rw" };
+    let options: Vec<&str> = std::iter::once(access)
+        .chain(
+            mount
+                .options
+                .iter()
+                .map(String::as_str)
+                .filter(|o| !matches!(*o, "ro" | "rw")),
+        )
+        .collect();
+    format!("{source}:{}:{}", mount.target, options.join(","))
+}
+
+fn propagation(option: &str) -> Option<MountBindOptionsPropagationEnum> {
+    Some(match option {
+        "private" => MountBindOptionsPropagationEnum::PRIVATE,
+        "rprivate" => MountBindOptionsPropagationEnum::RPRIVATE,
+        "shared" => MountBindOptionsPropagationEnum::SHARED,
+        "rshared" => MountBindOptionsPropagationEnum::RSHARED,
+        "slave" => MountBindOptionsPropagationEnum::SLAVE,
+        "rslave" => MountBindOptionsPropagationEnum::RSLAVE,
+        _ => return None,
+    })
+}
+
+/// `tmpfs: /run:size=64k` becomes `{"/run": "size=64k"}`.
+fn tmpfs(entries: &[String]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|entry| match entry.split_once(':') {
+            Some((path, options)) => (path.to_owned(), options.to_owned()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// `unless-stopped`, `always`, `no`, `on-failure` or `on-failure:3`.
+fn restart_policy(restart: &str) -> RestartPolicy {
+    let (name, retries) = restart.split_once(':').unwrap_or((restart, ""));
+    let name = match name {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::NO,
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: retries.parse().ok(),
+    }
+}
+
+/// Durations in nanoseconds. `start_interval` is left out: it needs API 1.44, and Docker 20.10
+/// and Podman 4 do not know it (Compose drops it below 1.44 too).
+fn health_config(check: &compose::Healthcheck) -> HealthConfig {
+    if check.is_disabled() {
+        return HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        };
+    }
+    let nanos = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
+    HealthConfig {
+        test: non_empty(check.test.clone()),
+        interval: nanos(check.interval),
+        timeout: nanos(check.timeout),
+        retries: check.retries.map(i64::from),
+        start_period: nanos(check.start_period),
+        start_interval: None,
+    }
+}
+
+/// Docker 20.10 reads `host:ip`; the newer `host=ip` form becomes that.
+fn extra_host(entry: &str) -> String {
+    match entry.split_once('=') {
+        Some((host, ip)) => format!("{host}:{ip}"),
+        None => entry.to_owned(),
+    }
+}
+
+/// Compose sends capabilities with their `CAP_` prefix; `ALL` stays as it is.
+fn capability(name: &str) -> String {
+    let upper = name.to_uppercase();
+    if upper == "ALL" || upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// `/dev/a`, `/dev/a:/dev/b` or `/dev/a:/dev/b:rwm`; permissions default to `rwm`.
+fn device(entry: &str) -> DeviceMapping {
+    let mut parts = entry.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_owned();
+    let (container, permissions) = match (parts.next(), parts.next()) {
+        (Some(container), Some(permissions)) => (container.to_owned(), permissions.to_owned()),
+        (Some(permissions), None) if !permissions.starts_with('/') => {
+            (host.clone(), permissions.to_owned())
+        }
+        (Some(container), None) => (container.to_owned(), "rwm".to_owned()),
+        (None, _) => (host.clone(), "rwm".to_owned()),
+    };
+    DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(container),
+        cgroup_permissions: Some(permissions),
+    }
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+fn non_empty_map<V: Clone>(map: &BTreeMap<String, V>) -> Option<HashMap<String, V>> {
+    (!map.is_empty()).then(|| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use expect_test::{Expect, expect};
+
+    use super::*;
+    use crate::stack::compose::{Healthcheck, Logging, Port, Service, Ulimit};
+
+    /// Snapshots the create body as JSON with sorted keys, so that map order does not matter.
+    fn check(spec: &ContainerSpec, expected: &Expect) {
+        let body = serde_json::to_value(create_body(spec, EngineKind::Docker)).unwrap();
+        let mut text = serde_json::to_string_pretty(&sorted(body)).unwrap();
+        text.push('\n');
+        expected.assert_eq(&text);
+    }
+
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let entries: BTreeMap<String, serde_json::Value> =
+                    map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::Value::Object(entries.into_iter().collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+
+    fn spec(service: Service) -> ContainerSpec {
+        ContainerSpec {
+            name: "demo-web-1".to_owned(),
+            service,
+            labels: BTreeMap::from([
+                ("com.docker.compose.project".to_owned(), "demo".to_owned()),
+                ("com.docker.compose.service".to_owned(), "web".to_owned()),
+            ]),
+            networks: vec![],
+            volume_names: BTreeMap::from([("data".to_owned(), "demo_data".to_owned())]),
+        }
+    }
+
+    fn mount(kind: MountKind, source: Option<&str>, target: &str) -> compose::Mount {
+        compose::Mount {
+            kind,
+            source: source.map(str::to_owned),
+            target: target.to_owned(),
+            read_only: false,
+            options: vec![],
+            nocopy: false,
+            tmpfs_size: None,
+            create_host_path: true,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn minimal_service_has_image_and_attach_flags() {
+        let service = Service {
+            image: Some("busybox:latest".to_owned()),
+            ..Default::default()
+        };
+        check(
+            &spec(service),
+            &expect![[r#"
+                {
+                  "AttachStderr": true,
+                  "AttachStdin": false,
+                  "AttachStdout": true,
+                  "HostConfig": {},
+                  "Image": "busybox:latest",
+                  "Labels": {
+                    "com.docker.compose.project": "demo",
+                    "com.docker.compose.service": "web"
+                  },
+                  "OpenStdin": false,
+                  "Tty": false
+                }
+            "#]],
+        );
+    }
+
+    #[test]
+    fn ports_volumes_and_networks_match_compose() {
+        let mut spec = spec(Service {
+            image: Some("bb".to_owned()),
+            command: Some(strings(&["httpd", "-f", "-p", "8080"])),
+            environment: BTreeMap::from([
+                ("ZED".to_owned(), "1".to_owned()),
+                ("ALPHA".to_owned(), "x y".to_owned()),
+            ]),
+            ports: vec![
+                Port {
+                    target: 8080,
+                    published: Some("18080".to_owned()),
+                    host_ip: None,
+                    protocol: "tcp".to_owned(),
+                },
+                Port {
+                    target: 9000,
+                    published: Some("18081-18082".to_owned()),
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    protocol: "udp".to_owned(),
+                },
+            ],
+            expose: strings(&["7000"]),
+            volumes: vec![
+                mount(MountKind::Volume, Some("data"), "/data"),
+                compose::Mount {
+                    read_only: true,
+                    options: strings(&["z"]),
+                    ..mount(MountKind::Bind, Some("/srv/conf"), "/conf")
+                },
+                compose::Mount {
+                    create_host_path: false,
+                    ..mount(MountKind::Bind, Some("/srv/c2"), "/c2")
+                },
+                compose::Mount {
+                    options: strings(&["rshared"]),
+                    ..mount(MountKind::Bind, Some("/srv/c3"), "/c3")
+                },
+                mount(MountKind::Volume, None, "/anon"),
+                compose::Mount {
+                    nocopy: true,
+                    ..mount(MountKind::Volume, Some("data"), "/d2")
+                },
+                compose::Mount {
+                    tmpfs_size: Some(1_000_000),
+                    ..mount(MountKind::Tmpfs, None, "/scratch")
+                },
+            ],
+            tmpfs: strings(&["/run2", "/run3:size=64k"]),
+            ..Default::default()
+        });
+        spec.networks = vec![
+            Attachment {
+                network: "demo_back".to_owned(),
+                aliases: strings(&["demo-web-1", "web"]),
+                ipv4_address: None,
+            },
+            Attachment {
+                network: "demo_front".to_owned(),
+                aliases: strings(&["demo-web-1", "web", "www"]),
+                ipv4_address: Some("10.5.0.9".to_owned()),
+            },
+        ];
+        assert_eq!(extra_attachments(&spec), &spec.networks[1..]);
+        check(
+            &spec,
+            &expect![[r#"
+                {
+                  "AttachStderr": true,
+                  "AttachStdin": false,
+                  "AttachStdout": true,
+                  "Cmd": [
+                    "httpd",
+                    "-f",
+                    "-p",
+                    "8080"
+                  ],
+                  "Env": [
+                    "ALPHA=x y",
+                    "ZED=1"
+                  ],
+                  "ExposedPorts": {
+                    "7000": {},
+                    "8080/tcp": {},
+                    "9000/udp": {}
+                  },
+                  "HostConfig": {
+                    "Binds": [
+                      "demo_data:/data:rw",
+                      "/srv/conf:/conf:ro,z"
+                    ],
+                    "Mounts": [
+                      {
+                        "BindOptions": {},
+                        "Source": "/srv/c2",
+                        "Target": "/c2",
+                        "Type": "bind"
+                      },
+                      {
+                        "BindOptions": {
+                          "Propagation": "rshared"
+                        },
+                        "Source": "/srv/c3",
+                        "Target": "/c3",
+                        "Type": "bind"
+                      },
+                      {
+                        "Target": "/anon",
+                        "Type": "volume",
+                        "VolumeOptions": {}
+                      },
+                      {
+                        "Source": "demo_data",
+                        "Target": "/d2",
+                        "Type": "volume",
+                        "VolumeOptions": {
+                          "NoCopy": true
+                        }
+                      },
+                      {
+                        "Target": "/scratch",
+                        "TmpfsOptions": {
+                          "SizeBytes": 1000000
+                        },
+                        "Type": "tmpfs"
+                      }
+                    ],
+                    "NetworkMode": "demo_back",
+                    "PortBindings": {
+                      "8080/tcp": [
+                        {
+                          "HostIp": "",
+                          "HostPort": "18080"
+                        }
+                      ],
+                      "9000/udp": [
+                        {
+                          "HostIp": "127.0.0.1",
+                          "HostPort": "18081-18082"
+                        }
+                      ]
+                    },
+                    "Tmpfs": {
+                      "/run2": "",
+                      "/run3": "size=64k"
+                    }
+                  },
+                  "Image": "bb",
+                  "Labels": {
+                    "com.docker.compose.project": "demo",
+                    "com.docker.compose.service": "web"
+                  },
+                  "NetworkingConfig": {
+                    "EndpointsConfig": {
+                      "demo_back": {
+                        "Aliases": [
+                          "demo-web-1",
+                          "web"
+                        ]
+                      }
+                    }
+                  },
+                  "OpenStdin": false,
+                  "Tty": false
+                }
+            "#]],
+        );
+    }
+
+    #[test]
+    fn runtime_options_match_compose() {
+        let service = Service {
+            image: Some("bb".to_owned()),
+            entrypoint: Some(strings(&["/bin/sh", "-c"])),
+            command: Some(strings(&["sleep 1000"])),
+            user: Some("0:0".to_owned()),
+            working_dir: Some("/tmp".to_owned()),
+            hostname: Some("webhost".to_owned()),
+            domainname: Some("example.org".to_owned()),
+            network_mode: Some("bridge".to_owned()),
+            restart: Some("on-failure:3".to_owned()),
+            healthcheck: Some(Healthcheck {
+                test: strings(&["CMD-SHELL", "wget -q -O- localhost:8080 || exit 1"]),
+                interval: Some(Duration::from_secs(2)),
+                timeout: Some(Duration::from_secs(1)),
+                retries: Some(3),
+                start_period: Some(Duration::from_secs(5)),
+                start_interval: Some(Duration::from_secs(1)),
+            }),
+            extra_hosts: strings(&["foo:1.2.3.4", "bar=::1"]),
+            dns: strings(&["8.8.8.8"]),
+            cap_add: strings(&["NET_ADMIN"]),
+            cap_drop: strings(&["ALL"]),
+            privileged: true,
+            devices: strings(&["/dev/null:/dev/xnull:rwm", "/dev/zero", "/dev/fuse:r"]),
+            init: Some(true),
+            read_only: true,
+            security_opt: strings(&["no-new-privileges:true"]),
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_owned(), "1024".to_owned())]),
+            ulimits: BTreeMap::from([(
+                "nofile".to_owned(),
+                Ulimit {
+                    soft: 1024,
+                    hard: 2048,
+                },
+            )]),
+            logging: Some(Logging {
+                driver: Some("json-file".to_owned()),
+                options: BTreeMap::from([("max-size".to_owned(), "1m".to_owned())]),
+            }),
+            stop_signal: Some("SIGTERM".to_owned()),
+            stop_grace_period: Some(Duration::from_secs(20)),
+            tty: true,
+            stdin_open: true,
+            mem_limit: Some(67_108_864),
+            mem_reservation: Some(33_554_432),
+            cpus: Some(0.5),
+            shm_size: Some(8_388_608),
+            pids_limit: Some(100),
+            ..Default::default()
+        };
+        let mut spec = spec(service);
+        spec.networks = vec![Attachment {
+            network: "ignored".to_owned(),
+            aliases: vec![],
+            ipv4_address: None,
+        }];
+        assert!(extra_attachments(&spec).is_empty());
+        check(
+            &spec,
+            &expect![[r#"
+                {
+                  "AttachStderr": true,
+                  "AttachStdin": false,
+                  "AttachStdout": true,
+                  "Cmd": [
+                    "sleep 1000"
+                  ],
+                  "Domainname": "example.org",
+                  "Entrypoint": [
+                    "/bin/sh",
+                    "-c"
+                  ],
+                  "Healthcheck": {
+                    "Interval": 2000000000,
+                    "Retries": 3,
+                    "StartPeriod": 5000000000,
+                    "Test": [
+                      "CMD-SHELL",
+                      "wget -q -O- localhost:8080 || exit 1"
+                    ],
+                    "Timeout": 1000000000
+                  },
+                  "HostConfig": {
+                    "CapAdd": [
+                      "CAP_NET_ADMIN"
+                    ],
+                    "CapDrop": [
+                      "ALL"
+                    ],
+                    "Devices": [
+                      {
+                        "CgroupPermissions": "rwm",
+                        "PathInContainer": "/dev/xnull",
+                        "PathOnHost": "/dev/null"
+                      },
+                      {
+                        "CgroupPermissions": "rwm",
+                        "PathInContainer": "/dev/zero",
+                        "PathOnHost": "/dev/zero"
+                      },
+                      {
+                        "CgroupPermissions": "r",
+                        "PathInContainer": "/dev/fuse",
+                        "PathOnHost": "/dev/fuse"
+                      }
+                    ],
+                    "Dns": [
+                      "8.8.8.8"
+                    ],
+                    "ExtraHosts": [
+                      "foo:1.2.3.4",
+                      "bar:::1"
+                    ],
+                    "Init": true,
+                    "LogConfig": {
+                      "Config": {
+                        "max-size": "1m"
+                      },
+                      "Type": "json-file"
+                    },
+                    "Memory": 67108864,
+                    "MemoryReservation": 33554432,
+                    "NanoCpus": 500000000,
+                    "NetworkMode": "bridge",
+                    "PidsLimit": 100,
+                    "Privileged": true,
+                    "ReadonlyRootfs": true,
+                    "RestartPolicy": {
+                      "MaximumRetryCount": 3,
+                      "Name": "on-failure"
+                    },
+                    "SecurityOpt": [
+                      "no-new-privileges:true"
+                    ],
+                    "ShmSize": 8388608,
+                    "Sysctls": {
+                      "net.core.somaxconn": "1024"
+                    },
+                    "Ulimits": [
+                      {
+                        "Hard": 2048,
+                        "Name": "nofile",
+                        "Soft": 1024
+                      }
+                    ]
+                  },
+                  "Hostname": "webhost",
+                  "Image": "bb",
+                  "Labels": {
+                    "com.docker.compose.project": "demo",
+                    "com.docker.compose.service": "web"
+                  },
+                  "OpenStdin": true,
+                  "StopSignal": "SIGTERM",
+                  "StopTimeout": 20,
+                  "Tty": true,
+                  "User": "0:0",
+                  "WorkingDir": "/tmp"
+                }
+            "#]],
+        );
+    }
+
+    #[test]
+    fn disabled_healthcheck_sends_none_only() {
+        let service = Service {
+            image: Some("bb".to_owned()),
+            healthcheck: Some(Healthcheck {
+                test: strings(&["NONE"]),
+                interval: Some(Duration::from_secs(2)),
+                timeout: None,
+                retries: None,
+                start_period: None,
+                start_interval: None,
+            }),
+            restart: Some("unless-stopped".to_owned()),
+            ..Default::default()
+        };
+        let body = create_body(&spec(service), EngineKind::Podman);
+        let health = serde_json::to_string(&body.healthcheck).unwrap();
+        assert_eq!(health, r#"{"Test":["NONE"]}"#);
+        let restart = serde_json::to_string(&body.host_config.unwrap().restart_policy).unwrap();
+        assert_eq!(restart, r#"{"Name":"unless-stopped"}"#);
+    }
+}

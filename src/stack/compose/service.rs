@@ -1,0 +1,854 @@
+//! One entry of `services:` normalised into a `compose::Service`: every short syntax expanded,
+//! every path made absolute, `env_file` read and merged under `environment`.
+//!
+//! Only keys stackhook can honour are accepted; any other is an `UnsupportedKey` error rather
+//! than silently ignored, because ignoring it would deploy something other than `docker compose
+//! up -d` would. Project-wide checks (declared networks and volumes, dependencies) belong to
+//! `compose::project`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::node::Node;
+use super::project::{Context, strings_map};
+use super::{
+    Build, Condition, Dependency, Error, Healthcheck, Logging, Mount, MountKind, Port, PullPolicy,
+    Service, ServiceNetwork, Ulimit,
+};
+
+/// Service keys stackhook supports, besides `x-` extensions.
+const KEYS: &[&str] = &[
+    "image",
+    "build",
+    "pull_policy",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "user",
+    "working_dir",
+    "hostname",
+    "domainname",
+    "labels",
+    "ports",
+    "expose",
+    "volumes",
+    "tmpfs",
+    "networks",
+    "network_mode",
+    "restart",
+    "healthcheck",
+    "depends_on",
+    "extra_hosts",
+    "dns",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "devices",
+    "init",
+    "read_only",
+    "security_opt",
+    "sysctls",
+    "ulimits",
+    "logging",
+    "stop_signal",
+    "stop_grace_period",
+    "tty",
+    "stdin_open",
+    "mem_limit",
+    "mem_reservation",
+    "cpus",
+    "shm_size",
+    "deploy",
+    "pids_limit",
+    "container_name",
+    "profiles",
+];
+
+/// Normalises the service `name`; `None` when it has `profiles:`, since stackhook never enables
+/// a profile and `up` leaves such services out ("Using profiles with Compose").
+pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<Service>, Error> {
+    let entries = if node.is_null() {
+        Vec::new()
+    } else {
+        node.entries()?
+    };
+    let unsupported = |key: &str| Error::UnsupportedKey {
+        file: node.file.to_path_buf(),
+        service: name.to_owned(),
+        key: key.to_owned(),
+    };
+    if let Some((key, _)) = entries
+        .iter()
+        .find(|(key, _)| !(KEYS.contains(&key.as_str()) || key.starts_with("x-")))
+    {
+        return Err(unsupported(key));
+    }
+    let fields: BTreeMap<String, Node> = entries
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .collect();
+    if let Some(profiles) = fields.get("profiles")
+        && !profiles.strings()?.is_empty()
+    {
+        return Ok(None);
+    }
+    let mut service = Service::default();
+    let mut environment_node = None;
+    let mut env_files = None;
+    for (key, value) in &fields {
+        match key.as_str() {
+            "image" => service.image = Some(value.string()?),
+            "build" => service.build = Some(build(value, context)?),
+            "pull_policy" => service.pull_policy = Some(pull_policy(value)?),
+            "command" => service.command = Some(command(value)?),
+            "entrypoint" => service.entrypoint = Some(command(value)?),
+            "environment" => environment_node = Some(value),
+            "env_file" => env_files = Some(value),
+            "user" => service.user = Some(value.string()?),
+            "working_dir" => service.working_dir = Some(value.string()?),
+            "hostname" => service.hostname = Some(value.string()?),
+            "domainname" => service.domainname = Some(value.string()?),
+            "labels" => service.labels = strings_map(value)?,
+            "ports" => service.ports = ports(value)?,
+            "expose" => service.expose = value.strings()?,
+            "volumes" => service.volumes = mounts(value, context)?,
+            "tmpfs" => service.tmpfs = value.string_or_strings()?,
+            "networks" => service.networks = networks(value)?,
+            "network_mode" => service.network_mode = Some(value.string()?),
+            "restart" => service.restart = Some(value.string()?),
+            "healthcheck" => service.healthcheck = Some(healthcheck(value)?),
+            "depends_on" => service.depends_on = depends_on(value)?,
+            "extra_hosts" => service.extra_hosts = extra_hosts(value)?,
+            "dns" => service.dns = value.string_or_strings()?,
+            "cap_add" => service.cap_add = value.strings()?,
+            "cap_drop" => service.cap_drop = value.strings()?,
+            "privileged" => service.privileged = value.bool()?,
+            "devices" => service.devices = value.strings()?,
+            "init" => service.init = Some(value.bool()?),
+            "read_only" => service.read_only = value.bool()?,
+            "security_opt" => service.security_opt = value.strings()?,
+            "sysctls" => service.sysctls = strings_map(value)?,
+            "ulimits" => service.ulimits = ulimits(value)?,
+            "logging" => service.logging = Some(logging(value)?),
+            "stop_signal" => service.stop_signal = Some(value.string()?),
+            "stop_grace_period" => service.stop_grace_period = Some(value.duration()?),
+            "tty" => service.tty = value.bool()?,
+            "stdin_open" => service.stdin_open = value.bool()?,
+            "mem_limit" => service.mem_limit = Some(value.bytes()?),
+            "mem_reservation" => service.mem_reservation = Some(value.bytes()?),
+            "cpus" => service.cpus = Some(value.float()?),
+            "shm_size" => service.shm_size = Some(value.bytes()?),
+            "pids_limit" => service.pids_limit = Some(value.integer()?),
+            "container_name" => service.container_name = Some(value.string()?),
+            _ => {}
+        }
+    }
+    // `deploy` comes last: where both are set, Compose lets `deploy.resources` win.
+    if let Some(deploy_node) = fields.get("deploy") {
+        deploy(deploy_node, &mut service, &unsupported)?;
+    }
+    service.environment = environment(env_files, environment_node, context)?;
+    if service.image.is_none() && service.build.is_none() {
+        return Err(Error::NoImage {
+            file: node.file.to_path_buf(),
+            service: name.to_owned(),
+        });
+    }
+    if service.networks.is_empty() && service.network_mode.is_none() {
+        // "If no networks are declared, the service joins the default network."
+        service
+            .networks
+            .insert("default".to_owned(), ServiceNetwork::default());
+    } else if !service.networks.is_empty() && service.network_mode.is_some() {
+        return Err(node.invalid("network_mode and networks cannot be combined"));
+    }
+    Ok(Some(service))
+}
+
+fn build(node: &Node, context: &Context) -> Result<Build, Error> {
+    let mut build = Build {
+        context: context.dir.to_path_buf(),
+        dockerfile: "Dockerfile".to_owned(),
+        args: BTreeMap::new(),
+        target: None,
+    };
+    if node.entries().is_err() {
+        build.context = resolve(context, &node.string()?);
+        return Ok(build);
+    }
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "context" => build.context = resolve(context, &value.string()?),
+            "dockerfile" => build.dockerfile = value.string()?,
+            // An argument without a value takes the interpolation environment's, else is
+            // left out ("build.args").
+            "args" => {
+                build.args = value
+                    .dictionary()?
+                    .into_iter()
+                    .filter_map(|(key, value)| {
+                        let value = value.or_else(|| context.environment.get(&key).cloned())?;
+                        Some((key, value))
+                    })
+                    .collect();
+            }
+            "target" => build.target = Some(value.string()?),
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    Ok(build)
+}
+
+fn pull_policy(node: &Node) -> Result<PullPolicy, Error> {
+    match node.string()?.as_str() {
+        "always" => Ok(PullPolicy::Always),
+        "missing" | "if_not_present" => Ok(PullPolicy::Missing),
+        "never" => Ok(PullPolicy::Never),
+        "build" => Ok(PullPolicy::Build),
+        other => Err(node.invalid(format!("pull policy {other:?} is not supported"))),
+    }
+}
+
+/// A list is taken as is; a string is split as a POSIX shell would split words, without
+/// expansion, as Compose does.
+fn command(node: &Node) -> Result<Vec<String>, Error> {
+    if node.items().is_ok() {
+        return node.strings();
+    }
+    let text = node.string()?;
+    split_words(&text).ok_or_else(|| node.invalid("has an unclosed quote"))
+}
+
+/// Shell word splitting: blanks separate words, single quotes keep everything, double quotes
+/// keep all but `\"`, `\\`, `\$` and `` \` ``, and a backslash outside quotes escapes any
+/// character.
+fn split_words(text: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        match character {
+            ' ' | '\t' | '\n' => words.extend(word.take()),
+            '\'' => {
+                let current = word.get_or_insert_with(String::new);
+                loop {
+                    match characters.next()? {
+                        '\'' => break,
+                        other => current.push(other),
+                    }
+                }
+            }
+            '"' => {
+                let current = word.get_or_insert_with(String::new);
+                loop {
+                    match characters.next()? {
+                        '"' => break,
+                        '\\' => match characters.next()? {
+                            escaped @ ('"' | '\\' | '$' | '`') => current.push(escaped),
+                            '\n' => {}
+                            other => {
+                                current.push('\\');
+                                current.push(other);
+                            }
+                        },
+                        other => current.push(other),
+                    }
+                }
+            }
+            '\\' => {
+                let current = word.get_or_insert_with(String::new);
+                match characters.next() {
+                    Some('\n') => {}
+                    Some(escaped) => current.push(escaped),
+                    None => current.push('\\'),
+                }
+            }
+            other => word.get_or_insert_with(String::new).push(other),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// `env_file` entries in order, each overriding the one before, then `environment` over them
+/// ("Environment variables precedence"). A name without a value is looked up in the
+/// interpolation environment and left out when unset.
+fn environment(
+    env_files: Option<&Node>,
+    environment: Option<&Node>,
+    context: &mut Context,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut variables = BTreeMap::new();
+    if let Some(node) = env_files {
+        for (path, required) in env_file_entries(node, context)? {
+            if !path.is_file() && !required {
+                continue;
+            }
+            let mut lookup = |name: &str| context.lookup(name);
+            variables.extend(super::read_dotenv(&path, &mut lookup)?);
+            if !context.files_read.contains(&path) {
+                context.files_read.push(path);
+            }
+        }
+    }
+    if let Some(node) = environment {
+        for (name, value) in node.dictionary()? {
+            match value.or_else(|| context.lookup(&name)) {
+                Some(value) => variables.insert(name, value),
+                None => variables.remove(&name),
+            };
+        }
+    }
+    Ok(variables)
+}
+
+/// `env_file` as a path, a list of paths, or a list of `{path, required}`.
+fn env_file_entries(node: &Node, context: &Context) -> Result<Vec<(PathBuf, bool)>, Error> {
+    let items = match node.items() {
+        Ok(items) => items,
+        Err(_) => vec![node.clone()],
+    };
+    items
+        .iter()
+        .map(|item| match item.get("path") {
+            Some(path) => {
+                let required = match item.get("required") {
+                    Some(required) => required.bool()?,
+                    None => true,
+                };
+                Ok((resolve(context, &path.string()?), required))
+            }
+            None => Ok((resolve(context, &item.string()?), true)),
+        })
+        .collect()
+}
+
+fn ports(node: &Node) -> Result<Vec<Port>, Error> {
+    let mut ports = Vec::new();
+    for item in node.items()? {
+        if item.entries().is_ok() {
+            ports.push(long_port(&item)?);
+        } else {
+            let text = item.string()?;
+            let parsed = short_ports(&text)
+                .ok_or_else(|| item.invalid(format!("invalid port specification {text:?}")))?;
+            ports.extend(parsed);
+        }
+    }
+    Ok(ports)
+}
+
+/// `[[host_ip:]published:]target[/protocol]`, where `published` and `target` may be ranges. A
+/// container range becomes one `Port` per container port, paired with the host range when there
+/// is one, as `docker compose config` shows.
+fn short_ports(text: &str) -> Option<Vec<Port>> {
+    let (address, protocol) = match text.rsplit_once('/') {
+        Some((address, protocol)) => (address, protocol.to_owned()),
+        None => (text, "tcp".to_owned()),
+    };
+    let (host_ip, rest) = if let Some(bracketed) = address.strip_prefix('[') {
+        let (ip, rest) = bracketed.split_once("]:")?;
+        (Some(ip.to_owned()), rest)
+    } else {
+        match address.matches(':').count() {
+            0 | 1 => (None, address),
+            2 => {
+                let (ip, rest) = address.split_once(':')?;
+                (Some(ip.to_owned()).filter(|ip| !ip.is_empty()), rest)
+            }
+            _ => return None,
+        }
+    };
+    let (published, target) = match rest.split_once(':') {
+        Some((published, target)) => (Some(published).filter(|p| !p.is_empty()), target),
+        None => (None, rest),
+    };
+    let (first, last) = port_range(target)?;
+    let published_range = match published {
+        Some(text) => Some(port_range(text)?),
+        None => None,
+    };
+    let count = last - first + 1;
+    let mut ports = Vec::new();
+    for offset in 0..count {
+        let published = match (published, published_range) {
+            (None, _) => None,
+            // A host range for one container port lets the engine pick within it.
+            (Some(text), _) if count == 1 => Some(text.to_owned()),
+            (Some(_), Some((host_first, host_last))) if host_last - host_first + 1 == count => {
+                Some((host_first + offset).to_string())
+            }
+            _ => return None,
+        };
+        ports.push(Port {
+            target: first + offset,
+            published,
+            host_ip: host_ip.clone(),
+            protocol: protocol.clone(),
+        });
+    }
+    Some(ports)
+}
+
+fn port_range(text: &str) -> Option<(u16, u16)> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let (first, last): (u16, u16) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
+}
+
+fn long_port(node: &Node) -> Result<Port, Error> {
+    let mut port = Port {
+        target: 0,
+        published: None,
+        host_ip: None,
+        protocol: "tcp".to_owned(),
+    };
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "target" => {
+                port.target = u16::try_from(value.integer()?)
+                    .map_err(|_| value.invalid("is not a port number"))?;
+            }
+            "published" => port.published = Some(value.string()?),
+            "host_ip" => port.host_ip = Some(value.string()?),
+            "protocol" => port.protocol = value.string()?,
+            // `mode: ingress` is the default; `host` only differs in Swarm. `name` and
+            // `app_protocol` are informational.
+            "mode" | "name" | "app_protocol" => {}
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    if port.target == 0 {
+        return Err(node.invalid("a port needs a target"));
+    }
+    Ok(port)
+}
+
+fn mounts(node: &Node, context: &Context) -> Result<Vec<Mount>, Error> {
+    node.items()?
+        .iter()
+        .map(|item| {
+            if item.entries().is_ok() {
+                long_mount(item, context)
+            } else {
+                short_mount(item, context)
+            }
+        })
+        .collect()
+}
+
+/// `[source:]target[:options]`. A source starting with `.`, `/` or `~` is a host path (a bind
+/// mount); any other names a volume ("volumes" short syntax).
+fn short_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
+    let text = node.string()?;
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, options) = match parts.as_slice() {
+        [target] => (None, *target, ""),
+        [source, target] => (Some(*source), *target, ""),
+        [source, target, options] => (Some(*source), *target, *options),
+        _ => return Err(node.invalid(format!("invalid volume specification {text:?}"))),
+    };
+    if target.is_empty() || source.is_some_and(str::is_empty) {
+        return Err(node.invalid(format!("invalid volume specification {text:?}")));
+    }
+    let mut mount = Mount {
+        kind: MountKind::Volume,
+        source: None,
+        target: target.to_owned(),
+        read_only: false,
+        options: Vec::new(),
+        nocopy: false,
+        tmpfs_size: None,
+        create_host_path: false,
+    };
+    for option in options.split(',').filter(|option| !option.is_empty()) {
+        match option {
+            "ro" => mount.read_only = true,
+            "rw" => {}
+            "nocopy" => mount.nocopy = true,
+            other => mount.options.push(other.to_owned()),
+        }
+    }
+    if let Some(source) = source {
+        if source.starts_with(['.', '/', '~']) {
+            mount.kind = MountKind::Bind;
+            mount.source = Some(resolve(context, source).to_string_lossy().into_owned());
+            // The short syntax creates a missing host directory, as the legacy engine did.
+            mount.create_host_path = true;
+        } else {
+            mount.source = Some(source.to_owned());
+        }
+    }
+    Ok(mount)
+}
+
+fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
+    let kind = match node.get("type").map(|kind| kind.string()).transpose()? {
+        Some(kind) if kind == "bind" => MountKind::Bind,
+        Some(kind) if kind == "volume" => MountKind::Volume,
+        Some(kind) if kind == "tmpfs" => MountKind::Tmpfs,
+        Some(kind) => return Err(node.invalid(format!("mount type {kind:?} is not supported"))),
+        None => return Err(node.invalid("a mount needs a type")),
+    };
+    let mut mount = Mount {
+        kind,
+        source: None,
+        target: String::new(),
+        read_only: false,
+        options: Vec::new(),
+        nocopy: false,
+        tmpfs_size: None,
+        create_host_path: false,
+    };
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "type" => {}
+            "source" => mount.source = Some(value.string()?),
+            "target" => mount.target = value.string()?,
+            "read_only" => mount.read_only = value.bool()?,
+            "bind" => {
+                for (option, setting) in value.entries()? {
+                    match option.as_str() {
+                        "create_host_path" => mount.create_host_path = setting.bool()?,
+                        "propagation" | "selinux" => mount.options.push(setting.string()?),
+                        _ => return Err(setting.invalid("is not supported by stackhook")),
+                    }
+                }
+            }
+            "volume" => {
+                for (option, setting) in value.entries()? {
+                    match option.as_str() {
+                        "nocopy" => mount.nocopy = setting.bool()?,
+                        _ => return Err(setting.invalid("is not supported by stackhook")),
+                    }
+                }
+            }
+            "tmpfs" => {
+                for (option, setting) in value.entries()? {
+                    match option.as_str() {
+                        "size" => mount.tmpfs_size = Some(setting.bytes()?),
+                        _ => return Err(setting.invalid("is not supported by stackhook")),
+                    }
+                }
+            }
+            "consistency" => {}
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    if mount.target.is_empty() {
+        return Err(node.invalid("a mount needs a target"));
+    }
+    if mount.kind == MountKind::Bind {
+        let source = mount
+            .source
+            .as_deref()
+            .ok_or_else(|| node.invalid("a bind mount needs a source"))?;
+        mount.source = Some(resolve(context, source).to_string_lossy().into_owned());
+    }
+    Ok(mount)
+}
+
+fn networks(node: &Node) -> Result<BTreeMap<String, ServiceNetwork>, Error> {
+    if node.items().is_ok() {
+        return Ok(node
+            .strings()?
+            .into_iter()
+            .map(|key| (key, ServiceNetwork::default()))
+            .collect());
+    }
+    let mut networks = BTreeMap::new();
+    for (key, value) in node.entries()? {
+        let mut network = ServiceNetwork::default();
+        if !value.is_null() {
+            for (field, setting) in value.entries()? {
+                match field.as_str() {
+                    "aliases" => network.aliases = setting.strings()?,
+                    "ipv4_address" => network.ipv4_address = Some(setting.string()?),
+                    _ => return Err(setting.invalid("is not supported by stackhook")),
+                }
+            }
+        }
+        networks.insert(key, network);
+    }
+    Ok(networks)
+}
+
+fn healthcheck(node: &Node) -> Result<Healthcheck, Error> {
+    let mut healthcheck = Healthcheck {
+        test: Vec::new(),
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+        start_interval: None,
+    };
+    let mut disable = false;
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            // A string is run by the container's shell ("healthcheck": test).
+            "test" if value.items().is_ok() => healthcheck.test = value.strings()?,
+            "test" => healthcheck.test = vec!["CMD-SHELL".to_owned(), value.string()?],
+            "interval" => healthcheck.interval = Some(value.duration()?),
+            "timeout" => healthcheck.timeout = Some(value.duration()?),
+            "start_period" => healthcheck.start_period = Some(value.duration()?),
+            "start_interval" => healthcheck.start_interval = Some(value.duration()?),
+            "retries" => {
+                healthcheck.retries = Some(
+                    u32::try_from(value.integer()?)
+                        .map_err(|_| value.invalid("must be a positive number"))?,
+                );
+            }
+            "disable" => disable = value.bool()?,
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    if disable {
+        healthcheck.test = vec!["NONE".to_owned()];
+    }
+    Ok(healthcheck)
+}
+
+fn depends_on(node: &Node) -> Result<BTreeMap<String, Dependency>, Error> {
+    let started = Dependency {
+        condition: Condition::ServiceStarted,
+        required: true,
+        restart: false,
+    };
+    if node.items().is_ok() {
+        return Ok(node
+            .strings()?
+            .into_iter()
+            .map(|name| (name, started.clone()))
+            .collect());
+    }
+    let mut dependencies = BTreeMap::new();
+    for (name, value) in node.entries()? {
+        let mut dependency = started.clone();
+        if !value.is_null() {
+            for (key, setting) in value.entries()? {
+                match key.as_str() {
+                    "condition" => dependency.condition = condition(&setting)?,
+                    "required" => dependency.required = setting.bool()?,
+                    "restart" => dependency.restart = setting.bool()?,
+                    _ => return Err(setting.invalid("is not supported by stackhook")),
+                }
+            }
+        }
+        dependencies.insert(name, dependency);
+    }
+    Ok(dependencies)
+}
+
+fn condition(node: &Node) -> Result<Condition, Error> {
+    match node.string()?.as_str() {
+        "service_started" => Ok(Condition::ServiceStarted),
+        "service_healthy" => Ok(Condition::ServiceHealthy),
+        "service_completed_successfully" => Ok(Condition::ServiceCompletedSuccessfully),
+        other => Err(node.invalid(format!("unknown condition {other:?}"))),
+    }
+}
+
+/// `host:ip` or `host=ip` in a list, or a `host: ip` mapping (whose value may list several
+/// addresses), all as `host:ip`, the form the engine takes.
+fn extra_hosts(node: &Node) -> Result<Vec<String>, Error> {
+    if node.items().is_ok() {
+        return node
+            .strings()?
+            .into_iter()
+            .map(|entry| {
+                let (host, ip) = entry
+                    .split_once('=')
+                    .or_else(|| entry.split_once(':'))
+                    .ok_or_else(|| node.invalid(format!("{entry:?} is not host:ip")))?;
+                Ok(format!("{host}:{ip}"))
+            })
+            .collect();
+    }
+    let mut hosts = Vec::new();
+    for (host, value) in node.entries()? {
+        for ip in value.string_or_strings()? {
+            hosts.push(format!("{host}:{ip}"));
+        }
+    }
+    Ok(hosts)
+}
+
+fn ulimits(node: &Node) -> Result<BTreeMap<String, Ulimit>, Error> {
+    let mut ulimits = BTreeMap::new();
+    for (name, value) in node.entries()? {
+        let ulimit = match (value.get("soft"), value.get("hard")) {
+            (Some(soft), Some(hard)) => Ulimit {
+                soft: soft.integer()?,
+                hard: hard.integer()?,
+            },
+            (None, None) => {
+                let limit = value.integer()?;
+                Ulimit {
+                    soft: limit,
+                    hard: limit,
+                }
+            }
+            _ => return Err(value.invalid("needs both soft and hard")),
+        };
+        ulimits.insert(name, ulimit);
+    }
+    Ok(ulimits)
+}
+
+fn logging(node: &Node) -> Result<Logging, Error> {
+    let mut logging = Logging {
+        driver: None,
+        options: BTreeMap::new(),
+    };
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "driver" => logging.driver = Some(value.string()?),
+            "options" if value.is_null() => {}
+            "options" => logging.options = strings_map(&value)?,
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    Ok(logging)
+}
+
+/// The parts of `deploy` that `docker compose up` applies outside Swarm: resource limits, a
+/// restart policy and one replica. Others are refused rather than ignored.
+fn deploy(
+    node: &Node,
+    service: &mut Service,
+    unsupported: &dyn Fn(&str) -> Error,
+) -> Result<(), Error> {
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "replicas" if value.integer()? == 1 => {}
+            "replicas" => return Err(value.invalid("only one replica is supported by stackhook")),
+            "resources" => resources(&value, service, unsupported)?,
+            "restart_policy" => restart_policy(&value, service, unsupported)?,
+            _ => return Err(unsupported(&format!("deploy.{key}"))),
+        }
+    }
+    Ok(())
+}
+
+fn resources(
+    node: &Node,
+    service: &mut Service,
+    unsupported: &dyn Fn(&str) -> Error,
+) -> Result<(), Error> {
+    for (section, limits) in node.entries()? {
+        for (key, value) in limits.entries()? {
+            match (section.as_str(), key.as_str()) {
+                ("limits", "cpus") => service.cpus = Some(value.float()?),
+                ("limits", "memory") => service.mem_limit = Some(value.bytes()?),
+                ("limits", "pids") => service.pids_limit = Some(value.integer()?),
+                ("reservations", "memory") => service.mem_reservation = Some(value.bytes()?),
+                _ => return Err(unsupported(&format!("deploy.resources.{section}.{key}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compose turns `deploy.restart_policy` into the engine's restart policy when `restart:` is not
+/// set: `none` → `no`, `on-failure` (with `max_attempts`) → `on-failure[:N]`, `any` → `always`.
+fn restart_policy(
+    node: &Node,
+    service: &mut Service,
+    unsupported: &dyn Fn(&str) -> Error,
+) -> Result<(), Error> {
+    let mut condition = "any".to_owned();
+    let mut attempts = None;
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "condition" => condition = value.string()?,
+            "max_attempts" => attempts = Some(value.integer()?),
+            _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
+        }
+    }
+    let policy = match (condition.as_str(), attempts) {
+        ("none", _) => "no".to_owned(),
+        ("on-failure", Some(attempts)) => format!("on-failure:{attempts}"),
+        ("on-failure", None) => "on-failure".to_owned(),
+        ("any", _) => "always".to_owned(),
+        (other, _) => return Err(node.invalid(format!("unknown restart condition {other:?}"))),
+    };
+    service.restart.get_or_insert(policy);
+    Ok(())
+}
+
+/// A host path from the file made absolute: `~` is `HOME` from the given environment (this
+/// module reads no process environment), a relative path is relative to the stack directory.
+/// `.` and `..` components are folded as Compose does.
+fn resolve(context: &Context, path: &str) -> PathBuf {
+    let home = context.environment.get("HOME").map(PathBuf::from);
+    let joined = match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            home.join(rest.trim_start_matches('/'))
+        }
+        _ => context.dir.join(path),
+    };
+    let mut clean = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    #[test]
+    fn words_split_like_a_shell() {
+        let cases = [
+            r#"echo "a b" 'c d' e\ f"#,
+            r#"sh -c "echo \"$$HOME\" \\ \n""#,
+            "  spaced   out  ",
+            r#"empty "" ''"#,
+            "unclosed 'quote",
+        ]
+        .map(|text| format!("{text} => {:?}", split_words(text)));
+        expect![[r#"
+            echo "a b" 'c d' e\ f => Some(["echo", "a b", "c d", "e f"])
+            sh -c "echo \"$$HOME\" \\ \n" => Some(["sh", "-c", "echo \"$$HOME\" \\ \\n"])
+              spaced   out   => Some(["spaced", "out"])
+            empty "" '' => Some(["empty", "", ""])
+            unclosed 'quote => None"#]]
+        .assert_eq(&cases.join("\n"));
+    }
+
+    #[test]
+    fn short_port_syntax() {
+        let cases = [
+            "80",
+            "8080:80",
+            "127.0.0.1:8080:80/udp",
+            "8000-8001:8000-8001",
+            "9000-9010:80",
+            "[::1]:80:80",
+            "127.0.0.1::80",
+            "8000-8002:80-81",
+            "x:80",
+        ]
+        .map(|text| format!("{text} => {:?}", short_ports(text)));
+        expect![[r#"
+            80 => Some([Port { target: 80, published: None, host_ip: None, protocol: "tcp" }])
+            8080:80 => Some([Port { target: 80, published: Some("8080"), host_ip: None, protocol: "tcp" }])
+            127.0.0.1:8080:80/udp => Some([Port { target: 80, published: Some("8080"), host_ip: Some("127.0.0.1"), protocol: "udp" }])
+            8000-8001:8000-8001 => Some([Port { target: 8000, published: Some("8000"), host_ip: None, protocol: "tcp" }, Port { target: 8001, published: Some("8001"), host_ip: None, protocol: "tcp" }])
+            9000-9010:80 => Some([Port { target: 80, published: Some("9000-9010"), host_ip: None, protocol: "tcp" }])
+            [::1]:80:80 => Some([Port { target: 80, published: Some("80"), host_ip: Some("::1"), protocol: "tcp" }])
+            127.0.0.1::80 => Some([Port { target: 80, published: None, host_ip: Some("127.0.0.1"), protocol: "tcp" }])
+            8000-8002:80-81 => None
+            x:80 => None"#]].assert_eq(&cases.join("\n"));
+    }
+}

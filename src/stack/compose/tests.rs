@@ -1,0 +1,1167 @@
+//! Tests of `compose::load` through files written into a temporary stack directory.
+//!
+//! Each test shows the parts of the `Project` it is about (or the error message), with the
+//! temporary directory written as `/stack` so that snapshots are stable.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+/// A stack directory named `demo` holding `files`, loaded with `environment` as the process
+/// environment; also returns the directory and its parent, to be hidden from snapshots.
+fn load_stack(
+    files: &[(&str, &str)],
+    environment: &[(&str, &str)],
+) -> (Result<Project, Error>, String, String) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("demo");
+    std::fs::create_dir(&dir).unwrap();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let environment: BTreeMap<String, String> = environment
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    let result = load(&dir, &environment);
+    (
+        result,
+        dir.to_string_lossy().into_owned(),
+        root.path().to_string_lossy().into_owned(),
+    )
+}
+
+/// Loads `compose.yaml` with only `HOME` set and shows `show(project)`, or the error message.
+fn check<T: Debug>(compose: &str, show: impl Fn(&Project) -> T, expected: &Expect) {
+    let environment = [("HOME", "/home/deploy")];
+    check_files(&[("compose.yaml", compose)], &environment, show, expected);
+}
+
+fn check_files<T: Debug>(
+    files: &[(&str, &str)],
+    environment: &[(&str, &str)],
+    show: impl Fn(&Project) -> T,
+    expected: &Expect,
+) {
+    let (result, dir, root) = load_stack(files, environment);
+    let actual = match result {
+        Ok(project) => format!("{:#?}", show(&project)),
+        Err(error) => format!("error: {error}"),
+    };
+    let actual = actual.replace(&dir, "/stack").replace(&root, "/parent");
+    expected.assert_eq(&actual);
+}
+
+/// Loads `compose.yaml` and shows the service `web`.
+fn check_web<T: Debug>(compose: &str, show: impl Fn(&Service) -> T, expected: &Expect) {
+    check(
+        compose,
+        |project| project.services.get("web").map(&show),
+        expected,
+    );
+}
+
+fn error(compose: &str, expected: &Expect) {
+    check(compose, |_| (), expected);
+}
+
+#[test]
+fn minimal_project() {
+    check(
+        "services:\n  web:\n    image: nginx\n",
+        |project| project.clone(),
+        &expect![[r#"
+            Project {
+                name: "demo",
+                working_dir: "/stack",
+                config_files: [
+                    "/stack/compose.yaml",
+                ],
+                services: {
+                    "web": Service {
+                        image: Some(
+                            "nginx",
+                        ),
+                        build: None,
+                        pull_policy: None,
+                        command: None,
+                        entrypoint: None,
+                        environment: {},
+                        user: None,
+                        working_dir: None,
+                        hostname: None,
+                        domainname: None,
+                        labels: {},
+                        ports: [],
+                        expose: [],
+                        volumes: [],
+                        tmpfs: [],
+                        networks: {
+                            "default": ServiceNetwork {
+                                aliases: [],
+                                ipv4_address: None,
+                            },
+                        },
+                        network_mode: None,
+                        restart: None,
+                        healthcheck: None,
+                        depends_on: {},
+                        extra_hosts: [],
+                        dns: [],
+                        cap_add: [],
+                        cap_drop: [],
+                        privileged: false,
+                        devices: [],
+                        init: None,
+                        read_only: false,
+                        security_opt: [],
+                        sysctls: {},
+                        ulimits: {},
+                        logging: None,
+                        stop_signal: None,
+                        stop_grace_period: None,
+                        tty: false,
+                        stdin_open: false,
+                        mem_limit: None,
+                        mem_reservation: None,
+                        cpus: None,
+                        shm_size: None,
+                        pids_limit: None,
+                        container_name: None,
+                    },
+                },
+                networks: {
+                    "default": Network {
+                        name: "demo_default",
+                        external: false,
+                        internal: false,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                        attachable: false,
+                        enable_ipv6: false,
+                    },
+                },
+                volumes: {},
+                files_read: [],
+                variables: {
+                    "COMPOSE_PROJECT_NAME": None,
+                },
+            }"#]],
+    );
+}
+
+#[test]
+fn file_names_take_precedence_in_order() {
+    check_files(
+        &[
+            ("docker-compose.yml", "services: {old: {image: old}}"),
+            ("compose.yml", "services: {new: {image: new}}"),
+        ],
+        &[],
+        |project| {
+            (
+                project.services.keys().cloned().collect::<Vec<_>>(),
+                project.config_files.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                [
+                    "new",
+                ],
+                [
+                    "/stack/compose.yml",
+                ],
+            )"#]],
+    );
+    check_files(
+        &[("other.yaml", "")],
+        &[],
+        |_| (),
+        &expect![
+            "error: no compose file in /stack (looked for compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml, podman-compose.yaml, podman-compose.yml)"
+        ],
+    );
+}
+
+#[test]
+fn process_environment_wins_over_dotenv() {
+    check_files(
+        &[
+            (
+                ".env",
+                "TAG=from-dotenv\nPORT=80\n# comment\nexport QUOTED=\"a b\"\n",
+            ),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: \"nginx:${TAG}\"\n    labels: [\"port=$PORT\", \"quoted=${QUOTED}\"]\n",
+            ),
+        ],
+        &[("TAG", "from-process")],
+        |project| {
+            let web = &project.services["web"];
+            (
+                web.image.clone(),
+                web.labels.clone(),
+                project.files_read.clone(),
+                project.variables.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                Some(
+                    "nginx:from-process",
+                ),
+                {
+                    "port": "80",
+                    "quoted": "a b",
+                },
+                [
+                    "/stack/.env",
+                ],
+                {
+                    "COMPOSE_PROJECT_NAME": None,
+                    "PORT": Some(
+                        "80",
+                    ),
+                    "QUOTED": Some(
+                        "a b",
+                    ),
+                    "TAG": Some(
+                        "from-process",
+                    ),
+                },
+            )"#]],
+    );
+}
+
+#[test]
+fn interpolation_forms() {
+    check_files(
+        &[(
+            "compose.yaml",
+            r#"
+services:
+  web:
+    image: "${UNSET:-nginx}:${EMPTY-latest}"
+    command: ["${SET:+alt}", "${UNSET+alt}", "$$literal", "${UNSET:-${SET}}", "${UNSET}"]
+    environment:
+      "$KEYS_ARE_NOT_INTERPOLATED": "x"
+"#,
+        )],
+        &[("SET", "value"), ("EMPTY", "")],
+        |project| {
+            let web = &project.services["web"];
+            (
+                web.image.clone(),
+                web.command.clone(),
+                web.environment.clone(),
+                project.variables.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                Some(
+                    "nginx:",
+                ),
+                Some(
+                    [
+                        "alt",
+                        "",
+                        "$literal",
+                        "value",
+                        "",
+                    ],
+                ),
+                {
+                    "$KEYS_ARE_NOT_INTERPOLATED": "x",
+                },
+                {
+                    "COMPOSE_PROJECT_NAME": None,
+                    "EMPTY": Some(
+                        "",
+                    ),
+                    "SET": Some(
+                        "value",
+                    ),
+                    "UNSET": None,
+                },
+            )"#]],
+    );
+}
+
+#[test]
+fn anchors_merges_and_extensions() {
+    check_web(
+        r#"
+version: "3.9"
+x-common: &common
+  restart: unless-stopped
+  labels: {team: ops}
+x-logging: &logging
+  <<: *common
+  logging: {driver: local, options: {max-size: 10m}}
+services:
+  web:
+    <<: *logging
+    x-note: ignored
+    image: nginx
+    restart: always
+"#,
+        |web| (web.restart.clone(), web.labels.clone(), web.logging.clone()),
+        &expect![[r#"
+            Some(
+                (
+                    Some(
+                        "always",
+                    ),
+                    {
+                        "team": "ops",
+                    },
+                    Some(
+                        Logging {
+                            driver: Some(
+                                "local",
+                            ),
+                            options: {
+                                "max-size": "10m",
+                            },
+                        },
+                    ),
+                ),
+            )"#]],
+    );
+}
+
+#[test]
+fn profiles_leave_services_out() {
+    check(
+        "services:\n  web: {image: nginx, depends_on: {debug: {condition: service_started, required: false}}}\n  debug: {image: busybox, profiles: [debug]}\n",
+        |project| {
+            (
+                project.services.keys().cloned().collect::<Vec<_>>(),
+                project.services["web"].depends_on.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                [
+                    "web",
+                ],
+                {},
+            )"#]],
+    );
+}
+
+#[test]
+fn build_short_and_long() {
+    check(
+        r#"
+services:
+  short: {build: ./app}
+  long:
+    build:
+      context: ../shared
+      dockerfile: Containerfile
+      args: [VERSION=1, FROM_ENV, ABSENT]
+      target: release
+"#,
+        |project| {
+            project
+                .services
+                .iter()
+                .map(|(name, service)| (name.clone(), service.build.clone(), service.image.clone()))
+                .collect::<Vec<_>>()
+        },
+        &expect![[r#"
+            [
+                (
+                    "long",
+                    Some(
+                        Build {
+                            context: "/parent/shared",
+                            dockerfile: "Containerfile",
+                            args: {
+                                "VERSION": "1",
+                            },
+                            target: Some(
+                                "release",
+                            ),
+                        },
+                    ),
+                    None,
+                ),
+                (
+                    "short",
+                    Some(
+                        Build {
+                            context: "/stack/app",
+                            dockerfile: "Dockerfile",
+                            args: {},
+                            target: None,
+                        },
+                    ),
+                    None,
+                ),
+            ]"#]],
+    );
+}
+
+#[test]
+fn commands_and_entrypoints() {
+    check(
+        r#"
+services:
+  a: {image: x, command: echo "a b" 'c d' e\ f, entrypoint: [/bin/sh, -c]}
+  b: {image: x, command: []}
+"#,
+        |project| {
+            project
+                .services
+                .iter()
+                .map(|(name, service)| {
+                    (
+                        name.clone(),
+                        service.command.clone(),
+                        service.entrypoint.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        },
+        &expect![[r#"
+            [
+                (
+                    "a",
+                    Some(
+                        [
+                            "echo",
+                            "a b",
+                            "c d",
+                            "e f",
+                        ],
+                    ),
+                    Some(
+                        [
+                            "/bin/sh",
+                            "-c",
+                        ],
+                    ),
+                ),
+                (
+                    "b",
+                    Some(
+                        [],
+                    ),
+                    None,
+                ),
+            ]"#]],
+    );
+}
+
+#[test]
+fn environment_and_env_files() {
+    check_files(
+        &[
+            ("base.env", "SHARED=from-base\nBASE_ONLY=${TAG}\n"),
+            ("override.env", "SHARED=from-override\n"),
+            (
+                "compose.yaml",
+                r#"
+services:
+  web:
+    image: nginx
+    env_file: [base.env, {path: ./override.env}, {path: missing.env, required: false}]
+    environment:
+      NUMBER: 1
+      BOOLEAN: true
+      FROM_PROCESS:
+      ABSENT:
+      SHARED: from-environment
+  list:
+    image: nginx
+    env_file: base.env
+    environment: [A=1, "B=", FROM_PROCESS, ABSENT]
+"#,
+            ),
+        ],
+        &[("FROM_PROCESS", "process"), ("TAG", "v1")],
+        |project| {
+            (
+                project.services["web"].environment.clone(),
+                project.services["list"].environment.clone(),
+                project.files_read.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                {
+                    "BASE_ONLY": "v1",
+                    "BOOLEAN": "true",
+                    "FROM_PROCESS": "process",
+                    "NUMBER": "1",
+                    "SHARED": "from-environment",
+                },
+                {
+                    "A": "1",
+                    "B": "",
+                    "BASE_ONLY": "v1",
+                    "FROM_PROCESS": "process",
+                    "SHARED": "from-base",
+                },
+                [
+                    "/stack/base.env",
+                    "/stack/override.env",
+                ],
+            )"#]],
+    );
+    check_files(
+        &[(
+            "compose.yaml",
+            "services: {web: {image: nginx, env_file: missing.env}}",
+        )],
+        &[],
+        |_| (),
+        &expect!["error: /stack/missing.env: No such file or directory (os error 2)"],
+    );
+}
+
+#[test]
+fn ports_short_and_long() {
+    check_web(
+        r#"
+services:
+  web:
+    image: nginx
+    ports:
+      - 80
+      - "8080:80"
+      - "127.0.0.1:5353:53/udp"
+      - "8000-8001:8000-8001"
+      - "[::1]:9000:90"
+      - {target: 443, published: 8443, host_ip: 0.0.0.0, protocol: tcp}
+      - {target: "53", published: "5300", protocol: udp, mode: host}
+    expose: [3000, "4000/udp"]
+"#,
+        |web| {
+            (
+                web.ports
+                    .iter()
+                    .map(|port| format!("{port:?}"))
+                    .collect::<Vec<_>>(),
+                web.expose.clone(),
+            )
+        },
+        &expect![[r#"
+            Some(
+                (
+                    [
+                        "Port { target: 80, published: None, host_ip: None, protocol: \"tcp\" }",
+                        "Port { target: 80, published: Some(\"8080\"), host_ip: None, protocol: \"tcp\" }",
+                        "Port { target: 53, published: Some(\"5353\"), host_ip: Some(\"127.0.0.1\"), protocol: \"udp\" }",
+                        "Port { target: 8000, published: Some(\"8000\"), host_ip: None, protocol: \"tcp\" }",
+                        "Port { target: 8001, published: Some(\"8001\"), host_ip: None, protocol: \"tcp\" }",
+                        "Port { target: 90, published: Some(\"9000\"), host_ip: Some(\"::1\"), protocol: \"tcp\" }",
+                        "Port { target: 443, published: Some(\"8443\"), host_ip: Some(\"0.0.0.0\"), protocol: \"tcp\" }",
+                        "Port { target: 53, published: Some(\"5300\"), host_ip: None, protocol: \"udp\" }",
+                    ],
+                    [
+                        "3000",
+                        "4000/udp",
+                    ],
+                ),
+            )"#]],
+    );
+}
+
+#[test]
+fn volumes_short_and_long() {
+    check(
+        r#"
+services:
+  web:
+    image: nginx
+    volumes:
+      - data:/var/lib/data
+      - ./conf:/etc/nginx:ro
+      - /srv/static:/static:rw,z
+      - ~/cache:/cache
+      - /anonymous
+      - type: bind
+        source: ./site
+        target: /site
+        read_only: true
+        bind: {create_host_path: false}
+      - type: volume
+        source: data
+        target: /copy
+        volume: {nocopy: true}
+      - {type: tmpfs, target: /scratch, tmpfs: {size: 64m}}
+    tmpfs: /run
+volumes:
+  data:
+  shared: {external: true}
+  legacy: {external: {name: old-name}}
+  named: {name: exact}
+"#,
+        |project| {
+            let web = &project.services["web"];
+            let mounts: Vec<String> = web
+                .volumes
+                .iter()
+                .map(|mount| format!("{mount:?}"))
+                .collect();
+            (mounts, web.tmpfs.clone(), project.volumes.clone())
+        },
+        &expect![[r#"
+            (
+                [
+                    "Mount { kind: Volume, source: Some(\"data\"), target: \"/var/lib/data\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
+                    "Mount { kind: Bind, source: Some(\"/stack/conf\"), target: \"/etc/nginx\", read_only: true, options: [], nocopy: false, tmpfs_size: None, create_host_path: true }",
+                    "Mount { kind: Bind, source: Some(\"/srv/static\"), target: \"/static\", read_only: false, options: [\"z\"], nocopy: false, tmpfs_size: None, create_host_path: true }",
+                    "Mount { kind: Bind, source: Some(\"/home/deploy/cache\"), target: \"/cache\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: true }",
+                    "Mount { kind: Volume, source: None, target: \"/anonymous\", read_only: false, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
+                    "Mount { kind: Bind, source: Some(\"/stack/site\"), target: \"/site\", read_only: true, options: [], nocopy: false, tmpfs_size: None, create_host_path: false }",
+                    "Mount { kind: Volume, source: Some(\"data\"), target: \"/copy\", read_only: false, options: [], nocopy: true, tmpfs_size: None, create_host_path: false }",
+                    "Mount { kind: Tmpfs, source: None, target: \"/scratch\", read_only: false, options: [], nocopy: false, tmpfs_size: Some(67108864), create_host_path: false }",
+                ],
+                [
+                    "/run",
+                ],
+                {
+                    "data": Volume {
+                        name: "demo_data",
+                        external: false,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                    },
+                    "legacy": Volume {
+                        name: "old-name",
+                        external: true,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                    },
+                    "named": Volume {
+                        name: "exact",
+                        external: false,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                    },
+                    "shared": Volume {
+                        name: "shared",
+                        external: true,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                    },
+                },
+            )"#]],
+    );
+    error(
+        "services: {web: {image: nginx, volumes: ['undeclared:/data']}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web.volumes: service refers to undefined volume undeclared"
+        ],
+    );
+}
+
+#[test]
+fn networks_and_default_network() {
+    check(
+        r#"
+name: My_App
+services:
+  web:
+    image: nginx
+    networks:
+      front:
+        aliases: [www]
+        ipv4_address: 172.20.0.5
+      back:
+  worker: {image: worker, networks: [back, default]}
+  host: {image: agent, network_mode: host}
+networks:
+  front: {driver: bridge, internal: true, labels: [tier=front], attachable: true, enable_ipv6: false}
+  back: {name: shared-back, driver_opts: {mtu: 1400}}
+  outside: {external: true}
+"#,
+        |project| {
+            let networks: BTreeMap<String, BTreeMap<String, ServiceNetwork>> = project
+                .services
+                .iter()
+                .map(|(name, service)| (name.clone(), service.networks.clone()))
+                .collect();
+            (project.name.clone(), networks, project.networks.clone())
+        },
+        &expect![[r#"
+            (
+                "my_app",
+                {
+                    "host": {},
+                    "web": {
+                        "back": ServiceNetwork {
+                            aliases: [],
+                            ipv4_address: None,
+                        },
+                        "front": ServiceNetwork {
+                            aliases: [
+                                "www",
+                            ],
+                            ipv4_address: Some(
+                                "172.20.0.5",
+                            ),
+                        },
+                    },
+                    "worker": {
+                        "back": ServiceNetwork {
+                            aliases: [],
+                            ipv4_address: None,
+                        },
+                        "default": ServiceNetwork {
+                            aliases: [],
+                            ipv4_address: None,
+                        },
+                    },
+                },
+                {
+                    "back": Network {
+                        name: "shared-back",
+                        external: false,
+                        internal: false,
+                        driver: None,
+                        driver_opts: {
+                            "mtu": "1400",
+                        },
+                        labels: {},
+                        attachable: false,
+                        enable_ipv6: false,
+                    },
+                    "default": Network {
+                        name: "my_app_default",
+                        external: false,
+                        internal: false,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                        attachable: false,
+                        enable_ipv6: false,
+                    },
+                    "front": Network {
+                        name: "my_app_front",
+                        external: false,
+                        internal: true,
+                        driver: Some(
+                            "bridge",
+                        ),
+                        driver_opts: {},
+                        labels: {
+                            "tier": "front",
+                        },
+                        attachable: true,
+                        enable_ipv6: false,
+                    },
+                    "outside": Network {
+                        name: "outside",
+                        external: true,
+                        internal: false,
+                        driver: None,
+                        driver_opts: {},
+                        labels: {},
+                        attachable: false,
+                        enable_ipv6: false,
+                    },
+                },
+            )"#]],
+    );
+    error(
+        "services: {web: {image: nginx, networks: [nowhere]}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web.networks: service refers to undefined network nowhere"
+        ],
+    );
+}
+
+#[test]
+fn healthchecks_and_dependencies() {
+    check(
+        r#"
+services:
+  web:
+    image: nginx
+    healthcheck: {test: curl -f http://localhost, interval: 1m30s, timeout: 500ms, retries: 3, start_period: 10s}
+    depends_on: [db]
+  db:
+    image: postgres
+    healthcheck: {test: [CMD, pg_isready], start_interval: 1s}
+    depends_on:
+      cache: {condition: service_healthy, restart: true}
+  cache: {image: redis, healthcheck: {disable: true}}
+"#,
+        |project| {
+            project
+                .services
+                .iter()
+                .map(|(name, service)| {
+                    (
+                        name.clone(),
+                        service.healthcheck.clone(),
+                        service.depends_on.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        },
+        &expect![[r#"
+            [
+                (
+                    "cache",
+                    Some(
+                        Healthcheck {
+                            test: [
+                                "NONE",
+                            ],
+                            interval: None,
+                            timeout: None,
+                            retries: None,
+                            start_period: None,
+                            start_interval: None,
+                        },
+                    ),
+                    {},
+                ),
+                (
+                    "db",
+                    Some(
+                        Healthcheck {
+                            test: [
+                                "CMD",
+                                "pg_isready",
+                            ],
+                            interval: None,
+                            timeout: None,
+                            retries: None,
+                            start_period: None,
+                            start_interval: Some(
+                                1s,
+                            ),
+                        },
+                    ),
+                    {
+                        "cache": Dependency {
+                            condition: ServiceHealthy,
+                            required: true,
+                            restart: true,
+                        },
+                    },
+                ),
+                (
+                    "web",
+                    Some(
+                        Healthcheck {
+                            test: [
+                                "CMD-SHELL",
+                                "curl -f http://localhost",
+                            ],
+                            interval: Some(
+                                90s,
+                            ),
+                            timeout: Some(
+                                500ms,
+                            ),
+                            retries: Some(
+                                3,
+                            ),
+                            start_period: Some(
+                                10s,
+                            ),
+                            start_interval: None,
+                        },
+                    ),
+                    {
+                        "db": Dependency {
+                            condition: ServiceStarted,
+                            required: true,
+                            restart: false,
+                        },
+                    },
+                ),
+            ]"#]],
+    );
+    error(
+        "services: {web: {image: nginx, depends_on: [ghost]}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.depends_on: depends on service "ghost" which is not defined"#
+        ]],
+    );
+}
+
+#[test]
+fn runtime_options() {
+    check_web(
+        r#"
+services:
+  web:
+    image: nginx
+    user: "1000:1000"
+    working_dir: /app
+    hostname: web
+    domainname: example.org
+    pull_policy: if_not_present
+    restart: on-failure:3
+    extra_hosts: ["db:10.0.0.2", "cache=10.0.0.3"]
+    dns: 1.1.1.1
+    cap_add: [NET_ADMIN]
+    cap_drop: [ALL]
+    privileged: "true"
+    devices: ["/dev/fuse:/dev/fuse"]
+    init: true
+    read_only: true
+    security_opt: [no-new-privileges:true]
+    sysctls: [net.core.somaxconn=1024]
+    ulimits: {nproc: 65535, nofile: {soft: 1024, hard: 2048}}
+    stop_signal: SIGQUIT
+    stop_grace_period: 1m
+    tty: true
+    stdin_open: true
+    mem_limit: 512m
+    mem_reservation: 1.5gb
+    shm_size: 67108864
+    cpus: "0.5"
+    pids_limit: 100
+    container_name: the-web
+"#,
+        |web| web.clone(),
+        &expect![[r#"
+            Some(
+                Service {
+                    image: Some(
+                        "nginx",
+                    ),
+                    build: None,
+                    pull_policy: Some(
+                        Missing,
+                    ),
+                    command: None,
+                    entrypoint: None,
+                    environment: {},
+                    user: Some(
+                        "1000:1000",
+                    ),
+                    working_dir: Some(
+                        "/app",
+                    ),
+                    hostname: Some(
+                        "web",
+                    ),
+                    domainname: Some(
+                        "example.org",
+                    ),
+                    labels: {},
+                    ports: [],
+                    expose: [],
+                    volumes: [],
+                    tmpfs: [],
+                    networks: {
+                        "default": ServiceNetwork {
+                            aliases: [],
+                            ipv4_address: None,
+                        },
+                    },
+                    network_mode: None,
+                    restart: Some(
+                        "on-failure:3",
+                    ),
+                    healthcheck: None,
+                    depends_on: {},
+                    extra_hosts: [
+                        "db:10.0.0.2",
+                        "cache:10.0.0.3",
+                    ],
+                    dns: [
+                        "1.1.1.1",
+                    ],
+                    cap_add: [
+                        "NET_ADMIN",
+                    ],
+                    cap_drop: [
+                        "ALL",
+                    ],
+                    privileged: true,
+                    devices: [
+                        "/dev/fuse:/dev/fuse",
+                    ],
+                    init: Some(
+                        true,
+                    ),
+                    read_only: true,
+                    security_opt: [
+                        "no-new-privileges:true",
+                    ],
+                    sysctls: {
+                        "net.core.somaxconn": "1024",
+                    },
+                    ulimits: {
+                        "nofile": Ulimit {
+                            soft: 1024,
+                            hard: 2048,
+                        },
+                        "nproc": Ulimit {
+                            soft: 65535,
+                            hard: 65535,
+                        },
+                    },
+                    logging: None,
+                    stop_signal: Some(
+                        "SIGQUIT",
+                    ),
+                    stop_grace_period: Some(
+                        60s,
+                    ),
+                    tty: true,
+                    stdin_open: true,
+                    mem_limit: Some(
+                        536870912,
+                    ),
+                    mem_reservation: Some(
+                        1610612736,
+                    ),
+                    cpus: Some(
+                        0.5,
+                    ),
+                    shm_size: Some(
+                        67108864,
+                    ),
+                    pids_limit: Some(
+                        100,
+                    ),
+                    container_name: Some(
+                        "the-web",
+                    ),
+                },
+            )"#]],
+    );
+}
+
+#[test]
+fn deploy_resources_map_onto_service_limits() {
+    check_web(
+        r#"
+services:
+  web:
+    image: nginx
+    extra_hosts: {db: 10.0.0.2}
+    deploy:
+      replicas: 1
+      resources:
+        limits: {cpus: "1.5", memory: 1g, pids: 50}
+        reservations: {memory: 256m}
+      restart_policy: {condition: on-failure, max_attempts: 5}
+"#,
+        |web| {
+            (
+                web.cpus,
+                web.mem_limit,
+                web.pids_limit,
+                web.mem_reservation,
+                web.restart.clone(),
+                web.extra_hosts.clone(),
+            )
+        },
+        &expect![[r#"
+            Some(
+                (
+                    Some(
+                        1.5,
+                    ),
+                    Some(
+                        1073741824,
+                    ),
+                    Some(
+                        50,
+                    ),
+                    Some(
+                        268435456,
+                    ),
+                    Some(
+                        "on-failure:5",
+                    ),
+                    [
+                        "db:10.0.0.2",
+                    ],
+                ),
+            )"#]],
+    );
+    error(
+        "services: {web: {image: nginx, deploy: {replicas: 3}}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web.deploy.replicas: only one replica is supported by stackhook"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, deploy: {placement: {}}}}",
+        &expect![
+            "error: /stack/compose.yaml: service web: key deploy.placement is not supported by stackhook"
+        ],
+    );
+}
+
+#[test]
+fn error_messages() {
+    error(
+        "services:\n  web:\n    image: [unclosed\n",
+        &expect![
+            "error: /stack/compose.yaml: invalid YAML: did not find expected ',' or ']' at line 4 column 1, while parsing a flow sequence at line 3 column 12"
+        ],
+    );
+    error(
+        "services: {web: {image: \"${TAG:?set TAG in .env}\"}}",
+        &expect![
+            "error: /stack/compose.yaml: required variable TAG is missing a value: set TAG in .env"
+        ],
+    );
+    error(
+        "services: {web: {image: \"nginx:${\"}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: invalid interpolation format for services.web.image: "nginx:${""#
+        ]],
+    );
+    error(
+        "services: {}\nextra: true\n",
+        &expect!["error: /stack/compose.yaml: (root) additional property extra is not allowed"],
+    );
+    error(
+        "include: [other.yaml]\nservices: {}\n",
+        &expect!["error: /stack/compose.yaml: include: include is not supported by stackhook"],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [token]}}",
+        &expect![
+            "error: /stack/compose.yaml: service web: key secrets is not supported by stackhook"
+        ],
+    );
+    error(
+        "services: {web: {command: echo}}",
+        &expect![
+            "error: /stack/compose.yaml: service web has neither an image nor a build context specified"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, privileged: maybe}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.privileged: "maybe" is not a boolean"#
+        ]],
+    );
+    error(
+        "name: \"!!!\"\nservices: {}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: name: "!!!" gives an empty project name once normalised; set name:"#
+        ]],
+    );
+}
