@@ -52,7 +52,8 @@ clean_engine() {
         --format '{{.ID}} {{.Label "com.docker.compose.project"}}' | awk '{print $2, $1}' |
         grep -E '^((base-)?bench-[0-9]{3}|bench-ref) ' | cut -d' ' -f2 || true)
     ids+=" $(docker ps -aq --filter name='^bench-ref-app$' || true)"
-    if [ -n "${ids// /}" ]; then echo $ids | xargs -n 50 docker rm -f >/dev/null; fi
+    ids=$(echo $ids | tr " " "\n" | sort -u)
+    if [ -n "$ids" ]; then echo $ids | xargs -n 50 docker rm -f >/dev/null; fi
     networks=$(docker network ls --format '{{.Name}}' | grep -E '^((base-)?bench-[0-9]{3}_default|bench-ref)$' || true)
     if [ -n "${networks// /}" ]; then echo $networks | xargs -n 50 docker network rm >/dev/null 2>&1 || true; fi
 }
@@ -112,17 +113,17 @@ body='{"ref":"refs/heads/main"}'
 signature=
 sign() { signature=sha256=$(printf %s "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/^.*= //'); }
 
-# Sends the signed push to $1 and puts the elapsed milliseconds (fractional) in $elapsed; fails
-# the run unless the answer is 200.
+# Sends the signed push to $1, keeps the answer in $2 and puts the elapsed milliseconds in
+# $elapsed; fails the run unless the answer is 200.
 elapsed=
 push() {
-    local url=$1 out=$2 start end code
-    start=$(date +%s%N)
-    code=$(curl -s -o "$out" -w '%{http_code}' -H 'Content-Type: application/json' \
+    local url=$1 out=$2 code seconds
+    # curl's own clock, from before the connection to the last byte of the answer: the time of
+    # starting curl itself (~10-30 ms here) would otherwise blur the short no-op figures.
+    read -r code seconds < <(curl -s -o "$out" -w '%{http_code} %{time_total}\n' -H 'Content-Type: application/json' \
         -H 'X-GitHub-Event: push' -H "X-Hub-Signature-256: $signature" --data-binary "$body" "$url")
-    end=$(date +%s%N)
     [ "$code" = 200 ] || { cat "$out" >&2; die "$url answered $code"; }
-    elapsed=$(ms "$start" "$end")
+    elapsed=$(awk -v s="$seconds" 'BEGIN { printf "%.1f", s * 1000 }')
 }
 
 # --- numbers -----------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ bench_n() {
     # Queued behind the start-up pass, so this answers once that pass and a no-op one are done.
     push "$sh_url" "$work/warmup.json"
     first_pass=$(ms "$started" "$(date +%s%N)")
+    cp "$work/warmup.json" "$work/first-pass-$n.json"
     [ "$(count_running '^bench-[0-9]{3}$')" = "$n" ] || die "stackhook serve runs $(count_running '^bench-[0-9]{3}$') of $n stacks after its first pass"
     hwm_first=$(status_kib "$sh_pid" VmHWM)
     sleep 2
