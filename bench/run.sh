@@ -68,6 +68,20 @@ count_running() {
         --format '{{.Label "com.docker.compose.project"}}' | grep -cE "$1" || true
 }
 
+# Checks that $2 containers of projects matching regex $1 run; otherwise shows the others' states.
+check_running() {
+    local got
+    got=$(count_running "$1")
+    [ "$got" = "$2" ] && return 0
+    log "only $got of $2 containers of $1 run; 2 s later: $(sleep 2; count_running "$1"); the others:"
+    docker ps -a --filter label=com.docker.compose.project \
+        --format '{{.Label "com.docker.compose.project"}} {{.Names}} {{.State}} {{.Status}}' |
+        grep -E "$1" | grep -v ' running ' >&2 || true
+    echo "containers of $1, in any state: $(docker ps -a --filter label=com.docker.compose.project \
+        --format '{{.Label "com.docker.compose.project"}}' | grep -cE "$1")" >&2
+    die "$3"
+}
+
 # Checks that project $1 runs exactly one container and that it has VERSION=$2. Polls for up to
 # 10 s so that a late container is reported with its delay instead of failing the run.
 verify_version() {
@@ -172,14 +186,14 @@ bench_n() {
     STACKHOOK_STATE_DIR=$work/stackhook-cold-$n timed "$bin" deploy >"$work/cold-stackhook-$n.log" 2>&1 ||
         { tail -n 30 "$work/cold-stackhook-$n.log" >&2; die "stackhook deploy failed (N=$n)"; }
     cold_sh=$elapsed cold_sh_kib=$peak_kib
-    [ "$(count_running '^bench-[0-9]{3}$')" = "$n" ] || die "stackhook deploy left $(count_running '^bench-[0-9]{3}$') of $n stacks running"
+    check_running '^bench-[0-9]{3}$' "$n" "stackhook deploy did not leave all $n stacks running"
     clean_engine
 
     log "N=$n: cold start, baseline script"
     timed "$here/baseline/deploy.sh" >"$work/cold-baseline-$n.log" 2>&1 ||
         { tail -n 30 "$work/cold-baseline-$n.log" >&2; die "baseline deploy.sh failed (N=$n)"; }
     cold_base=$elapsed cold_base_kib=$peak_kib
-    [ "$(count_running '^base-bench-[0-9]{3}$')" = "$n" ] || die "deploy.sh left $(count_running '^base-bench-[0-9]{3}$') of $n stacks running"
+    check_running '^base-bench-[0-9]{3}$' "$n" "deploy.sh did not leave all $n stacks running"
 
     log "N=$n: starting both servers (stackhook's first pass deploys its $n stacks)"
     "$here/baseline/serve.sh" >"$work/webhook-$n.log" 2>&1 &
@@ -194,7 +208,7 @@ bench_n() {
     push "$sh_url" "$work/warmup.json"
     first_pass=$(ms "$started" "$(date +%s%N)")
     cp "$work/warmup.json" "$work/first-pass-$n.json"
-    [ "$(count_running '^bench-[0-9]{3}$')" = "$n" ] || die "stackhook serve runs $(count_running '^bench-[0-9]{3}$') of $n stacks after its first pass"
+    check_running '^bench-[0-9]{3}$' "$n" "stackhook serve does not run all $n stacks after its first pass"
     hwm_first=$(status_kib "$sh_pid" VmHWM)
     sleep 2
     idle_kib=$(status_kib "$sh_pid" VmRSS)
