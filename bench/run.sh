@@ -58,8 +58,13 @@ clean_engine() {
     ids=$(echo $ids | tr " " "\n" | sort -u)
     if [ -n "$ids" ]; then echo $ids | xargs -n 50 docker rm -f >/dev/null; fi
     networks=$(docker network ls --format '{{.Name}}' | grep -E '^((base-)?bench-[0-9]{3}_default|bench-ref)$' || true)
-    if [ "${1:-}" = all ]; then networks+=" $(docker network ls -q --filter name="^$BENCH_NETWORK\$")"; fi
     if [ -n "${networks// /}" ]; then echo $networks | xargs -n 50 docker network rm >/dev/null 2>&1 || true; fi
+    if [ "${1:-}" = all ] && docker network inspect "$BENCH_NETWORK" >/dev/null 2>&1; then
+        # Docker 20.10 sometimes keeps a stale endpoint after many removals ("has active
+        # endpoints" with no container attached); the next run then reuses the network.
+        docker network rm "$BENCH_NETWORK" >/dev/null 2>&1 ||
+            log "left the empty network $BENCH_NETWORK (the engine reports a stale endpoint); the next run reuses it"
+    fi
 }
 
 # Running containers of projects matching a regex.
@@ -245,7 +250,12 @@ bench_n() {
 
     log "N=$n: no-op pass, $runs runs"
     local before after
-    before=$(docker ps -q --filter label=com.docker.compose.project | sort | md5sum)
+    # Only this benchmark's containers: other users of the engine may start and stop theirs.
+    bench_ids() {
+        docker ps --filter label=com.docker.compose.project \
+            --format '{{.ID}} {{.Label "com.docker.compose.project"}}' | grep -E ' (base-)?bench-[0-9]{3}$' | sort | md5sum
+    }
+    before=$(bench_ids)
     for r in $(seq 1 "$runs"); do
         echo "no-op $r" >>"$origin/README.md"
         git -C "$origin" commit -qam "no-op $r"
@@ -258,7 +268,7 @@ bench_n() {
         fi
         if grep -q '"outcome":"deployed"' "$work/noop.json"; then log "warning: stackhook deployed a stack on a no-op push (N=$n)"; fi
     done
-    after=$(docker ps -q --filter label=com.docker.compose.project | sort | md5sum)
+    after=$(bench_ids)
     [ "$before" = "$after" ] || log "warning: a no-op push changed the set of running containers (N=$n)"
     hwm_end=$(status_kib "$sh_pid" VmHWM)
 
@@ -302,7 +312,8 @@ if [ ! -x "$bin" ]; then
 fi
 "$root/scripts/busybox-image.sh" "$image" docker
 clean_engine all
-docker network create --subnet "$subnet" "$BENCH_NETWORK" >/dev/null
+docker network inspect "$BENCH_NETWORK" >/dev/null 2>&1 ||
+    docker network create --subnet "$subnet" "$BENCH_NETWORK" >/dev/null
 
 for n in "${ns[@]}"; do bench_n "$n"; done
 
@@ -318,6 +329,8 @@ for n in "${ns[@]}"; do bench_n "$n"; done
     echo "| N | serve's first pass (engine holding the baseline's N) | VmHWM after it | \`stackhook deploy\` peak RSS | baseline script's largest process | webhook idle RSS |"
     echo "|---|---|---|---|---|---|"
     cat "$work/extra.md"
+    echo
+    echo "Load average at the end (other work on the machine shares the engine and the cores): $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "Machine: $(nproc) cores, Docker $(docker version --format '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/Docker Compose /'), webhook $(webhook -version | awk '{print $3}'), stackhook $(git -C "$root" rev-parse --short HEAD)."
     echo
