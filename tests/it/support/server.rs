@@ -78,6 +78,17 @@ impl Harness {
         self
     }
 
+    /// The `stackhook` binary with this test's settings as its whole environment.
+    pub fn stackhook(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stackhook"));
+        command
+            .args(args)
+            .env_clear()
+            .envs(&self.settings)
+            .env("PATH", std::env::var("PATH").unwrap());
+        command
+    }
+
     pub fn config(&self) -> Config {
         Config::from_sources(None, &self.settings).expect("test config")
     }
