@@ -28,4 +28,5 @@ mod cli;
 mod engine;
 mod packaging;
 mod pipeline;
+mod self_update;
 mod support;
