@@ -182,7 +182,8 @@ impl Config {
                     .map_err(|error| anyhow::anyhow!("STACKHOOK_SLOT: {error}"))?,
             ),
         };
-        let self_stack = setting("SELF_STACK", file.self_stack).unwrap_or_else(|| "stackhook".into());
+        let self_stack =
+            setting("SELF_STACK", file.self_stack).unwrap_or_else(|| "stackhook".into());
         let drain = match setting("DRAIN", file.drain) {
             None => Duration::from_secs(5),
             Some(text) => humantime::parse_duration(&text).map_err(|error| {

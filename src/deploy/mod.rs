@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::slot::Slots;
 use crate::repo::{self, tree::Tree};
+use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy};
 use crate::stack::{self, StackName};
 use crate::store::{self, StackRecord};
@@ -440,10 +440,12 @@ impl Deployer {
         if actions.iter().any(|a| a.kind != ActionKind::Unchanged) {
             apply::resources(self.engine.as_ref(), &project).await?;
             match own_slot {
-                Some(own) => self.update_self(own, &project, &actions, &specs, log).await?,
-                None => {
-                    apply::containers(self.engine.as_ref(), &project, &actions, &specs, log)
+                Some(own) => {
+                    self.update_self(own, &project, &actions, &specs, log)
                         .await?
+                }
+                None => {
+                    apply::containers(self.engine.as_ref(), &project, &actions, &specs, log).await?
                 }
             }
         }

@@ -45,7 +45,9 @@ impl Deployer {
                 "slot {} is healthy on the new configuration; handing over from slot {own}",
                 own.other()
             ));
-            let own_container = own_action.and_then(|a| a.container.as_ref()).map(|c| c.id.clone());
+            let own_container = own_action
+                .and_then(|a| a.container.as_ref())
+                .map(|c| c.id.clone());
             self.slots.hand_over(own.other(), own_container)?;
         }
         if others.iter().any(|a| a.kind != ActionKind::Unchanged) {
@@ -94,13 +96,23 @@ impl Deployer {
             (Ok(()), None) => Err(anyhow::anyhow!("container {name} is gone")),
             (Ok(()), Some(container)) => {
                 let engine = self.engine.as_ref();
-                apply::wait_for(engine, &container.id, Condition::ServiceHealthy, Some(check)).await
+                apply::wait_for(
+                    engine,
+                    &container.id,
+                    Condition::ServiceHealthy,
+                    Some(check),
+                )
+                .await
             }
         };
         if let Err(error) = healthy {
             if let Some(container) = container {
                 log.line(format!("the new slot {name} is not healthy; removing it"));
-                let logs = self.engine.logs(&container.id, 30).await.unwrap_or_default();
+                let logs = self
+                    .engine
+                    .logs(&container.id, 30)
+                    .await
+                    .unwrap_or_default();
                 let _ = apply::stop_and_remove(self.engine.as_ref(), &container.id, None).await;
                 bail!("service {service}: {error:#}; its last output:\n{logs}");
             }
@@ -124,6 +136,9 @@ fn slot_service(project: &Project, slot: Slot) -> anyhow::Result<String> {
         })
         .map(|(name, _)| name.clone())
         .with_context(|| {
-            format!("the self stack {} has no service with {SLOT_VARIABLE}={slot}", project.name)
+            format!(
+                "the self stack {} has no service with {SLOT_VARIABLE}={slot}",
+                project.name
+            )
         })
 }

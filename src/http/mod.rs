@@ -15,8 +15,8 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::middleware;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/deploy-all-changed", post(github))
         .route("/stacks/{stack}/deploy", post(deploy_stack))
         .route("/redeploy-and-update/{stack}", post(redeploy_and_update))
-        .route_layer(middleware::from_fn_with_state(state.clone(), standby::guard));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            standby::guard,
+        ));
     Router::new()
         .merge(deploys)
         .route("/health", get(health))

@@ -3,12 +3,12 @@
 //! proxy that does not retry; otherwise they are refused with 503 and `Retry-After`, which
 //! HAProxy (`retry-on 503`) and nginx (`proxy_next_upstream http_503`) resend to the active slot.
 
+use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use super::{AppState, BODY_LIMIT};
