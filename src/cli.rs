@@ -85,14 +85,15 @@ async fn serve(config: Arc<Config>, engine: Arc<dyn Engine>) -> anyhow::Result<(
 
 /// The server on a bound listener: reconciles once at start, polls if configured, and answers
 /// HTTP until `shutdown` completes. In a slot, it deploys only while active, and after handing
-/// over to the other slot it drains for `config.drain`, then stops (its container too).
+/// over to the other slot it goes on reporting healthy for `config.handover`, drains for
+/// `config.drain`, then stops (its container too).
 pub async fn serve_on(
     config: Arc<Config>,
     engine: Arc<dyn Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let slots = Slots::new(config.slot, config.state_dir.clone());
+    let slots = Slots::new(config.slot, config.state_dir.clone()).with_handover(config.handover);
     let deployer = Deployer {
         config: Arc::clone(&config),
         engine: Arc::clone(&engine),
@@ -107,15 +108,16 @@ pub async fn serve_on(
     ));
     let drained = {
         let slots = slots.clone();
-        let drain = config.drain;
+        let (handover, drain) = (config.handover, config.drain);
         async move {
             slots.handed_over().await;
             tracing::info!(
-                "handed over to slot {}; draining for {}",
+                "handed over to slot {}; handing requests on for {}, then draining for {}",
                 slots.active(),
+                humantime::format_duration(handover),
                 humantime::format_duration(drain)
             );
-            tokio::time::sleep(drain).await;
+            tokio::time::sleep(handover + drain).await;
         }
     };
     let shutdown = async move {
