@@ -1,5 +1,6 @@
 //! The `stackhook` binary: parse the command line, start tracing, run, and own the exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,6 +13,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("STACKHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in container logs and files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = stackhook::cli::Cli::parse();
     match stackhook::cli::run(cli).await {

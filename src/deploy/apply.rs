@@ -5,7 +5,7 @@
 //! container is touched, and a recreate renames the old container aside and brings it back if its
 //! replacement cannot be created or started.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,19 @@ impl Log {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("log lock").clone()
     }
+
+    /// A sink for an engine's pull or build progress: each distinct line once, prefixed with
+    /// the image, so that a layer's hundred "Downloading" updates make one line.
+    pub fn progress(&self, image: &str) -> impl Fn(&str) + Send + Sync + use<> {
+        let log = self.clone();
+        let image = image.to_owned();
+        let seen = Mutex::new(HashSet::new());
+        move |line: &str| {
+            if seen.lock().expect("progress lock").insert(line.to_owned()) {
+                log.line(format!("{image}: {line}"));
+            }
+        }
+    }
 }
 
 /// The image a service runs: its reference and the id the engine has for it.
@@ -54,21 +67,15 @@ pub async fn images(
 ) -> anyhow::Result<BTreeMap<String, Image>> {
     let mut images = BTreeMap::new();
     for (name, service) in &project.services {
-        let reference = service
-            .image
-            .clone()
-            .unwrap_or_else(|| format!("{}-{name}", project.name));
-        let policy = match (override_policy, service.pull_policy, &service.build) {
-            (Some(policy), _, _) => policy,
-            (None, Some(policy), _) => policy,
-            (None, None, Some(_)) => PullPolicy::Missing,
-            (None, None, None) => PullPolicy::Missing,
-        };
+        let reference = image_reference(project, name);
+        let policy = override_policy
+            .or(service.pull_policy)
+            .unwrap_or(PullPolicy::Missing);
         let present = engine.image_id(&reference).await?;
         let id = match (policy, present, &service.build) {
             (PullPolicy::Build, _, Some(build)) | (PullPolicy::Missing, None, Some(build)) => {
                 log.line(format!("building {reference} for service {name}"));
-                let progress = |line: &str| tracing::debug!(image = %reference, "{line}");
+                let progress = log.progress(&reference);
                 engine
                     .build(&reference, build, &progress)
                     .await
@@ -77,7 +84,7 @@ pub async fn images(
             }
             (PullPolicy::Always, _, _) | (PullPolicy::Missing, None, None) => {
                 log.line(format!("pulling {reference} for service {name}"));
-                let progress = |line: &str| tracing::debug!(image = %reference, "{line}");
+                let progress = log.progress(&reference);
                 engine
                     .pull(&reference, &progress)
                     .await
@@ -100,6 +107,15 @@ pub async fn images(
         images.insert(name.clone(), Image { reference, id });
     }
     Ok(images)
+}
+
+/// The image a service runs: its `image:`, or for a service that only has `build:`, the name
+/// Docker Compose gives the image it builds, `<project>-<service>`.
+pub fn image_reference(project: &Project, service: &str) -> String {
+    project.services[service]
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}-{service}", project.name))
 }
 
 /// Creates the networks and volumes the project's services use.
@@ -404,4 +420,27 @@ fn indent_logs(logs: &str) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_reach_the_log_once_each() {
+        let log = Log::default();
+        let progress = log.progress("app:1");
+        for line in [
+            "abc Downloading",
+            "abc Downloading",
+            "abc Pull complete",
+            "abc Downloading",
+        ] {
+            progress(line);
+        }
+        assert_eq!(
+            log.lines(),
+            ["app:1: abc Downloading", "app:1: abc Pull complete"]
+        );
+    }
 }

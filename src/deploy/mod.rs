@@ -465,11 +465,8 @@ impl Deployer {
         project: &Project,
     ) -> anyhow::Result<BTreeMap<String, apply::Image>> {
         let mut images = BTreeMap::new();
-        for (name, service) in &project.services {
-            let reference = service
-                .image
-                .clone()
-                .unwrap_or_else(|| format!("{}-{name}", project.name));
+        for name in project.services.keys() {
+            let reference = apply::image_reference(project, name);
             if let Some(id) = self.engine.image_id(&reference).await? {
                 images.insert(name.clone(), apply::Image { reference, id });
             }

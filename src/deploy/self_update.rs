@@ -131,6 +131,7 @@ fn slot_service(project: &Project, slot: Slot) -> anyhow::Result<String> {
             service
                 .environment
                 .get(SLOT_VARIABLE)
+                .and_then(Option::as_deref)
                 .and_then(|value| value.parse::<Slot>().ok())
                 == Some(slot)
         })

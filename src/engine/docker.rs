@@ -362,7 +362,9 @@ impl Engine for Docker {
         let request = VolumeCreateRequest {
             name: Some(name.clone()),
             driver: volume.driver.clone(),
-            driver_opts: Some(to_hash_map(&volume.driver_opts)),
+            // Compose sends no options when the file gives none, and Docker then shows
+            // `"Options": null`; an empty map would show `{}`.
+            driver_opts: (!volume.driver_opts.is_empty()).then(|| to_hash_map(&volume.driver_opts)),
             labels: Some(to_hash_map(&volume.labels)),
             ..Default::default()
         };

@@ -64,9 +64,10 @@ pub struct Service {
     /// `None` keeps the image's own; `Some(vec![])` clears it, as `command: []` does.
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
-    /// Variables after `env_file` and `environment` are merged; a variable listed without a value
-    /// and absent from the environment is left out, as Compose does.
-    pub environment: BTreeMap<String, String>,
+    /// Variables after `env_file` and `environment` are merged. A variable listed in
+    /// `environment` without a value and absent from the environment is `None`: Docker Compose
+    /// v2.40 sends such a name bare (`"WEBSOCKET_ENABLED"`, no `=`), and the engine keeps it so.
+    pub environment: BTreeMap<String, Option<String>>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
     pub hostname: Option<String>,
@@ -153,7 +154,8 @@ pub struct Mount {
     pub nocopy: bool,
     /// Tmpfs long syntax `tmpfs.size`, bytes.
     pub tmpfs_size: Option<i64>,
-    /// Bind long syntax `bind.create_host_path` (the short syntax implies true).
+    /// Bind long syntax `bind.create_host_path`. The short syntax, and a long syntax without a
+    /// `bind:` section, imply true, as in Compose.
     pub create_host_path: bool,
 }
 
@@ -267,7 +269,8 @@ pub enum Error {
         key: String,
         value: String,
     },
-    #[error("{file}: (root) additional property {key} is not allowed")]
+    /// Worded as Docker Compose's schema validation says it.
+    #[error("{file}: additional properties '{key}' not allowed")]
     UnknownTopLevelKey { file: PathBuf, key: String },
     #[error("{file}: service {service}: key {key} is not supported by stackhook")]
     UnsupportedKey {

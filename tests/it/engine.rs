@@ -135,7 +135,7 @@ async fn container_lifecycle(engine: TestEngine, test: &str) {
                 "echo hello > /www/index.html && echo started && exec httpd -f -p 8080 -h /www"
                     .to_owned(),
             ]),
-            environment: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+            environment: BTreeMap::from([("GREETING".to_owned(), Some("hello".to_owned()))]),
             volumes: vec![compose::Mount {
                 kind: compose::MountKind::Volume,
                 source: Some("data".to_owned()),
@@ -498,8 +498,8 @@ volumes:
             image: Some(IMAGE.to_owned()),
             command: Some(strings(&["httpd", "-f", "-p", "8080"])),
             environment: BTreeMap::from([
-                ("ZED".to_owned(), "1".to_owned()),
-                ("ALPHA".to_owned(), "x y".to_owned()),
+                ("ZED".to_owned(), Some("1".to_owned())),
+                ("ALPHA".to_owned(), Some("x y".to_owned())),
             ]),
             ports: vec![
                 port(8080, None, "tcp"),

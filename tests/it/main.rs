@@ -26,6 +26,7 @@ macro_rules! engine_tests {
 
 mod cli;
 mod engine;
+mod fidelity;
 mod packaging;
 mod pipeline;
 mod self_update;

@@ -630,7 +630,119 @@ async fn triggers_during_a_deploy_are_coalesced_into_one_pass(engine: TestEngine
     h.cleanup().await;
 }
 
+async fn one_shot_dependencies_must_complete_successfully(engine: TestEngine) {
+    let h = harness(engine, "oneshot").await;
+    let stack = |exit_code: u8| {
+        format!(
+            "services:\n  migrate:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo migrating; exit {exit_code}\"]\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n"
+        )
+    };
+    h.compose("good", &stack(0));
+    h.compose("bad", &stack(3));
+    h.repo.commit("two stacks with a one-shot migration");
+    let server = h.start().await;
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], false, "{health}");
+
+    let good = h.containers("good").await;
+    assert_eq!(good["migrate"].state, stackhook::engine::State::Exited);
+    assert_eq!(good["app"].state, stackhook::engine::State::Running);
+    let bad = h.containers("bad").await;
+    assert!(
+        !bad.contains_key("app"),
+        "app must wait for a migration that failed"
+    );
+    let (_, report) = server
+        .post(
+            &format!("/stacks/{}/deploy?wait=true", h.stack("bad")),
+            "",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await;
+    let failure = report["failures"][0].as_str().unwrap();
+    assert!(
+        failure.contains(
+            "service app: dependency migrate is not completed successfully: it exited with code 3"
+        ),
+        "{failure}"
+    );
+    server.stop().await;
+    h.cleanup().await;
+}
+
+/// Tags `tag` onto a new image made from the test image, as a registry push of a new release
+/// followed by a pull would.
+async fn release(h: &Harness, tag: &str, version: &str) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nLABEL version={version}\n"),
+    )
+    .unwrap();
+    let build = stackhook::stack::compose::Build {
+        context: context.path().to_owned(),
+        dockerfile: "Dockerfile".into(),
+        args: Default::default(),
+        target: None,
+    };
+    h.docker.build(tag, &build, &|_| {}).await.unwrap();
+}
+
+async fn a_redeploy_recreates_only_services_whose_image_changed(engine: TestEngine) {
+    let h = harness(engine, "image").await;
+    let released = format!("stackhook-test/{}-released:1", h.prefix);
+    let pinned = format!("stackhook-test/{}-pinned:1", h.prefix);
+    release(&h, &released, "1").await;
+    release(&h, &pinned, "1").await;
+    h.compose(
+        "app",
+        &format!(
+            "services:\n  released:\n    image: {released}\n    init: true\n    command: [\"sleep\", \"3600\"]\n  pinned:\n    image: {pinned}\n    init: true\n    command: [\"sleep\", \"3600\"]\n"
+        ),
+    );
+    h.repo.commit("two images");
+    let server = h.start().await;
+    server.settled().await;
+    let before = h.containers("app").await;
+
+    release(&h, &released, "2").await;
+    let (status, report) = server
+        .post(
+            &format!("/stacks/{}/deploy?pull=never&wait=true", h.stack("app")),
+            "",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let actions: Vec<_> = report["stacks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{} {} {}", a["service"], a["kind"], a["reason"]))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            r#""pinned" "unchanged" null"#,
+            r#""released" "recreate" "image updated""#
+        ]
+    );
+    let after = h.containers("app").await;
+    assert_ne!(after["released"].id, before["released"].id);
+    assert_eq!(after["pinned"].id, before["pinned"].id);
+
+    server.stop().await;
+    h.cleanup().await;
+    let _ = h
+        .engine
+        .cli()
+        .args(["rmi", "-f", &released, &pinned])
+        .output();
+}
+
 crate::engine_tests!(
+    one_shot_dependencies_must_complete_successfully,
+    a_redeploy_recreates_only_services_whose_image_changed,
     env_and_mounted_files_are_part_of_the_fingerprint,
     triggers_during_a_deploy_are_coalesced_into_one_pass,
     push_deploys_only_the_changed_stack_and_service,

@@ -34,7 +34,10 @@ pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBod
             service
                 .environment
                 .iter()
-                .map(|(key, value)| format!("{key}={value}"))
+                .map(|(key, value)| match value {
+                    Some(value) => format!("{key}={value}"),
+                    None => key.clone(),
+                })
                 .collect(),
         ),
         user: service.user.clone(),
@@ -90,10 +93,12 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
         binds: non_empty(binds),
         mounts: non_empty(mounts),
         tmpfs: non_empty_map(&tmpfs(&service.tmpfs)),
-        port_bindings: non_empty_map(&port_bindings(&service.ports)),
+        // Compose always sends these two, empty or not, and the engine shows `{}` and `[]`
+        // rather than null for them: send them too so that `docker inspect` agrees.
+        port_bindings: Some(port_bindings(&service.ports).into_iter().collect()),
         network_mode: network_mode(spec),
         restart_policy: service.restart.as_deref().map(restart_policy),
-        extra_hosts: non_empty(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
+        extra_hosts: Some(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
         dns: non_empty(service.dns.clone()),
         cap_add: non_empty(service.cap_add.iter().map(|c| capability(c)).collect()),
         cap_drop: non_empty(service.cap_drop.iter().map(|c| capability(c)).collect()),
@@ -432,7 +437,10 @@ mod tests {
                   "AttachStderr": true,
                   "AttachStdin": false,
                   "AttachStdout": true,
-                  "HostConfig": {},
+                  "HostConfig": {
+                    "ExtraHosts": [],
+                    "PortBindings": {}
+                  },
                   "Image": "busybox:latest",
                   "Labels": {
                     "com.docker.compose.project": "demo",
@@ -451,8 +459,8 @@ mod tests {
             image: Some("bb".to_owned()),
             command: Some(strings(&["httpd", "-f", "-p", "8080"])),
             environment: BTreeMap::from([
-                ("ZED".to_owned(), "1".to_owned()),
-                ("ALPHA".to_owned(), "x y".to_owned()),
+                ("ZED".to_owned(), Some("1".to_owned())),
+                ("ALPHA".to_owned(), Some("x y".to_owned())),
             ]),
             ports: vec![
                 Port {
@@ -537,6 +545,7 @@ mod tests {
                       "demo_data:/data:rw",
                       "/srv/conf:/conf:ro,z"
                     ],
+                    "ExtraHosts": [],
                     "Mounts": [
                       {
                         "BindOptions": {},
@@ -742,6 +751,7 @@ mod tests {
                     "NanoCpus": 500000000,
                     "NetworkMode": "bridge",
                     "PidsLimit": 100,
+                    "PortBindings": {},
                     "Privileged": true,
                     "ReadonlyRootfs": true,
                     "RestartPolicy": {

@@ -273,12 +273,12 @@ fn split_words(text: &str) -> Option<Vec<String>> {
 
 /// `env_file` entries in order, each overriding the one before, then `environment` over them
 /// ("Environment variables precedence"). A name without a value is looked up in the
-/// interpolation environment and left out when unset.
+/// interpolation environment and kept without a value when unset, as Compose sends it.
 fn environment(
     env_files: Option<&Node>,
     environment: Option<&Node>,
     context: &mut Context,
-) -> Result<BTreeMap<String, String>, Error> {
+) -> Result<BTreeMap<String, Option<String>>, Error> {
     let mut variables = BTreeMap::new();
     if let Some(node) = env_files {
         for (path, required) in env_file_entries(node, context)? {
@@ -286,7 +286,11 @@ fn environment(
                 continue;
             }
             let mut lookup = |name: &str| context.lookup(name);
-            variables.extend(super::read_dotenv(&path, &mut lookup)?);
+            variables.extend(
+                super::read_dotenv(&path, &mut lookup)?
+                    .into_iter()
+                    .map(|(name, value)| (name, Some(value))),
+            );
             if !context.files_read.contains(&path) {
                 context.files_read.push(path);
             }
@@ -294,10 +298,8 @@ fn environment(
     }
     if let Some(node) = environment {
         for (name, value) in node.dictionary()? {
-            match value.or_else(|| context.lookup(&name)) {
-                Some(value) => variables.insert(name, value),
-                None => variables.remove(&name),
-            };
+            let value = value.or_else(|| context.lookup(&name));
+            variables.insert(name, value);
         }
     }
     Ok(variables)
@@ -501,6 +503,7 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
         tmpfs_size: None,
         create_host_path: false,
     };
+    let mut bind_section = false;
     for (key, value) in node.entries()? {
         match key.as_str() {
             "type" => {}
@@ -508,6 +511,7 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
             "target" => mount.target = value.string()?,
             "read_only" => mount.read_only = value.bool()?,
             "bind" => {
+                bind_section = true;
                 for (option, setting) in value.entries()? {
                     match option.as_str() {
                         "create_host_path" => mount.create_host_path = setting.bool()?,
@@ -538,6 +542,12 @@ fn long_mount(node: &Node, context: &Context) -> Result<Mount, Error> {
     }
     if mount.target.is_empty() {
         return Err(node.invalid("a mount needs a target"));
+    }
+    if mount.kind == MountKind::Bind && !bind_section {
+        // Compose uses the mount API only for a bind whose `bind:` section asks for it
+        // (`requireMountAPI` in compose's create.go); without one, the bind string is used,
+        // and with it the engine creates a missing host path, as for the short syntax.
+        mount.create_host_path = true;
     }
     if mount.kind == MountKind::Bind {
         let source = mount

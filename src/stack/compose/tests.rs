@@ -280,7 +280,9 @@ services:
                     ],
                 ),
                 {
-                    "$KEYS_ARE_NOT_INTERPOLATED": "x",
+                    "$KEYS_ARE_NOT_INTERPOLATED": Some(
+                        "x",
+                    ),
                 },
                 {
                     "COMPOSE_PROJECT_NAME": None,
@@ -501,18 +503,40 @@ services:
         &expect![[r#"
             (
                 {
-                    "BASE_ONLY": "v1",
-                    "BOOLEAN": "true",
-                    "FROM_PROCESS": "process",
-                    "NUMBER": "1",
-                    "SHARED": "from-environment",
+                    "ABSENT": None,
+                    "BASE_ONLY": Some(
+                        "v1",
+                    ),
+                    "BOOLEAN": Some(
+                        "true",
+                    ),
+                    "FROM_PROCESS": Some(
+                        "process",
+                    ),
+                    "NUMBER": Some(
+                        "1",
+                    ),
+                    "SHARED": Some(
+                        "from-environment",
+                    ),
                 },
                 {
-                    "A": "1",
-                    "B": "",
-                    "BASE_ONLY": "v1",
-                    "FROM_PROCESS": "process",
-                    "SHARED": "from-base",
+                    "A": Some(
+                        "1",
+                    ),
+                    "ABSENT": None,
+                    "B": Some(
+                        "",
+                    ),
+                    "BASE_ONLY": Some(
+                        "v1",
+                    ),
+                    "FROM_PROCESS": Some(
+                        "process",
+                    ),
+                    "SHARED": Some(
+                        "from-base",
+                    ),
                 },
                 [
                     "/stack/base.env",
@@ -1134,7 +1158,7 @@ fn error_messages() {
     );
     error(
         "services: {}\nextra: true\n",
-        &expect!["error: /stack/compose.yaml: (root) additional property extra is not allowed"],
+        &expect!["error: /stack/compose.yaml: additional properties 'extra' not allowed"],
     );
     error(
         "include: [other.yaml]\nservices: {}\n",
