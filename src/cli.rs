@@ -135,11 +135,22 @@ pub async fn serve_on(
     background.abort();
     if let Some(container) = slots.own_container() {
         // Stopping through the engine, not by exiting, keeps `restart: unless-stopped` from
-        // bringing the old slot back. The engine's SIGTERM ends this process.
+        // bringing the old slot back. The engine answers with SIGTERM, which must end this
+        // process here: the handler `shutdown_signal` installed stays installed after its future
+        // is dropped, so the signal would otherwise be swallowed and the engine would kill the
+        // container after the grace period (exit status 137, seen in tests/it/self_update.rs).
         tracing::info!("drained; stopping this slot's container");
-        engine
-            .stop(&container, Some(Duration::from_secs(1)))
-            .await?;
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = engine.stop(&container, Some(Duration::from_secs(10)));
+        #[cfg(unix)]
+        tokio::select! {
+            stopped = stop => stopped?,
+            _ = terminate.recv() => tracing::info!("stopped by the engine"),
+        }
+        #[cfg(not(unix))]
+        stop.await?;
     }
     result
 }

@@ -101,6 +101,11 @@ async fn self_update_switches_slots_without_a_failed_request() {
 
         stack.wait_for_switch(from, to).await;
         let switched = pushed.elapsed();
+        assert_eq!(
+            stack.exit_code(&from.to_lowercase()).await,
+            "0",
+            "slot {from} ends cleanly when the engine stops it, not killed after the grace period"
+        );
         // Keep the stream going for a while after the old slot stopped.
         client.wait_for_requests(client.sent() + 100).await;
         let tally = client.stop().await;
@@ -375,6 +380,17 @@ impl SelfStack {
                 .unwrap_or_default()
                 .to_owned()
         })
+    }
+
+    async fn exit_code(&self, slot: &str) -> String {
+        let output = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            &self.container(slot),
+        ])
+        .await;
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     async fn container_health(&self, slot: &str) -> Option<String> {
