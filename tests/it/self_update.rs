@@ -102,8 +102,8 @@ async fn self_update_switches_slots_without_a_failed_request() {
         stack.wait_for_switch(from, to).await;
         let switched = pushed.elapsed();
         assert_eq!(
-            stack.exit_code(&from.to_lowercase()).await,
-            "0",
+            stack.exit_code(&from.to_lowercase()).await.as_deref(),
+            Some("0"),
             "slot {from} ends cleanly when the engine stops it, not killed after the grace period"
         );
         // Keep the stream going for a while after the old slot stopped.
@@ -364,47 +364,27 @@ impl SelfStack {
             .map(|text| text.trim().to_owned())
     }
 
-    /// `running`, `exited`, …, or None when there is no such container.
-    async fn container_state(&self, slot: &str) -> Option<String> {
-        let output = docker(&[
-            "inspect",
-            "--format",
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-            &self.container(slot),
-        ])
-        .await;
-        output.status.success().then(|| {
-            let text = String::from_utf8_lossy(&output.stdout);
-            text.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-    }
-
-    async fn exit_code(&self, slot: &str) -> String {
-        let output = docker(&[
-            "inspect",
-            "--format",
-            "{{.State.ExitCode}}",
-            &self.container(slot),
-        ])
-        .await;
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
-
-    async fn container_health(&self, slot: &str) -> Option<String> {
-        let output = docker(&[
-            "inspect",
-            "--format",
-            "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
-            &self.container(slot),
-        ])
-        .await;
+    /// `docker inspect --format <format>` of one slot's container; None when there is none.
+    async fn inspect(&self, slot: &str, format: &str) -> Option<String> {
+        let output = docker(&["inspect", "--format", format, &self.container(slot)]).await;
         output
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// `running`, `exited`, …, or None when there is no such container.
+    async fn container_state(&self, slot: &str) -> Option<String> {
+        self.inspect(slot, "{{.State.Status}}").await
+    }
+
+    async fn exit_code(&self, slot: &str) -> Option<String> {
+        self.inspect(slot, "{{.State.ExitCode}}").await
+    }
+
+    async fn container_health(&self, slot: &str) -> Option<String> {
+        self.inspect(slot, "{{if .State.Health}}{{.State.Health.Status}}{{end}}")
+            .await
     }
 
     /// Waits until the marker names `to`, slot `from`'s container has stopped and `to`'s is
