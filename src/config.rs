@@ -232,7 +232,11 @@ impl Config {
             engine_hosts,
             git_token: secret("GIT_TOKEN", file.git_token, file.git_token_file)?,
             git_ssh_key: path_setting("GIT_SSH_KEY_FILE", file.git_ssh_key_file),
-            git_known_hosts: path_setting("GIT_KNOWN_HOSTS_FILE", file.git_known_hosts_file),
+            git_known_hosts: path_setting("GIT_KNOWN_HOSTS_FILE", file.git_known_hosts_file)
+                .or_else(|| {
+                    let home = environment.get("HOME").filter(|home| !home.is_empty())?;
+                    Some(Path::new(home).join(".ssh/known_hosts"))
+                }),
             git_check_host_keys,
             slot,
             self_stack,
@@ -318,6 +322,10 @@ mod tests {
         assert!(config.prune && config.git_check_host_keys);
         assert_eq!(config.engine_hosts, DEFAULT_ENGINE_HOSTS.map(String::from));
         assert_eq!(config.environment.keys().collect::<Vec<_>>(), ["HOME"]);
+        assert_eq!(
+            config.git_known_hosts,
+            Some(PathBuf::from("/root/.ssh/known_hosts"))
+        );
     }
 
     #[test]

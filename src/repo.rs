@@ -350,11 +350,10 @@ fn callbacks<'a>(
 
 /// Looks the SSH server's key up in the known_hosts file; the error says how to fix it.
 fn check_host_key(source: &Source, host: &str, key_type: &str, key: &[u8]) -> Result<(), String> {
-    // `home_dir` is correct on Unix (and no longer deprecated) since Rust 1.86.
+    // `config` fills in `~/.ssh/known_hosts` when nothing else is set.
     let path = source
         .known_hosts
         .clone()
-        .or_else(|| std::env::home_dir().map(|home| home.join(".ssh/known_hosts")))
         .unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts"));
     // A missing file is the same as a file without the host: the message says how to add it.
     let text = fs::read_to_string(&path).unwrap_or_default();
