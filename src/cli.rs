@@ -85,14 +85,15 @@ async fn serve(config: Arc<Config>, engine: Arc<dyn Engine>) -> anyhow::Result<(
 
 /// The server on a bound listener: reconciles once at start, polls if configured, and answers
 /// HTTP until `shutdown` completes. In a slot, it deploys only while active, and after handing
-/// over to the other slot it drains for `config.drain`, then stops (its container too).
+/// over to the other slot it goes on reporting healthy for `config.handover`, drains for
+/// `config.drain`, then stops (its container too).
 pub async fn serve_on(
     config: Arc<Config>,
     engine: Arc<dyn Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let slots = Slots::new(config.slot, config.state_dir.clone());
+    let slots = Slots::new(config.slot, config.state_dir.clone()).with_handover(config.handover);
     let deployer = Deployer {
         config: Arc::clone(&config),
         engine: Arc::clone(&engine),
@@ -107,15 +108,16 @@ pub async fn serve_on(
     ));
     let drained = {
         let slots = slots.clone();
-        let drain = config.drain;
+        let (handover, drain) = (config.handover, config.drain);
         async move {
             slots.handed_over().await;
             tracing::info!(
-                "handed over to slot {}; draining for {}",
+                "handed over to slot {}; handing requests on for {}, then draining for {}",
                 slots.active(),
+                humantime::format_duration(handover),
                 humantime::format_duration(drain)
             );
-            tokio::time::sleep(drain).await;
+            tokio::time::sleep(handover + drain).await;
         }
     };
     let shutdown = async move {
@@ -133,11 +135,22 @@ pub async fn serve_on(
     background.abort();
     if let Some(container) = slots.own_container() {
         // Stopping through the engine, not by exiting, keeps `restart: unless-stopped` from
-        // bringing the old slot back. The engine's SIGTERM ends this process.
+        // bringing the old slot back. The engine answers with SIGTERM, which must end this
+        // process here: the handler `shutdown_signal` installed stays installed after its future
+        // is dropped, so the signal would otherwise be swallowed and the engine would kill the
+        // container after the grace period (exit status 137, seen in tests/it/self_update.rs).
         tracing::info!("drained; stopping this slot's container");
-        engine
-            .stop(&container, Some(Duration::from_secs(1)))
-            .await?;
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = engine.stop(&container, Some(Duration::from_secs(10)));
+        #[cfg(unix)]
+        tokio::select! {
+            stopped = stop => stopped?,
+            _ = terminate.recv() => tracing::info!("stopped by the engine"),
+        }
+        #[cfg(not(unix))]
+        stop.await?;
     }
     result
 }

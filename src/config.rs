@@ -69,7 +69,11 @@ pub struct Config {
     pub self_stack: String,
     /// The other slot's address, to hand on requests that reach this one while it stands by.
     pub peer: Option<String>,
-    /// How long a slot that handed over keeps serving (answering 503 on `/health`) so that the
+    /// How long a slot that handed over goes on answering `/health` with 200, handing every
+    /// request on to the new active slot, so that the proxy has seen the new slot healthy before
+    /// the old one answers 503 (a proxy retries a 503 only on a server it holds healthy).
+    pub handover: Duration,
+    /// How long a slot that handed over then keeps serving (answering 503 on `/health`) so that the
     /// proxy sees the change before it stops.
     pub drain: Duration,
     /// The process environment that compose files are interpolated with, without stackhook's own
@@ -100,6 +104,7 @@ struct File {
     slot: Option<String>,
     self_stack: Option<String>,
     peer_url: Option<String>,
+    handover: Option<String>,
     drain: Option<String>,
 }
 
@@ -184,6 +189,12 @@ impl Config {
         };
         let self_stack =
             setting("SELF_STACK", file.self_stack).unwrap_or_else(|| "stackhook".into());
+        let handover = match setting("HANDOVER", file.handover) {
+            None => Duration::from_secs(2),
+            Some(text) => humantime::parse_duration(&text).map_err(|error| {
+                anyhow::anyhow!("STACKHOOK_HANDOVER: {text:?} is not a duration like 2s: {error}")
+            })?,
+        };
         let drain = match setting("DRAIN", file.drain) {
             None => Duration::from_secs(5),
             Some(text) => humantime::parse_duration(&text).map_err(|error| {
@@ -230,6 +241,7 @@ impl Config {
             slot,
             self_stack,
             peer: setting("PEER_URL", file.peer_url),
+            handover,
             drain,
             environment: environment
                 .iter()

@@ -4,12 +4,17 @@
 //! when there is none). Only the active instance deploys, and only it answers `/health` with 200.
 //! The marker is written only by a deploy pass, which holds the deploy lock, so two instances can
 //! never both believe they are active. An instance not started in a slot is always active.
+//!
+//! A slot that hands over goes on answering `/health` with 200 for a short while (handing every
+//! request on) before it answers 503: a proxy that still holds the new slot down from its last
+//! check would otherwise retry the old slot's 503 on the old slot only, and fail the request.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -63,6 +68,9 @@ pub enum Role {
     Active,
     /// Waits; `active` deploys.
     Standby { active: Slot },
+    /// Just handed over to the other slot: still reports healthy, so that the proxy sees the new
+    /// slot healthy before this one turns unhealthy, and hands every request on.
+    HandingOver { active: Slot },
     /// Handed over to the other slot; finishing in-flight requests before it stops.
     Draining { active: Slot },
 }
@@ -72,6 +80,8 @@ pub enum Role {
 pub struct Slots {
     own: Option<Slot>,
     state_dir: PathBuf,
+    handover: Duration,
+    handed_over_at: Arc<Mutex<Option<Instant>>>,
     draining: Arc<AtomicBool>,
     handed_over: Arc<Notify>,
     own_container: Arc<Mutex<Option<String>>>,
@@ -82,10 +92,18 @@ impl Slots {
         Slots {
             own,
             state_dir,
+            handover: Duration::ZERO,
+            handed_over_at: Arc::new(Mutex::new(None)),
             draining: Arc::new(AtomicBool::new(false)),
             handed_over: Arc::new(Notify::new()),
             own_container: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// How long this instance reports healthy after it handed over (`Role::HandingOver`).
+    pub fn with_handover(mut self, handover: Duration) -> Slots {
+        self.handover = handover;
+        self
     }
 
     pub fn own(&self) -> Option<Slot> {
@@ -103,7 +121,11 @@ impl Slots {
         };
         let active = self.active();
         if self.draining.load(Ordering::SeqCst) {
-            Role::Draining { active }
+            let handed_over_at = *self.handed_over_at.lock().expect("slot lock");
+            match handed_over_at {
+                Some(at) if at.elapsed() < self.handover => Role::HandingOver { active },
+                _ => Role::Draining { active },
+            }
         } else if active == own {
             Role::Active
         } else {
@@ -121,6 +143,7 @@ impl Slots {
         store::set_active_slot(&self.state_dir, to)?;
         if Some(to) != self.own {
             *self.own_container.lock().expect("slot lock") = own_container;
+            *self.handed_over_at.lock().expect("slot lock") = Some(Instant::now());
             self.draining.store(true, Ordering::SeqCst);
             self.handed_over.notify_one();
         }
@@ -155,6 +178,14 @@ mod tests {
         a.hand_over(Slot::B, None).unwrap();
         assert_eq!(a.role(), Role::Draining { active: Slot::B });
         assert_eq!(b.role(), Role::Active);
+
+        // With a handover period, the old slot first reports itself healthy, then draining.
+        let b_again = Slots::new(Some(Slot::B), dir.path().to_owned())
+            .with_handover(Duration::from_secs(3600));
+        b_again.hand_over(Slot::A, None).unwrap();
+        assert_eq!(b_again.role(), Role::HandingOver { active: Slot::A });
+        assert!(!b_again.is_active(), "only the marker's slot deploys");
+        a.hand_over(Slot::B, None).unwrap();
 
         // After a restart the marker still says B, whatever order the slots come up in.
         let a_again = Slots::new(Some(Slot::A), dir.path().to_owned());

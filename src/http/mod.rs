@@ -166,11 +166,14 @@ async fn redeploy_and_update(
         .await
 }
 
-/// `GET /health`, for reverse proxies: 200 only while this instance is the active one; 503 on a
-/// standby slot and on one that handed over and is draining.
+/// `GET /health`, for reverse proxies: 200 while this instance is the active one, and for the
+/// short handover period after it handed over, while it hands every request on to the new active
+/// slot; 503 on a standby slot and on one that is draining.
 async fn health(State(state): State<AppState>) -> Response {
     let (status, role) = match state.slots.role() {
         Role::Active => (StatusCode::OK, "active"),
+        // Serves through the new active slot until the proxy has seen that one healthy.
+        Role::HandingOver { .. } => (StatusCode::OK, "handing-over"),
         Role::Standby { .. } => (StatusCode::SERVICE_UNAVAILABLE, "standby"),
         Role::Draining { .. } => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
     };

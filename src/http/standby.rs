@@ -20,7 +20,9 @@ const HANDED_ON: &str = "x-stackhook-handed-on";
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let active = match state.slots.role() {
         Role::Active => return next.run(request).await,
-        Role::Standby { active } | Role::Draining { active } => active,
+        Role::Standby { active } | Role::HandingOver { active } | Role::Draining { active } => {
+            active
+        }
     };
     let refuse = |reason: String| {
         let mut response = (

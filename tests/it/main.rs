@@ -29,4 +29,5 @@ mod engine;
 mod fidelity;
 mod packaging;
 mod pipeline;
+mod self_update;
 mod support;
