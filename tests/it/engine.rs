@@ -632,9 +632,19 @@ volumes:
         "SecurityOpt",
         "Devices",
     ];
+    // Compose builds these lists from Go maps too, so their order varies from run to run.
+    let unordered = ["Binds", "Mounts", "Ulimits", "ExtraHosts"];
+    let normalised = |inspected: &serde_json::Value, field: &str| {
+        let mut value = inspected["HostConfig"][field].clone();
+        if let (true, Some(items)) = (unordered.contains(&field), value.as_array_mut()) {
+            items.sort_by_key(|item| item.to_string());
+        }
+        value
+    };
     for field in host_fields {
         assert_eq!(
-            ours["HostConfig"][field], theirs["HostConfig"][field],
+            normalised(&ours, field),
+            normalised(&theirs, field),
             "HostConfig.{field}"
         );
     }
