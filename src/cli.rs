@@ -93,7 +93,12 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let slots = Slots::new(config.slot, config.state_dir.clone()).with_handover(config.handover);
+    // Reporting healthy after the handover only helps when requests can be handed on.
+    let handover = match config.peer {
+        Some(_) => config.handover,
+        None => Duration::ZERO,
+    };
+    let slots = Slots::new(config.slot, config.state_dir.clone()).with_handover(handover);
     let deployer = Deployer {
         config: Arc::clone(&config),
         engine: Arc::clone(&engine),
@@ -108,7 +113,7 @@ pub async fn serve_on(
     ));
     let drained = {
         let slots = slots.clone();
-        let (handover, drain) = (config.handover, config.drain);
+        let drain = config.drain;
         async move {
             slots.handed_over().await;
             tracing::info!(
