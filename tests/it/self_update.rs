@@ -646,10 +646,21 @@ fn broken_image() -> &'static str {
     BROKEN_IMAGE
 }
 
-/// Three loopback ports that were free a moment ago.
+/// Three loopback ports that were free a moment ago. They come from below the kernel's ephemeral
+/// range (32768 and up), because a port the kernel handed out for `:0` is soon handed out again
+/// for some outgoing connection of a test running alongside, and the proxy then cannot bind it.
 fn free_ports() -> [u16; 3] {
-    let listeners = [(); 3].map(|()| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    listeners.map(|listener| listener.local_addr().unwrap().port())
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 4_000) as u16 * 3;
+    let mut ports = Vec::with_capacity(3);
+    while ports.len() < 3 {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    [ports[0], ports[1], ports[2]]
 }
 
 async fn docker(arguments: &[&str]) -> std::process::Output {
