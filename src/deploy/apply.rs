@@ -92,8 +92,13 @@ pub async fn images(
                 None
             }
             (PullPolicy::Never | PullPolicy::Build, None, _) => {
+                let policy = if policy == PullPolicy::Never {
+                    "never"
+                } else {
+                    "build"
+                };
                 bail!(
-                    "service {name}: image {reference} is not present and pull_policy forbids pulling it"
+                    "service {name}: image {reference} is not present and pull_policy {policy} forbids pulling it"
                 )
             }
             (_, Some(id), _) => Some(id),
