@@ -29,5 +29,6 @@ mod engine;
 mod fidelity;
 mod packaging;
 mod pipeline;
+mod registry;
 mod self_update;
 mod support;
