@@ -68,9 +68,14 @@ pub async fn images(
     let mut images = BTreeMap::new();
     for (name, service) in &project.services {
         let reference = image_reference(project, name);
-        let policy = override_policy
-            .or(service.pull_policy)
-            .unwrap_or(PullPolicy::Missing);
+        // `?pull=always` cannot pull an image that only a `build:` makes: such a service keeps
+        // its own policy, as `docker compose up --pull always` builds rather than pulls it.
+        let buildable_only = service.build.is_some() && service.image.is_none();
+        let policy = match override_policy {
+            Some(PullPolicy::Always) if buildable_only => service.pull_policy,
+            other => other.or(service.pull_policy),
+        }
+        .unwrap_or(PullPolicy::Missing);
         let present = engine.image_id(&reference).await?;
         let id = match (policy, present, &service.build) {
             (PullPolicy::Build, _, Some(build)) | (PullPolicy::Missing, None, Some(build)) => {

@@ -670,6 +670,43 @@ async fn one_shot_dependencies_must_complete_successfully(engine: TestEngine) {
     h.cleanup().await;
 }
 
+async fn pull_always_builds_rather_than_pulls_a_build_only_service(engine: TestEngine) {
+    let h = harness(engine, "pullbuild").await;
+    let stack = h.stack("app");
+    h.compose(
+        "app",
+        "services:\n  web:\n    build: ./web\n    init: true\n",
+    );
+    h.repo.write(
+        &format!("services/{stack}/web/Dockerfile"),
+        &format!("FROM {IMAGE}\nCMD [\"sleep\", \"3600\"]\n"),
+    );
+    h.repo.commit("a build-only service");
+    let server = h.start().await;
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+
+    let (status, report) = server
+        .post(
+            &format!("/stacks/{stack}/deploy?pull=always&wait=true"),
+            "",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await;
+    assert_eq!(status, 200, "nothing to pull from a registry: {report}");
+    assert_eq!(
+        report["stacks"][0]["actions"][0]["kind"], "unchanged",
+        "{report}"
+    );
+    server.stop().await;
+    h.cleanup().await;
+    let _ = h
+        .engine
+        .cli()
+        .args(["rmi", "-f", &format!("{stack}-web")])
+        .output();
+}
+
 /// Tags `tag` onto a new image made from the test image, as a registry push of a new release
 /// followed by a pull would.
 async fn release(h: &Harness, tag: &str, version: &str) {
@@ -741,6 +778,7 @@ async fn a_redeploy_recreates_only_services_whose_image_changed(engine: TestEngi
 }
 
 crate::engine_tests!(
+    pull_always_builds_rather_than_pulls_a_build_only_service,
     one_shot_dependencies_must_complete_successfully,
     a_redeploy_recreates_only_services_whose_image_changed,
     env_and_mounted_files_are_part_of_the_fingerprint,
