@@ -4,11 +4,12 @@
 //! Every tool is required: a missing one fails the test with the script that installs it
 //! (`scripts/proxies.sh`, `scripts/engines.sh`). The A/B switch itself is not tested here.
 
+use crate::support::{root, tool};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -441,11 +442,6 @@ impl Drop for Container {
     }
 }
 
-/// The checkout's root, which holds `deploy/`, `compose/` and the Containerfile.
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Makes `dir` a git repository on branch `main` with one commit of everything in it.
 fn git_commit_all(dir: &Path) {
     let steps: [&[&str]; 3] = [
@@ -472,15 +468,6 @@ fn git_commit_all(dir: &Path) {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-}
-
-/// A tool by name, also looked up in the sbin directories that a non-root PATH often lacks.
-fn tool(name: &str) -> Command {
-    let sbin = ["/usr/sbin", "/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file());
-    Command::new(sbin.unwrap_or_else(|| PathBuf::from(name)))
 }
 
 /// Runs a command to completion; a missing program fails the test with how to install it.

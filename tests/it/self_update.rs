@@ -6,7 +6,8 @@
 //! Docker only: Podman runs no healthchecks without systemd (FIELD-NOTES), and the self stack's
 //! slots run the image built by `compose/build-image.sh`, which these tests build with Docker.
 
-use std::path::{Path, PathBuf};
+use crate::support::{root, tool};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -685,17 +686,4 @@ fn docker_blocking(arguments: &[&str]) {
         arguments.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A tool by name, also looked up in the sbin directories that a non-root PATH often lacks.
-fn tool(name: &str) -> Command {
-    let sbin = ["/usr/sbin", "/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file());
-    Command::new(sbin.unwrap_or_else(|| PathBuf::from(name)))
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
