@@ -212,12 +212,13 @@ impl Deployer {
         let mut state = store::load(&self.config.state_dir)?;
         let mut unknown: BTreeSet<&StackName> = request.forced.keys().collect();
         let mut found = Vec::new();
-        for (name, tree_id) in tree.stacks(&self.config.services_dir) {
-            let dir = checkout.dir.join(&self.config.services_dir).join(&name);
-            let Ok(name) = StackName::parse(&name) else {
+        let present = tree.stacks(&self.config.services_dir);
+        for (name, tree_id) in &present {
+            let dir = checkout.dir.join(&self.config.services_dir).join(name);
+            let Ok(name) = StackName::parse(name) else {
                 report
                     .stacks
-                    .push(failed(&name, format!("{name:?} is not a valid stack name")));
+                    .push(failed(name, format!("{name:?} is not a valid stack name")));
                 continue;
             };
             unknown.remove(&name);
@@ -225,7 +226,7 @@ impl Deployer {
             if request.all_changed || forced.is_some() {
                 found.push(Found {
                     name,
-                    tree_id,
+                    tree_id: tree_id.clone(),
                     dir,
                     forced,
                 });
@@ -262,7 +263,6 @@ impl Deployer {
         }
 
         if request.all_changed && self.config.prune {
-            let present = tree.stacks(&self.config.services_dir);
             let gone: Vec<String> = state
                 .stacks
                 .keys()
