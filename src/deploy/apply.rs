@@ -435,6 +435,105 @@ fn indent_logs(logs: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::plan::plan;
+    use crate::deploy::{labels, plan::Wanted};
+    use crate::engine::Container;
+    use crate::engine::fake::{Fake, Operation};
+    use crate::stack::compose::Service;
+
+    fn project() -> Project {
+        Project {
+            name: "demo".into(),
+            working_dir: "/repo/services/demo".into(),
+            config_files: vec!["/repo/services/demo/compose.yaml".into()],
+            services: BTreeMap::from([(
+                "web".to_owned(),
+                Service {
+                    image: Some("web:2".into()),
+                    ..Service::default()
+                },
+            )]),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            files_read: vec![],
+            variables: BTreeMap::new(),
+        }
+    }
+
+    /// Recreates `web` (running "old", config hash "h1") with config hash "h2", the fake failing
+    /// `failing`; returns the outcome and the containers left, by name, as (id, state).
+    async fn recreate_with(failing: Option<Operation>) -> (Result<(), String>, Vec<String>) {
+        let engine = Fake::default();
+        let project = project();
+        let origin = labels::Origin {
+            stack: "demo",
+            commit: "c1",
+        };
+        let old = labels::container_spec(&project, "web", "web:1", "sha256:web:1", "h1", &origin);
+        engine.insert(Container {
+            id: "old".into(),
+            name: old.name.clone(),
+            image: "web:1".into(),
+            image_id: "sha256:web:1".into(),
+            labels: old.labels,
+            state: State::Running,
+        });
+        if let Some(operation) = failing {
+            engine.fail(operation);
+        }
+        let spec = labels::container_spec(&project, "web", "web:2", "sha256:web:2", "h2", &origin);
+        let wanted = BTreeMap::from([(
+            "web".to_owned(),
+            Wanted {
+                config_hash: "h2".into(),
+                image_id: Some("sha256:web:2".into()),
+            },
+        )]);
+        let observed = engine.containers(Some("demo")).await.unwrap();
+        let actions = plan(&project, &wanted, &observed).unwrap();
+        assert_eq!(actions[0].kind, ActionKind::Recreate);
+        let specs = BTreeMap::from([("web".to_owned(), spec)]);
+        let result = containers(&engine, &project, &actions, &specs, &Log::default())
+            .await
+            .map_err(|error| format!("{error:#}"));
+        let left = engine
+            .by_name()
+            .into_iter()
+            .map(|(name, c)| format!("{name} {} {:?}", c.id, c.state))
+            .collect();
+        (result, left)
+    }
+
+    #[tokio::test]
+    async fn recreate_replaces_the_old_container() {
+        let (result, left) = recreate_with(None).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(left, ["demo-web-1 fake00000001 Running"]);
+    }
+
+    #[tokio::test]
+    async fn the_old_container_keeps_running_when_its_replacement_cannot_be_created() {
+        let (result, left) = recreate_with(Some(Operation::Create)).await;
+        assert_eq!(
+            result,
+            Err("service web: creating demo-web-1: injected failure".into())
+        );
+        assert_eq!(left, ["demo-web-1 old Running"]);
+    }
+
+    #[tokio::test]
+    async fn the_old_container_comes_back_when_its_replacement_cannot_start() {
+        let (result, left) = recreate_with(Some(Operation::Start)).await;
+        assert_eq!(
+            result,
+            Err("service web: starting demo-web-1: starting fake00000001: injected failure".into())
+        );
+        assert_eq!(
+            left,
+            ["demo-web-1 old Running"],
+            "renamed back and started again"
+        );
+    }
 
     #[test]
     fn progress_lines_reach_the_log_once_each() {

@@ -6,6 +6,8 @@
 //! engine carries out one request at a time.
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
