@@ -103,6 +103,48 @@ impl Docker {
         .with_context(|| format!("no such container: {id}"))
     }
 
+    /// Pulls through Podman's own API with TLS verification off. Docker treats registries on
+    /// 127.0.0.0/8 as insecure (plain HTTP) by default; Podman 4.3's Docker-compatible
+    /// `POST /images/create` ignores `tlsVerify=false` and always speaks HTTPS, so a registry on
+    /// the host's loopback would be unreachable from Podman alone.
+    async fn pull_over_plain_http(
+        &self,
+        reference: &str,
+        progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
+    ) -> anyhow::Result<()> {
+        // The libpod API answers 404 without a version in the path.
+        let path = format!(
+            "/v{}/libpod/images/pull?reference={}&tlsVerify=false",
+            self.info.version,
+            raw::encode(reference)
+        );
+        let (status, body) = raw::post(&self.endpoint, &path).await?;
+        #[derive(serde::Deserialize)]
+        struct Report {
+            stream: Option<String>,
+            error: Option<String>,
+        }
+        let reports = serde_json::Deserializer::from_slice(&body).into_iter::<Report>();
+        for report in reports {
+            let report = report.with_context(|| format!("pulling image {reference}"))?;
+            if let Some(error) = report.error {
+                bail!("pulling image {reference}: {}", error.trim());
+            }
+            if let Some(line) = report.stream.as_deref().map(str::trim)
+                && !line.is_empty()
+            {
+                progress(line);
+            }
+        }
+        if status != 200 {
+            bail!(
+                "pulling image {reference}: status {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Runs a health check's test through exec: exit status 0 is healthy, anything else (a
     /// failing test, a timeout) is not yet.
     async fn exec_check(&self, id: &str, check: &compose::Healthcheck) -> anyhow::Result<Health> {
@@ -227,6 +269,9 @@ impl Engine for Docker {
         reference: &str,
         progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
     ) -> anyhow::Result<()> {
+        if self.kind() == EngineKind::Podman && loopback_registry(reference) {
+            return self.pull_over_plain_http(reference, progress).await;
+        }
         let options = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
@@ -605,12 +650,48 @@ fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<Stri
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// Whether an image reference names a registry on this host's loopback (`localhost:5000/app`,
+/// `127.0.0.1:5000/app`), which Docker reaches over plain HTTP by default.
+fn loopback_registry(reference: &str) -> bool {
+    let Some((first, _)) = reference.split_once('/') else {
+        return false;
+    };
+    let host = match first.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => first,
+    };
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn loopback_registries() {
+        for reference in [
+            "localhost:5000/app:1",
+            "127.0.0.1:36053/a/b:2",
+            "localhost/app",
+        ] {
+            assert!(loopback_registry(reference), "{reference}");
+        }
+        for reference in [
+            "busybox",
+            "library/app:1",
+            "ghcr.io/a/b",
+            "10.0.0.1:5000/app",
+        ] {
+            assert!(!loopback_registry(reference), "{reference}");
+        }
     }
 
     #[test]

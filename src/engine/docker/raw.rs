@@ -91,6 +91,27 @@ pub async fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// `POST path_and_query` with an empty body; the whole answer, once the engine has finished.
+pub async fn post(endpoint: &Endpoint, path_and_query: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let request =
+        format!("POST {path_and_query} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    match endpoint {
+        Endpoint::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .with_context(|| format!("connecting to {path}"))?;
+            exchange(stream, &request).await
+        }
+        Endpoint::Tcp(address) => {
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .with_context(|| format!("connecting to {address}"))?;
+            exchange(stream, &request).await
+        }
+    }
+    .with_context(|| format!("POST {path_and_query}"))
+}
+
 /// Percent-encodes a query value (the JSON of a filter).
 pub fn encode(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
@@ -107,14 +128,23 @@ pub fn encode(value: &str) -> String {
 /// An HTTP/1.0 request, so that the engine (Go's net/http in both cases) answers with the whole
 /// body and closes the connection; chunked answers are decoded anyway.
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     path_and_query: &str,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    exchange(stream, &request)
+        .await
+        .with_context(|| format!("reading the answer to GET {path_and_query}"))
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> anyhow::Result<(u16, Vec<u8>)> {
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
-    parse_response(&response).with_context(|| format!("reading the answer to GET {path_and_query}"))
+    parse_response(&response)
 }
 
 fn parse_response(response: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
