@@ -218,7 +218,7 @@ async fn deploy(
         request.forced.insert(StackName::parse(stack)?, None);
     }
     request.dry_run = dry_run;
-    let slots = Slots::new(config.slot, config.state_dir.clone());
+    let slots = Slots::new(config.slot, config.state_dir.clone()).without_serving();
     let deployer = Deployer {
         config,
         engine,

@@ -81,6 +81,9 @@ pub struct Slots {
     own: Option<Slot>,
     state_dir: PathBuf,
     handover: Duration,
+    /// Whether this process can hand over: a server can (it drains and stops afterwards); a CLI
+    /// run inside a slot's container cannot, since the server beside it would never drain.
+    serves: bool,
     handed_over_at: Arc<Mutex<Option<Instant>>>,
     draining: Arc<AtomicBool>,
     handed_over: Arc<Notify>,
@@ -93,6 +96,7 @@ impl Slots {
             own,
             state_dir,
             handover: Duration::ZERO,
+            serves: true,
             handed_over_at: Arc::new(Mutex::new(None)),
             draining: Arc::new(AtomicBool::new(false)),
             handed_over: Arc::new(Notify::new()),
@@ -104,6 +108,17 @@ impl Slots {
     pub fn with_handover(mut self, handover: Duration) -> Slots {
         self.handover = handover;
         self
+    }
+
+    /// For a process that does not serve (the CLI): it never hands over.
+    pub fn without_serving(mut self) -> Slots {
+        self.serves = false;
+        self
+    }
+
+    /// Whether this process can carry out a handover.
+    pub fn can_hand_over(&self) -> bool {
+        self.serves
     }
 
     pub fn own(&self) -> Option<Slot> {

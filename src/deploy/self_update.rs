@@ -36,6 +36,12 @@ impl Deployer {
         let own_outdated = own_action.is_some_and(|a| a.kind != ActionKind::Unchanged);
 
         if own_outdated {
+            if !self.slots.can_hand_over() {
+                bail!(
+                    "the self stack changed; the server in slot {own} updates it (send a webhook), \
+                     not `stackhook deploy`"
+                );
+            }
             let other_action = actions
                 .iter()
                 .find(|a| a.service == other_service)

@@ -212,7 +212,33 @@ async fn stackhook_adopts_a_stack_docker_compose_started(engine: TestEngine) {
     h.cleanup().await;
 }
 
+async fn the_cli_in_a_slot_leaves_the_self_update_to_the_server(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let mut h = Harness::new(engine, "cliself").await;
+    let stack = h.stack("self");
+    h.set("STACKHOOK_SLOT", "A")
+        .set("STACKHOOK_SELF_STACK", &stack);
+    let slot = |letter: &str| {
+        format!(
+            "  slot-{letter}:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      STACKHOOK_SLOT: {letter}\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n"
+        )
+    };
+    h.compose("self", &format!("services:\n{}{}", slot("A"), slot("B")));
+    h.repo.commit("the self stack");
+
+    let (ok, out, err) = run(&h, &["deploy"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("the self stack changed; the server in slot A updates it"),
+        "{out}{err}"
+    );
+    assert!(h.containers("self").await.is_empty(), "no slot was started");
+    assert!(!h.state_dir.path().join("active-slot").exists());
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    the_cli_in_a_slot_leaves_the_self_update_to_the_server,
     deploy_dry_run_and_status,
     a_second_deployer_waits_for_the_lock_and_names_its_holder,
     docker_compose_sees_and_takes_down_what_stackhook_deployed,

@@ -115,6 +115,15 @@ impl Harness {
                 let _ = self.docker.remove(&container.id).await;
             }
         }
+        // Projects that never got a container can still have a network.
+        if let Ok(entries) = std::fs::read_dir(self.repo.path().join("services")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&mine) {
+                    projects.insert(name);
+                }
+            }
+        }
         for project in projects {
             for network in self.docker.networks(&project).await.unwrap_or_default() {
                 let _ = self.docker.remove_network(&network).await;
