@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs and starts what the tests need first: Docker, Podman,
-# busybox for local images and the docker-compose oracle (scripts/engines.sh).
+# busybox for local images and the docker-compose oracle (scripts/engines.sh), and the reverse
+# proxies whose configurations the tests check (scripts/proxies.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/engines.sh all
