@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use stackhook::engine::{Attachment, ContainerSpec, Engine, Health, State};
 use stackhook::stack::compose;
 
-use crate::support::image::{self, TestEngine};
+use crate::support::image::{self, TestEngine, cli_output};
 
 const IMAGE: &str = "stackhook-test-busybox:1";
 const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -311,18 +311,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn cli_output(engine: TestEngine, args: &[&str]) -> String {
-    let output = engine.cli().args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "`{} {}` failed: {}",
-        engine.name(),
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn cli_status(engine: TestEngine, args: &[&str]) -> bool {

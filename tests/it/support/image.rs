@@ -126,7 +126,7 @@ pub fn ensure_image(engine: TestEngine, tag: &str) {
         engine.name()
     );
     for name in &names[1..] {
-        run(engine, &["tag", tag, name]);
+        cli_output(engine, &["tag", tag, name]);
     }
 }
 
@@ -189,7 +189,8 @@ fn image_exists(engine: TestEngine, name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-fn run(engine: TestEngine, args: &[&str]) {
+/// Runs the engine's command-line client; a failure fails the test. Returns its output.
+pub fn cli_output(engine: TestEngine, args: &[&str]) -> String {
     let output = engine.cli().args(args).output().unwrap();
     assert!(
         output.status.success(),
@@ -198,4 +199,5 @@ fn run(engine: TestEngine, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
 }
