@@ -124,6 +124,19 @@ pub struct StackReport {
     pub log: Vec<String>,
 }
 
+impl StackReport {
+    fn new(stack: &str, outcome: Outcome) -> StackReport {
+        StackReport {
+            stack: stack.to_owned(),
+            project: None,
+            outcome,
+            actions: Vec::new(),
+            error: None,
+            log: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -320,14 +333,7 @@ impl Deployer {
     ) -> (StackReport, Option<StackRecord>) {
         let log = Log::default();
         let name = found.name.to_string();
-        let mut report = StackReport {
-            stack: name.clone(),
-            project: None,
-            outcome: Outcome::Failed,
-            actions: Vec::new(),
-            error: None,
-            log: Vec::new(),
-        };
+        let mut report = StackReport::new(&name, Outcome::Failed);
         let result = self
             .converge(
                 &found,
@@ -478,14 +484,8 @@ impl Deployer {
     /// volumes, which may hold the only copy of someone's data.
     async fn prune(&self, name: &str, project: &str, dry_run: bool) -> StackReport {
         let log = Log::default();
-        let mut report = StackReport {
-            stack: name.to_owned(),
-            project: Some(project.to_owned()),
-            outcome: Outcome::Pruned,
-            actions: Vec::new(),
-            error: None,
-            log: Vec::new(),
-        };
+        let mut report = StackReport::new(name, Outcome::Pruned);
+        report.project = Some(project.to_owned());
         let result: anyhow::Result<()> = async {
             let containers = self.engine.containers(Some(project)).await?;
             for container in containers {
@@ -528,12 +528,8 @@ impl Deployer {
 
 fn failed(stack: &str, error: String) -> StackReport {
     StackReport {
-        stack: stack.to_owned(),
-        project: None,
-        outcome: Outcome::Failed,
-        actions: Vec::new(),
         error: Some(error),
-        log: Vec::new(),
+        ..StackReport::new(stack, Outcome::Failed)
     }
 }
 
