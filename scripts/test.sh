@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/engines.sh all
+scripts/engines.sh oracle
 scripts/proxies.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
