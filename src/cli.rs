@@ -17,14 +17,15 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::deploy::plan::ActionKind;
+use crate::deploy::plan::Kind;
 use crate::deploy::worker::Worker;
 use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
 use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
+use crate::repo::CommitId;
 use crate::slot::Slots;
-use crate::stack::StackName;
+use crate::stack::{Fingerprint, StackName};
 use crate::store;
 
 /// stackhook keeps a host's compose stacks in step with a git repository.
@@ -272,11 +273,11 @@ pub fn render_report(report: &Report) -> String {
         let _ = writeln!(out, "stack {}: {outcome}", stack.stack);
         for action in &stack.actions {
             let kind = match action.kind {
-                ActionKind::Create => "create",
-                ActionKind::Recreate => "recreate",
-                ActionKind::Start => "start",
-                ActionKind::Remove => "remove",
-                ActionKind::Unchanged => "unchanged",
+                Kind::Create => "create",
+                Kind::Recreate => "recreate",
+                Kind::Start => "start",
+                Kind::Remove => "remove",
+                Kind::Keep => "unchanged",
             };
             let _ = match &action.reason {
                 Some(reason) => writeln!(out, "  {kind:<9} {}: {reason}", action.service),
@@ -294,8 +295,8 @@ pub fn render_report(report: &Report) -> String {
 struct StackStatus {
     stack: String,
     project: String,
-    commit: String,
-    fingerprint: String,
+    commit: CommitId,
+    fingerprint: Fingerprint,
     deployed_at: String,
     services: Vec<ServiceStatus>,
 }
@@ -354,8 +355,8 @@ async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Res
             "{} (project {}) commit {} fingerprint {} at {}",
             stack.stack,
             stack.project,
-            &stack.commit[..stack.commit.len().min(12)],
-            &stack.fingerprint[..stack.fingerprint.len().min(12)],
+            stack.commit.short(),
+            stack.fingerprint.short(),
             stack.deployed_at
         );
         for service in &stack.services {

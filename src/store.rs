@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::repo::CommitId;
 use crate::slot::Slot;
+use crate::stack::{ConfigHash, Fingerprint};
 
 /// Everything stackhook remembers between deployments.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -27,15 +29,15 @@ pub struct State {
 /// One stack as it was last deployed successfully.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StackRecord {
-    pub commit: String,
-    pub fingerprint: String,
+    pub commit: CommitId,
+    pub fingerprint: Fingerprint,
     /// The compose project name, so that a stack removed from the repo can still be found.
     pub project: String,
     /// RFC 3339.
     pub deployed_at: String,
     /// Service name → config hash.
     #[serde(default)]
-    pub services: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ConfigHash>,
 }
 
 const STATE_FILE: &str = "state.json";
@@ -176,11 +178,11 @@ mod tests {
         state.stacks.insert(
             "web".into(),
             StackRecord {
-                commit: "abc".into(),
-                fingerprint: "f".into(),
+                commit: CommitId::parse(&"c".repeat(40)).unwrap(),
+                fingerprint: Fingerprint::new("f"),
                 project: "web".into(),
                 deployed_at: "2026-11-22T00:00:00Z".into(),
-                services: BTreeMap::from([("app".into(), "h".into())]),
+                services: BTreeMap::from([("app".into(), ConfigHash::new("h"))]),
             },
         );
         save(dir.path(), &state).unwrap();

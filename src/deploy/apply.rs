@@ -13,11 +13,11 @@ use anyhow::{Context, bail};
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::engine::{ContainerSpec, Engine, Health, State};
+use crate::engine::{Container, ContainerSpec, Engine, Health, ImageId, State};
 use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy};
 
 use super::labels;
-use super::plan::{Action, ActionKind};
+use super::plan::{self, Action, Order, Plan, Step};
 
 /// Lines that tell a user what a deployment did, kept for its report and also traced.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +54,7 @@ impl Log {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub reference: String,
-    pub id: String,
+    pub id: ImageId,
 }
 
 /// Makes sure every service's image is present, pulling or building as its pull policy (or
@@ -160,42 +160,48 @@ pub async fn resources(engine: &dyn Engine, project: &Project) -> anyhow::Result
     Ok(())
 }
 
-/// Carries out `actions` (from `plan::plan`, already in dependency order). Every service that can
-/// be deployed is; the error lists those that could not.
+/// Carries out a stack's plan. Every service that can be deployed is; the error lists those that
+/// could not.
+///
+/// A recreated service is gated: its old container waits, stopped (or still running, for
+/// `start-first`) and renamed aside, until the new one runs and, where it has a health check, is
+/// healthy. Only then is the old one removed; otherwise the new one is removed and the old one
+/// comes back (issue 9, "Updates gated on health").
 pub async fn containers(
     engine: &dyn Engine,
     project: &Project,
-    actions: &[Action],
-    specs: &BTreeMap<String, ContainerSpec>,
+    plan: &Plan,
     log: &Log,
 ) -> anyhow::Result<()> {
     let mut failures: Vec<String> = Vec::new();
     let mut failed: BTreeSet<&str> = BTreeSet::new();
     let mut ids: BTreeMap<&str, String> = BTreeMap::new();
-    let mut started: Vec<(&str, String)> = Vec::new();
+    let mut started: Vec<Started<'_>> = Vec::new();
 
-    for action in actions.iter().filter(|a| a.kind == ActionKind::Remove) {
-        let Some(container) = &action.container else {
+    for step in &plan.steps {
+        let Action::Remove { old } = &step.action else {
             continue;
         };
-        log.line(format!("removing {} ({})", container.name, reason(action)));
-        if let Err(error) = stop_and_remove(engine, &container.id, None).await {
+        log.line(format!("removing {} ({})", old.name, reason(step)));
+        if let Err(error) = stop_and_remove(engine, &old.id, None).await {
             failures.push(format!(
                 "service {}: removing {}: {error:#}",
-                action.service, container.name
+                step.service, old.name
             ));
         }
     }
 
-    for action in actions.iter().filter(|a| a.kind != ActionKind::Remove) {
-        let name = action.service.as_str();
+    for step in &plan.steps {
+        let name = step.service.as_str();
+        match &step.action {
+            Action::Remove { .. } => continue,
+            Action::Keep { current } => {
+                ids.insert(name, current.id.clone());
+                continue;
+            }
+            Action::Create { .. } | Action::Start { .. } | Action::Recreate { .. } => {}
+        }
         let service = &project.services[name];
-        if let Some(container) = &action.container {
-            ids.insert(name, container.id.clone());
-        }
-        if action.kind == ActionKind::Unchanged {
-            continue;
-        }
         let result = async {
             for (dependency, how) in &service.depends_on {
                 if !project.services.contains_key(dependency) {
@@ -218,27 +224,41 @@ pub async fn containers(
                     )),
                 }
             }
-            let spec = &specs[name];
-            log.line(format!("{} {} ({})", verb(action.kind), spec.name, reason(action)));
-            match (action.kind, &action.container) {
-                (ActionKind::Create, _) => {
+            match &step.action {
+                Action::Create { spec } => {
+                    log.line(format!("creating {} ({})", spec.name, reason(step)));
                     let id = engine.create(spec).await?;
                     engine.start(&id).await.with_context(|| format!("starting {}", spec.name))?;
-                    Ok(id)
+                    Ok((id, None))
                 }
-                (ActionKind::Recreate, Some(old)) => recreate(engine, spec, old).await,
-                (ActionKind::Start, Some(old)) => {
-                    engine.start(&old.id).await.with_context(|| format!("starting {}", spec.name))?;
-                    Ok(old.id.clone())
+                Action::Start { old, name } => {
+                    log.line(format!("starting {name} ({})", reason(step)));
+                    if old.name != *name {
+                        engine.rename(&old.id, name).await.with_context(|| format!("renaming {} back to {name}", old.name))?;
+                    }
+                    engine.start(&old.id).await.with_context(|| format!("starting {name}"))?;
+                    Ok((old.id.clone(), None))
                 }
-                (kind, _) => bail!("internal error: {kind:?} without a container"),
+                Action::Recreate { old, spec, order } => {
+                    log.line(format!("recreating {} ({}{})", spec.name, reason(step), match order {
+                        Order::StopFirst => "",
+                        Order::StartFirst => "; start-first",
+                    }));
+                    let (id, replaced) = recreate(engine, spec, old, *order).await?;
+                    Ok((id, Some(replaced)))
+                }
+                Action::Keep { .. } | Action::Remove { .. } => unreachable!("skipped above"),
             }
         }
         .await;
         match result {
-            Ok(id) => {
+            Ok((id, replaced)) => {
                 ids.insert(name, id.clone());
-                started.push((name, id));
+                started.push(Started {
+                    service: name,
+                    id,
+                    replaced,
+                });
             }
             Err(error) => {
                 failed.insert(name);
@@ -247,25 +267,47 @@ pub async fn containers(
         }
     }
 
-    // Health is awaited for all started services at once, not one after another: a dependent
-    // that needed it has already waited above.
-    let waits = started.iter().filter_map(|(name, id)| {
-        let check = project.services[*name].healthcheck.as_ref()?;
-        if check.is_disabled() {
-            return None;
-        }
-        Some(async move {
-            let result = wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await;
-            (name, result)
-        })
+    // The gates are awaited for all started services at once, not one after another: a
+    // dependent that needed one has already waited above.
+    let gates = started.into_iter().map(|started| async move {
+        let check = project.services[started.service].healthcheck.as_ref();
+        let passed = gate(engine, &started.id, check).await;
+        (started, passed)
     });
-    for (name, result) in join_all(waits).await {
-        if let Err(error) = result {
-            let logs = match ids.get(*name) {
-                Some(id) => engine.logs(id, 20).await.unwrap_or_default(),
-                None => String::new(),
-            };
-            failures.push(format!("service {name}: {error:#}{}", indent_logs(&logs)));
+    for (started, passed) in join_all(gates).await {
+        let service = started.service;
+        match (passed, started.replaced) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(replaced)) => {
+                let removed = if replaced.running {
+                    stop_and_remove(engine, &replaced.old.id, None).await
+                } else {
+                    engine.remove(&replaced.old.id).await
+                };
+                if let Err(error) = removed {
+                    failures.push(format!(
+                        "service {service}: removing the replaced container {}: {error:#}",
+                        replaced.aside
+                    ));
+                }
+            }
+            (Err(error), replaced) => {
+                let logs = engine.logs(&started.id, 20).await.unwrap_or_default();
+                let mut failure = format!("service {service}: {error:#}");
+                if let Some(replaced) = replaced {
+                    log.line(format!(
+                        "{service}: the new container failed its gate; bringing the old one back"
+                    ));
+                    match roll_back(engine, &started.id, &replaced).await {
+                        Ok(()) => failure.push_str("; the old container is back"),
+                        Err(error) => failure.push_str(&format!(
+                            "; bringing the old container back failed: {error:#}"
+                        )),
+                    }
+                }
+                failure.push_str(&indent_logs(&logs));
+                failures.push(failure);
+            }
         }
     }
 
@@ -276,53 +318,128 @@ pub async fn containers(
     }
 }
 
-/// Replaces `old` with a container made from `spec`. Compose stops the old container first, since
-/// it may hold the host ports the new one needs; stackhook does too, but renames it aside first
-/// and brings it back when the new container cannot be created or started.
+/// A container that was created or started, waiting for its gate.
+struct Started<'a> {
+    service: &'a str,
+    id: String,
+    /// For a recreate: the old container, kept aside until the new one passes.
+    replaced: Option<Replaced>,
+}
+
+/// A recreate's old container, renamed aside.
+#[derive(Debug)]
+struct Replaced {
+    old: Container,
+    /// Its name while aside.
+    aside: String,
+    /// Its own name, to give back.
+    name: String,
+    /// Whether it ran before the recreate (and so is started again on a roll-back).
+    was_running: bool,
+    /// Whether it still runs (`start-first`).
+    running: bool,
+}
+
+/// Replaces `old` with a container made from `spec`, keeping `old` aside. Stop-first (Compose's
+/// order) stops the old container before starting the new one, since it may hold the host ports
+/// the new one needs; start-first leaves it running. If the new container cannot be created or
+/// started, the old one is brought back at once.
 async fn recreate(
     engine: &dyn Engine,
     spec: &ContainerSpec,
-    old: &crate::engine::Container,
-) -> anyhow::Result<String> {
-    let aside = format!("{}_{}", &old.id[..old.id.len().min(12)], spec.name);
-    engine
-        .rename(&old.id, &aside)
-        .await
-        .with_context(|| format!("renaming {} aside", old.name))?;
+    old: &Container,
+    order: Order,
+) -> anyhow::Result<(String, Replaced)> {
+    let aside = plan::aside_name(old, &spec.name);
+    // An interrupted pass may have left it aside already; Docker refuses a rename to its own name.
+    if old.name != aside {
+        engine
+            .rename(&old.id, &aside)
+            .await
+            .with_context(|| format!("renaming {} aside", old.name))?;
+    }
+    let was_running = matches!(old.state, State::Running | State::Restarting);
+    let mut replaced = Replaced {
+        old: old.clone(),
+        aside,
+        name: spec.name.clone(),
+        was_running,
+        running: was_running,
+    };
     let new_id = match engine.create(spec).await {
         Ok(id) => id,
         Err(error) => {
-            restore(engine, old, &spec.name, false).await;
+            restore(engine, &replaced).await;
             return Err(error);
         }
     };
-    let was_running = old.state == State::Running;
-    let stop_timeout = spec.service.stop_grace_period;
-    if was_running && let Err(error) = engine.stop(&old.id, stop_timeout).await {
-        let _ = engine.remove(&new_id).await;
-        restore(engine, old, &spec.name, false).await;
-        return Err(error).context(format!("stopping {}", old.name));
+    if order == Order::StopFirst && was_running {
+        if let Err(error) = engine.stop(&old.id, spec.service.stop_grace_period).await {
+            let _ = engine.remove(&new_id).await;
+            restore(engine, &replaced).await;
+            return Err(error).context(format!("stopping {}", old.name));
+        }
+        replaced.running = false;
     }
     if let Err(error) = engine.start(&new_id).await {
         let _ = engine.remove(&new_id).await;
-        restore(engine, old, &spec.name, was_running).await;
+        restore(engine, &replaced).await;
         return Err(error).context(format!("starting {}", spec.name));
     }
-    engine
-        .remove(&old.id)
-        .await
-        .with_context(|| format!("removing the replaced container {aside}"))?;
-    Ok(new_id)
+    Ok((new_id, replaced))
 }
 
-/// Gives the old container back its name and, if it was running, starts it again. Failures here
-/// are logged: the original error is the one to report.
-async fn restore(engine: &dyn Engine, old: &crate::engine::Container, name: &str, start: bool) {
-    if let Err(error) = engine.rename(&old.id, name).await {
-        tracing::error!("restoring {name}: {error:#}");
+/// Removes a replacement that failed its gate and brings the old container back.
+async fn roll_back(engine: &dyn Engine, new_id: &str, replaced: &Replaced) -> anyhow::Result<()> {
+    engine
+        .remove(new_id)
+        .await
+        .context("removing the new container")?;
+    if replaced.old.name != replaced.name || replaced.aside != replaced.name {
+        engine
+            .rename(&replaced.old.id, &replaced.name)
+            .await
+            .with_context(|| format!("renaming {} back to {}", replaced.aside, replaced.name))?;
     }
-    if start && let Err(error) = engine.start(&old.id).await {
-        tracing::error!("restarting {name}: {error:#}");
+    if replaced.was_running && !replaced.running {
+        engine
+            .start(&replaced.old.id)
+            .await
+            .with_context(|| format!("starting {}", replaced.name))?;
+    }
+    Ok(())
+}
+
+/// Gives the old container back its name and, if it was stopped for the recreate, starts it
+/// again. Failures here are logged: the original error is the one to report.
+async fn restore(engine: &dyn Engine, replaced: &Replaced) {
+    if let Err(error) = engine.rename(&replaced.old.id, &replaced.name).await {
+        tracing::error!("restoring {}: {error:#}", replaced.name);
+    }
+    if replaced.was_running
+        && !replaced.running
+        && let Err(error) = engine.start(&replaced.old.id).await
+    {
+        tracing::error!("restarting {}: {error:#}", replaced.name);
+    }
+}
+
+/// Whether a container that was just started is what it should be: still running (or done, with
+/// status 0, for a one-shot service) and, where it has a health check, healthy.
+pub async fn gate(
+    engine: &dyn Engine,
+    id: &str,
+    check: Option<&Healthcheck>,
+) -> anyhow::Result<()> {
+    let status = engine.inspect(id).await?;
+    match (&status.state, status.exit_code) {
+        (State::Exited | State::Dead, Some(0)) => return Ok(()),
+        (State::Exited | State::Dead, code) => bail!("it exited with code {}", code.unwrap_or(-1)),
+        _ => {}
+    }
+    match check.filter(|c| !c.is_disabled()) {
+        Some(check) => wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await,
+        None => Ok(()),
     }
 }
 
@@ -404,18 +521,8 @@ fn condition_name(condition: Condition) -> &'static str {
     }
 }
 
-fn verb(kind: ActionKind) -> &'static str {
-    match kind {
-        ActionKind::Create => "creating",
-        ActionKind::Recreate => "recreating",
-        ActionKind::Start => "starting",
-        ActionKind::Remove => "removing",
-        ActionKind::Unchanged => "keeping",
-    }
-}
-
-fn reason(action: &Action) -> &str {
-    action.reason.as_deref().unwrap_or("unchanged")
+fn reason(step: &Step) -> &str {
+    step.reason.as_deref().unwrap_or("unchanged")
 }
 
 fn indent_logs(logs: &str) -> String {
@@ -434,14 +541,23 @@ fn indent_logs(logs: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
-    use crate::deploy::plan::plan;
-    use crate::deploy::{labels, plan::Wanted};
-    use crate::engine::Container;
+    use crate::deploy::plan::{Wanted, plan};
     use crate::engine::fake::{Fake, Operation};
+    use crate::stack::ConfigHash;
     use crate::stack::compose::Service;
 
-    fn project() -> Project {
+    fn project(healthcheck: bool) -> Project {
+        let healthcheck = healthcheck.then(|| Healthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some(Duration::from_millis(100)),
+            timeout: None,
+            retries: None,
+            start_period: None,
+            start_interval: None,
+        });
         Project {
             name: "demo".into(),
             working_dir: "/repo/services/demo".into(),
@@ -450,6 +566,7 @@ mod tests {
                 "web".to_owned(),
                 Service {
                     image: Some("web:2".into()),
+                    healthcheck,
                     ..Service::default()
                 },
             )]),
@@ -460,79 +577,239 @@ mod tests {
         }
     }
 
-    /// Recreates `web` (running "old", config hash "h1") with config hash "h2", the fake failing
-    /// `failing`; returns the outcome and the containers left, by name, as (id, state).
-    async fn recreate_with(failing: Option<Operation>) -> (Result<(), String>, Vec<String>) {
-        let engine = Fake::default();
-        let project = project();
+    /// A container of `web` as an earlier deploy left it, with config hash `hash`.
+    fn existing(project: &Project, id: &str, name: &str, hash: &str, state: State) -> Container {
         let origin = labels::Origin {
             stack: "demo",
             commit: "c1",
         };
-        let old = labels::container_spec(&project, "web", "web:1", "sha256:web:1", "h1", &origin);
-        engine.insert(Container {
-            id: "old".into(),
-            name: old.name.clone(),
+        let image = ImageId::new("sha256:web:1");
+        let spec = labels::container_spec(
+            project,
+            "web",
+            "web:1",
+            Some(&image),
+            &ConfigHash::new(hash),
+            &origin,
+        );
+        Container {
+            id: id.into(),
+            name: name.replace("<id>", &id[..id.len().min(12)]),
             image: "web:1".into(),
-            image_id: "sha256:web:1".into(),
-            labels: old.labels,
-            state: State::Running,
-        });
-        if let Some(operation) = failing {
-            engine.fail(operation);
+            image_id: image,
+            labels: spec.labels,
+            state,
         }
-        let spec = labels::container_spec(&project, "web", "web:2", "sha256:web:2", "h2", &origin);
+    }
+
+    /// Plans and applies `web` at config hash "h2" over what `engine` holds, and checks the
+    /// outcome, the containers left (name, id, state) and what the engine was asked, in order.
+    async fn check(engine: &Fake, project: &Project, order: Order, expected: Expect) {
+        let origin = labels::Origin {
+            stack: "demo",
+            commit: "c2",
+        };
+        let config_hash = ConfigHash::new("h2");
+        let image = ImageId::new("sha256:web:2");
+        let spec =
+            labels::container_spec(project, "web", "web:2", Some(&image), &config_hash, &origin);
         let wanted = BTreeMap::from([(
             "web".to_owned(),
             Wanted {
-                config_hash: "h2".into(),
-                image_id: Some("sha256:web:2".into()),
+                config_hash,
+                image: Some(image),
+                spec,
+                order,
             },
         )]);
         let observed = engine.containers(Some("demo")).await.unwrap();
-        let actions = plan(&project, &wanted, &observed).unwrap();
-        assert_eq!(actions[0].kind, ActionKind::Recreate);
-        let specs = BTreeMap::from([("web".to_owned(), spec)]);
-        let result = containers(&engine, &project, &actions, &specs, &Log::default())
-            .await
-            .map_err(|error| format!("{error:#}"));
-        let left = engine
+        let plan = plan(project, &wanted, &observed).unwrap();
+        let outcome = match containers(engine, project, &plan, &Log::default()).await {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => format!("{error:#}"),
+        };
+        let left: Vec<String> = engine
             .by_name()
             .into_iter()
             .map(|(name, c)| format!("{name} {} {:?}", c.id, c.state))
             .collect();
-        (result, left)
+        let actual = format!(
+            "{outcome}\nleft: {}\nasked: {}\n",
+            left.join(", "),
+            engine.history().join(", ")
+        );
+        expected.assert_eq(&actual);
+    }
+
+    /// An engine running the old `web`, failing `failing`.
+    fn running_old(project: &Project, failing: &[Operation]) -> Fake {
+        let engine = Fake::default();
+        engine.insert(existing(
+            project,
+            "old000000000",
+            "demo-web-1",
+            "h1",
+            State::Running,
+        ));
+        for operation in failing {
+            engine.fail(*operation);
+        }
+        engine
     }
 
     #[tokio::test]
-    async fn recreate_replaces_the_old_container() {
-        let (result, left) = recreate_with(None).await;
-        assert_eq!(result, Ok(()));
-        assert_eq!(left, ["demo-web-1 fake00000001 Running"]);
+    async fn recreate_replaces_the_old_container_once_the_new_one_runs() {
+        let project = project(true);
+        let engine = running_old(&project, &[]);
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove old000000000
+        "#]]).await;
     }
 
     #[tokio::test]
     async fn the_old_container_keeps_running_when_its_replacement_cannot_be_created() {
-        let (result, left) = recreate_with(Some(Operation::Create)).await;
-        assert_eq!(
-            result,
-            Err("service web: creating demo-web-1: injected failure".into())
-        );
-        assert_eq!(left, ["demo-web-1 old Running"]);
+        let project = project(false);
+        let engine = running_old(&project, &[Operation::Create]);
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            service web: creating demo-web-1: injected failure
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, rename old000000000 demo-web-1
+        "#]]).await;
     }
 
     #[tokio::test]
     async fn the_old_container_comes_back_when_its_replacement_cannot_start() {
-        let (result, left) = recreate_with(Some(Operation::Start)).await;
-        assert_eq!(
-            result,
-            Err("service web: starting demo-web-1: starting fake00000001: injected failure".into())
+        let project = project(false);
+        let engine = running_old(&project, &[Operation::Start]);
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            service web: starting demo-web-1: starting fake00000001: injected failure
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove fake00000001, rename old000000000 demo-web-1, start old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn the_old_container_comes_back_when_its_replacement_is_unhealthy() {
+        let project = project(true);
+        let engine = running_old(&project, &[Operation::Health]);
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            service web: it is unhealthy; the old container is back; last output:
+              | last words of fake00000001
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove fake00000001, rename old000000000 demo-web-1, start old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn the_old_container_comes_back_when_its_replacement_exits() {
+        let project = project(false);
+        let engine = running_old(&project, &[Operation::Crash]);
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            service web: it exited with code 1; the old container is back; last output:
+              | last words of fake00000001
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove fake00000001, rename old000000000 demo-web-1, start old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn start_first_stops_the_old_container_only_once_the_new_one_is_healthy() {
+        let project = project(true);
+        let engine = running_old(&project, &[]);
+        check(&engine, &project, Order::StartFirst, expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, start fake00000001, stop old000000000, remove old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn start_first_never_stops_the_old_container_when_the_new_one_is_unhealthy() {
+        let project = project(true);
+        let engine = running_old(&project, &[Operation::Health]);
+        check(&engine, &project, Order::StartFirst, expect![[r#"
+            service web: it is unhealthy; the old container is back; last output:
+              | last words of fake00000001
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, start fake00000001, remove fake00000001, rename old000000000 demo-web-1
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn a_pass_after_dying_mid_recreate_replaces_the_container_left_aside() {
+        let project = project(false);
+        let engine = Fake::default();
+        engine.insert(existing(
+            &project,
+            "old000000000",
+            "<id>_demo-web-1",
+            "h1",
+            State::Exited,
+        ));
+        check(
+            &engine,
+            &project,
+            Order::StopFirst,
+            expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: create demo-web-1, start fake00000001, remove old000000000
+        "#]],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_pass_after_dying_before_the_new_container_started_starts_over() {
+        let project = project(false);
+        let engine = Fake::default();
+        engine.insert(existing(
+            &project,
+            "old000000000",
+            "<id>_demo-web-1",
+            "h1",
+            State::Exited,
+        ));
+        engine.insert(existing(
+            &project,
+            "half00000000",
+            "demo-web-1",
+            "h2",
+            State::Created,
+        ));
+        check(&engine, &project, Order::StopFirst, expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: stop half00000000, remove half00000000, create demo-web-1, start fake00000001, remove old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn a_pass_after_dying_mid_recreate_restores_a_container_that_is_still_wanted() {
+        let project = project(false);
+        let engine = Fake::default();
+        let mut current = existing(
+            &project,
+            "old000000000",
+            "<id>_demo-web-1",
+            "h2",
+            State::Exited,
         );
-        assert_eq!(
-            left,
-            ["demo-web-1 old Running"],
-            "renamed back and started again"
-        );
+        current.image_id = ImageId::new("sha256:web:2");
+        engine.insert(current);
+        check(
+            &engine,
+            &project,
+            Order::StopFirst,
+            expect![[r#"
+            ok
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 demo-web-1, start old000000000
+        "#]],
+        )
+        .await;
     }
 
     #[test]

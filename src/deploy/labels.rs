@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{Attachment, ContainerSpec};
+use crate::engine::{Attachment, ContainerSpec, ImageId};
+use crate::stack::ConfigHash;
 use crate::stack::compose::{Condition, Network, Project, Volume};
 
 pub const PROJECT: &str = "com.docker.compose.project";
@@ -44,13 +45,14 @@ pub fn container_name(project: &Project, service: &str) -> String {
 }
 
 /// The request to create `service`'s container. `image` is the reference to run (the service's
-/// image, or the name a `build:` produced) and `image_id` its id.
+/// image, or the name a `build:` produced) and `image_id` its id (`None` only in a dry run, for an
+/// image that is not there yet).
 pub fn container_spec(
     project: &Project,
     service_name: &str,
     image: &str,
-    image_id: &str,
-    config_hash: &str,
+    image_id: Option<&ImageId>,
+    config_hash: &ConfigHash,
     origin: &Origin<'_>,
 ) -> ContainerSpec {
     let service = &project.services[service_name];
@@ -82,10 +84,10 @@ pub fn container_spec(
             (SERVICE, service_name.to_owned()),
             (CONTAINER_NUMBER, "1".to_owned()),
             (ONEOFF, "False".to_owned()),
-            (CONFIG_HASH, config_hash.to_owned()),
+            (CONFIG_HASH, config_hash.as_str().to_owned()),
             (WORKING_DIR, project.working_dir.display().to_string()),
             (CONFIG_FILES, config_files),
-            (IMAGE, image_id.to_owned()),
+            (IMAGE, image_id.map_or("", ImageId::as_str).to_owned()),
             (DEPENDS_ON, depends_on),
             (VERSION, COMPOSE_VERSION.to_owned()),
             (STACKHOOK_COMMIT, origin.commit.to_owned()),

@@ -22,14 +22,14 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::repo::{self, tree::Tree};
+use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy};
-use crate::stack::{self, StackName};
+use crate::stack::{self, ConfigHash, StackName};
 use crate::store::{self, StackRecord};
 
 use apply::Log;
-use plan::{Action, ActionKind, Wanted};
+use plan::{Kind, Order, Summary, Wanted};
 
 /// The file at the repository root that pauses all deploys while it exists.
 pub const SUSPEND_FILE: &str = ".stackhook-suspend";
@@ -117,7 +117,7 @@ pub struct StackReport {
     pub project: Option<String>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<Action>,
+    pub actions: Vec<Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -216,10 +216,10 @@ impl Deployer {
             return Ok(());
         }
 
-        let commit = checkout.commit.to_string();
+        let commit = &checkout.commit;
         let tree = {
             let dir = checkout.dir.clone();
-            let commit = commit.clone();
+            let commit = commit.to_string();
             tokio::task::spawn_blocking(move || repo::tree::read(&dir, &commit)).await??
         };
         let mut state = store::load(&self.config.state_dir)?;
@@ -255,14 +255,7 @@ impl Deployer {
         let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(found)
             .map(|found| {
                 let record = state.stacks.get(found.name.as_str()).cloned();
-                self.deploy_stack(
-                    found,
-                    record,
-                    &tree,
-                    &checkout.dir,
-                    &commit,
-                    request.dry_run,
-                )
+                self.deploy_stack(found, record, &tree, &checkout.dir, commit, request.dry_run)
             })
             .buffer_unordered(STACKS_IN_FLIGHT)
             .collect()
@@ -328,7 +321,7 @@ impl Deployer {
         record: Option<StackRecord>,
         tree: &Tree,
         checkout_dir: &Path,
-        commit: &str,
+        commit: &CommitId,
         dry_run: bool,
     ) -> (StackReport, Option<StackRecord>) {
         let log = Log::default();
@@ -365,7 +358,7 @@ impl Deployer {
         record: Option<&StackRecord>,
         tree: &Tree,
         checkout_dir: &Path,
-        commit: &str,
+        commit: &CommitId,
         dry_run: bool,
         log: &Log,
         report: &mut StackReport,
@@ -380,7 +373,7 @@ impl Deployer {
             let relative = path.strip_prefix(checkout_dir).ok()?;
             tree.content_id(relative).map(str::to_owned)
         };
-        let hashes: BTreeMap<String, String> = project
+        let hashes: BTreeMap<String, ConfigHash> = project
             .services
             .keys()
             .map(|service| {
@@ -403,61 +396,58 @@ impl Deployer {
             apply::images(self.engine.as_ref(), &project, pull, log).await?
         };
         let observed = self.engine.containers(Some(&project.name)).await?;
+        let origin = labels::Origin {
+            stack: found.name.as_str(),
+            commit: commit.as_str(),
+        };
         let wanted = hashes
             .iter()
             .map(|(service, hash)| {
+                let image = images.get(service);
+                let reference = image.map_or_else(
+                    || apply::image_reference(&project, service),
+                    |image| image.reference.clone(),
+                );
+                let image = image.map(|image| image.id.clone());
+                let spec = labels::container_spec(
+                    &project,
+                    service,
+                    &reference,
+                    image.as_ref(),
+                    hash,
+                    &origin,
+                );
                 let want = Wanted {
                     config_hash: hash.clone(),
-                    image_id: images.get(service).map(|image| image.id.clone()),
+                    image,
+                    spec,
+                    order: Order::StopFirst,
                 };
                 (service.clone(), want)
             })
             .collect();
-        let actions = plan::plan(&project, &wanted, &observed)
+        let plan = plan::plan(&project, &wanted, &observed)
             .with_context(|| format!("{}", project.config_files[0].display()))?;
-        report.actions = actions.clone();
+        report.actions = plan.summaries();
         if dry_run {
             report.outcome = Outcome::Planned;
             return Ok(None);
         }
 
-        let origin = labels::Origin {
-            stack: found.name.as_str(),
-            commit,
-        };
-        let specs = images
-            .iter()
-            .map(|(service, image)| {
-                let spec = labels::container_spec(
-                    &project,
-                    service,
-                    &image.reference,
-                    &image.id,
-                    &hashes[service],
-                    &origin,
-                );
-                (service.clone(), spec)
-            })
-            .collect();
         let own_slot = self
             .slots
             .own()
             .filter(|_| found.name.as_str() == self.config.self_stack);
-        if actions.iter().any(|a| a.kind != ActionKind::Unchanged) {
+        if plan.changes_anything() {
             apply::resources(self.engine.as_ref(), &project).await?;
             match own_slot {
-                Some(own) => {
-                    self.update_self(own, &project, &actions, &specs, log)
-                        .await?
-                }
-                None => {
-                    apply::containers(self.engine.as_ref(), &project, &actions, &specs, log).await?
-                }
+                Some(own) => self.update_self(own, &project, &plan, log).await?,
+                None => apply::containers(self.engine.as_ref(), &project, &plan, log).await?,
             }
         }
         report.outcome = Outcome::Deployed;
         Ok(Some(StackRecord {
-            commit: commit.to_owned(),
+            commit: commit.clone(),
             fingerprint,
             project: project.name.clone(),
             deployed_at: now(),
@@ -489,14 +479,13 @@ impl Deployer {
         let result: anyhow::Result<()> = async {
             let containers = self.engine.containers(Some(project)).await?;
             for container in containers {
-                report.actions.push(Action {
+                report.actions.push(Summary {
                     service: container
                         .label(labels::SERVICE)
                         .unwrap_or_default()
                         .to_owned(),
-                    kind: ActionKind::Remove,
+                    kind: Kind::Remove,
                     reason: Some("stack is no longer in the repository".into()),
-                    container: None,
                 });
                 if !dry_run {
                     log.line(format!(

@@ -1,58 +1,159 @@
 //! The plan: what to do to one stack's containers, decided from what is wanted and what runs.
 //!
-//! Pure: no IO, no clock. The caller observes the engine and hands in plain values; the plan
-//! says, per service, whether to create, recreate (and why), start, remove or leave it alone.
+//! Pure: no IO, no clock. The caller observes the engine and hands in plain values; `plan` returns
+//! a complete, typed `Plan` whose every step carries exactly what carrying it out needs, so that
+//! `apply` only executes it (issue 9, "Shape of the code").
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::engine::{Container, State};
+use crate::engine::{Container, ContainerSpec, ImageId, State};
+use crate::stack::ConfigHash;
 use crate::stack::compose::Project;
 
 use super::labels;
 
+/// One stack's steps: removals of what is gone first, then services in dependency order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
 /// One service's step, with the reason shown to users in `--dry-run` and in reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Action {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
     pub service: String,
-    pub kind: ActionKind,
-    /// Why, for anything but `Unchanged`.
+    pub action: Action,
+    /// Why, for anything but `Keep`.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Create {
+        spec: ContainerSpec,
+    },
+    /// Replaces `old`, which may already be renamed aside by a pass that was interrupted.
+    Recreate {
+        old: Container,
+        spec: ContainerSpec,
+        order: Order,
+    },
+    /// Starts `old` (stopped, or left renamed aside by an interrupted pass: it gets `name` back).
+    Start {
+        old: Container,
+        name: String,
+    },
+    Remove {
+        old: Container,
+    },
+    Keep {
+        current: Container,
+    },
+}
+
+/// How a recreate hands over from the old container to the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Stop the old container, then start the new one (Compose's way; the new one may need the
+    /// old one's host ports or name).
+    StopFirst,
+    /// Start the new container while the old one still runs, and stop the old one only once the
+    /// new one is healthy (`deploy.update_config.order: start-first`).
+    StartFirst,
+}
+
+/// What a report shows of a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub service: String,
+    pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The container the action replaces or removes.
-    #[serde(skip)]
-    pub container: Option<Container>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ActionKind {
+pub enum Kind {
     Create,
     Recreate,
     Start,
     Remove,
-    Unchanged,
+    #[serde(rename = "unchanged")]
+    Keep,
 }
 
-/// What one service should be: its config hash and, where known, the id of its image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one service should be: the container to create, and what it is compared by.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
-    pub config_hash: String,
-    pub image_id: Option<String>,
+    pub config_hash: ConfigHash,
+    /// `None` only in a dry run, for an image that is not present yet.
+    pub image: Option<ImageId>,
+    pub spec: ContainerSpec,
+    pub order: Order,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("services {0} depend on each other in a cycle")]
 pub struct CycleError(String);
 
-/// Decides one stack's actions: services in dependency order, then removals of containers whose
-/// service is gone from the compose file.
+impl Plan {
+    /// Whether carrying the plan out would touch anything.
+    pub fn changes_anything(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| !matches!(step.action, Action::Keep { .. }))
+    }
+
+    pub fn summaries(&self) -> Vec<Summary> {
+        self.steps.iter().map(Step::summary).collect()
+    }
+}
+
+impl Step {
+    pub fn kind(&self) -> Kind {
+        match self.action {
+            Action::Create { .. } => Kind::Create,
+            Action::Recreate { .. } => Kind::Recreate,
+            Action::Start { .. } => Kind::Start,
+            Action::Remove { .. } => Kind::Remove,
+            Action::Keep { .. } => Kind::Keep,
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            service: self.service.clone(),
+            kind: self.kind(),
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// The container the service has now, if any.
+    pub fn current(&self) -> Option<&Container> {
+        match &self.action {
+            Action::Create { .. } => None,
+            Action::Recreate { old, .. }
+            | Action::Start { old, .. }
+            | Action::Remove { old }
+            | Action::Keep { current: old } => Some(old),
+        }
+    }
+}
+
+/// Decides one stack's steps from the wanted services and the containers the engine reports.
+///
+/// A container renamed aside by a recreate that never finished (stackhook died in between) is
+/// recognised by its name, `<id prefix>_<name>`: it is started again under its name if it is
+/// what is wanted, or replaced, and a half-made replacement beside it is removed (issue 9,
+/// "Crash safety").
 pub fn plan(
     project: &Project,
     wanted: &BTreeMap<String, Wanted>,
     observed: &[Container],
-) -> Result<Vec<Action>, CycleError> {
+) -> Result<Plan, CycleError> {
     let mut by_service: BTreeMap<&str, Vec<&Container>> = BTreeMap::new();
     for container in observed {
         if container.label(labels::ONEOFF) == Some("True") {
@@ -62,44 +163,76 @@ pub fn plan(
             by_service.entry(service).or_default().push(container);
         }
     }
-    for containers in by_service.values_mut() {
-        containers.sort_by_key(|c| container_number(c));
-    }
 
-    let mut actions = Vec::new();
+    let mut removals = Vec::new();
+    let mut steps = Vec::new();
     for service in start_order(project)? {
         let want = &wanted[&service];
-        let existing = by_service.remove(service.as_str()).unwrap_or_default();
-        let mut existing = existing.into_iter();
-        actions.push(match existing.next() {
-            None => action(
+        let mut containers = by_service.remove(service.as_str()).unwrap_or_default();
+        containers.sort_by_key(|c| (container_number(c), c.name != want.spec.name));
+        let current = containers
+            .iter()
+            .position(|c| c.name == want.spec.name)
+            .map(|i| containers.remove(i));
+        let aside = containers
+            .iter()
+            .position(|c| is_aside(c, &want.spec.name))
+            .map(|i| containers.remove(i));
+        for surplus in containers {
+            removals.push(step(
                 &service,
-                ActionKind::Create,
-                Some("no container yet".into()),
-                None,
-            ),
-            Some(container) => decide(&service, want, container),
-        });
-        for extra in existing {
-            actions.push(action(
-                &service,
-                ActionKind::Remove,
-                Some(format!("container {} is a surplus replica", extra.name)),
-                Some(extra),
+                Action::Remove {
+                    old: surplus.clone(),
+                },
+                format!("container {} is a surplus replica", surplus.name),
             ));
         }
+        let action = match (current, aside) {
+            (None, None) => step(
+                &service,
+                Action::Create {
+                    spec: want.spec.clone(),
+                },
+                "no container yet",
+            ),
+            (Some(current), None) => decide(&service, want, current, false),
+            (None, Some(aside)) => decide(&service, want, aside, true),
+            // The replacement got as far as running: the old container is what is left over.
+            (Some(current), Some(aside)) if current.state == State::Running => {
+                removals.push(step(
+                    &service,
+                    Action::Remove { old: aside.clone() },
+                    "left over from an interrupted recreate",
+                ));
+                decide(&service, want, current, false)
+            }
+            // The replacement never got running: remove it and start over from the old one.
+            (Some(current), Some(aside)) => {
+                removals.push(step(
+                    &service,
+                    Action::Remove {
+                        old: current.clone(),
+                    },
+                    "unfinished replacement from an interrupted recreate",
+                ));
+                decide(&service, want, aside, true)
+            }
+        };
+        steps.push(action);
     }
     for (service, containers) in by_service {
         for container in containers {
-            actions.push(action(
+            removals.push(step(
                 service,
-                ActionKind::Remove,
-                Some("service is no longer in the compose file".into()),
-                Some(container),
+                Action::Remove {
+                    old: container.clone(),
+                },
+                "service is no longer in the compose file",
             ));
         }
     }
-    Ok(actions)
+    removals.extend(steps);
+    Ok(Plan { steps: removals })
 }
 
 /// Services in an order where each comes after everything it depends on; ties by name, so the
@@ -137,50 +270,69 @@ pub fn start_order(project: &Project) -> Result<Vec<String>, CycleError> {
     Ok(order)
 }
 
-fn decide(service: &str, want: &Wanted, container: &Container) -> Action {
-    let recreate = |reason: &str| {
-        action(
-            service,
-            ActionKind::Recreate,
-            Some(reason.into()),
-            Some(container),
-        )
-    };
+/// The name a recreate gives the old container while its replacement takes over its name, as
+/// Docker Compose does: the container id's first 12 characters, `_`, the name.
+pub fn aside_name(container: &Container, name: &str) -> String {
+    format!("{}_{name}", &container.id[..container.id.len().min(12)])
+}
+
+fn is_aside(container: &Container, name: &str) -> bool {
+    container.name == aside_name(container, name)
+}
+
+/// Why `container` is not what is wanted, if it is not.
+fn differs(want: &Wanted, container: &Container) -> Option<&'static str> {
     if container.label(labels::STACKHOOK_COMMIT).is_none() {
-        return recreate("adopting a container stackhook did not create");
+        return Some("adopting a container stackhook did not create");
     }
     if container.label(labels::CONFIG_HASH) != Some(want.config_hash.as_str()) {
-        return recreate("configuration changed");
+        return Some("configuration changed");
     }
-    if let Some(image_id) = &want.image_id
-        && *image_id != container.image_id
+    if let Some(image) = &want.image
+        && *image != container.image_id
     {
-        return recreate("image updated");
+        return Some("image updated");
     }
+    None
+}
+
+fn decide(service: &str, want: &Wanted, container: &Container, aside: bool) -> Step {
+    if let Some(reason) = differs(want, container) {
+        let action = Action::Recreate {
+            old: container.clone(),
+            spec: want.spec.clone(),
+            order: want.order,
+        };
+        return step(service, action, reason);
+    }
+    let start = |reason: String| {
+        let action = Action::Start {
+            old: container.clone(),
+            name: want.spec.name.clone(),
+        };
+        step(service, action, reason)
+    };
     match &container.state {
-        State::Running | State::Restarting => {
-            action(service, ActionKind::Unchanged, None, Some(container))
-        }
-        state => action(
-            service,
-            ActionKind::Start,
-            Some(format!("container is {}", state_name(state))),
-            Some(container),
-        ),
+        _ if aside => start(format!(
+            "restoring {} from an interrupted recreate",
+            want.spec.name
+        )),
+        State::Running | State::Restarting => Step {
+            service: service.to_owned(),
+            action: Action::Keep {
+                current: container.clone(),
+            },
+            reason: None,
+        },
+        state => start(format!("container is {}", state_name(state))),
     }
 }
 
-fn action(
-    service: &str,
-    kind: ActionKind,
-    reason: Option<String>,
-    container: Option<&Container>,
-) -> Action {
-    Action {
+fn step(service: &str, action: Action, reason: impl Into<String>) -> Step {
+    Step {
         service: service.to_owned(),
-        kind,
-        reason,
-        container: container.cloned(),
+        action,
+        reason: Some(reason.into()),
     }
 }
 
@@ -246,26 +398,46 @@ mod tests {
         }
     }
 
-    /// `observed`: (service, config hash, image id, state, ours)
+    /// An observed container: (service, config hash, image id, state, made by stackhook, name)
+    /// where a name of `None` is the service's own.
+    type Observed<'a> = (&'a str, &'a str, &'a str, State, bool, Option<&'a str>);
+
     fn check(
         project: &Project,
         wanted: &[(&str, &str, Option<&str>)],
-        observed: &[(&str, &str, &str, State, bool)],
+        observed: &[Observed<'_>],
         expected: Expect,
     ) {
+        let origin = labels::Origin {
+            stack: "demo",
+            commit: "c1",
+        };
         let wanted = wanted
             .iter()
             .map(|(service, hash, image)| {
+                let config_hash = ConfigHash::new(*hash);
+                let image = image.map(ImageId::new);
+                let spec = labels::container_spec(
+                    project,
+                    service,
+                    "busybox",
+                    image.as_ref(),
+                    &config_hash,
+                    &origin,
+                );
                 let want = Wanted {
-                    config_hash: hash.to_string(),
-                    image_id: image.map(String::from),
+                    config_hash,
+                    image,
+                    spec,
+                    order: Order::StopFirst,
                 };
                 (service.to_string(), want)
             })
             .collect();
         let observed: Vec<Container> = observed
             .iter()
-            .map(|(service, hash, image, state, ours)| {
+            .enumerate()
+            .map(|(i, (service, hash, image, state, ours, name))| {
                 let mut labels = BTreeMap::from([
                     (labels::SERVICE.to_string(), service.to_string()),
                     (labels::CONFIG_HASH.to_string(), hash.to_string()),
@@ -274,20 +446,31 @@ mod tests {
                 if *ours {
                     labels.insert(labels::STACKHOOK_COMMIT.into(), "c0ffee".into());
                 }
+                let id = format!("{i:012}{service}");
                 Container {
-                    id: format!("id-{service}"),
-                    name: format!("demo-{service}-1"),
+                    name: name.map_or_else(
+                        || format!("demo-{service}-1"),
+                        |n| n.replace("<id>", &id[..12]),
+                    ),
+                    id,
                     image: "busybox".into(),
-                    image_id: image.to_string(),
+                    image_id: ImageId::new(*image),
                     labels,
                     state: state.clone(),
                 }
             })
             .collect();
         let actual = match plan(project, &wanted, &observed) {
-            Ok(actions) => actions.iter().fold(String::new(), |mut out, a| {
-                let reason = a.reason.as_deref().unwrap_or("-");
-                writeln!(out, "{:<8} {:?}: {reason}", a.service, a.kind).unwrap();
+            Ok(plan) => plan.steps.iter().fold(String::new(), |mut out, step| {
+                let reason = step.reason.as_deref().unwrap_or("-");
+                let container = step.current().map_or("-", |c| c.name.as_str());
+                writeln!(
+                    out,
+                    "{:<8} {:?} {container}: {reason}",
+                    step.service,
+                    step.kind()
+                )
+                .unwrap();
                 out
             }),
             Err(error) => format!("error: {error}\n"),
@@ -307,9 +490,9 @@ mod tests {
             ],
             &[],
             expect![[r#"
-                cache    Create: no container yet
-                db       Create: no container yet
-                web      Create: no container yet
+                cache    Create -: no container yet
+                db       Create -: no container yet
+                web      Create -: no container yet
             "#]],
         );
     }
@@ -321,12 +504,12 @@ mod tests {
             &project,
             &[("web", "new", None), ("db", "same", None)],
             &[
-                ("web", "old", "img", State::Running, true),
-                ("db", "same", "img", State::Running, true),
+                ("web", "old", "img", State::Running, true, None),
+                ("db", "same", "img", State::Running, true, None),
             ],
             expect![[r#"
-                db       Unchanged: -
-                web      Recreate: configuration changed
+                db       Keep demo-db-1: -
+                web      Recreate demo-web-1: configuration changed
             "#]],
         );
     }
@@ -338,14 +521,14 @@ mod tests {
             &project,
             &[("web", "h", Some("img2")), ("worker", "h", Some("img"))],
             &[
-                ("web", "h", "img1", State::Running, true),
-                ("worker", "h", "img", State::Exited, true),
-                ("old", "h", "img", State::Running, true),
+                ("web", "h", "img1", State::Running, true, None),
+                ("worker", "h", "img", State::Exited, true, None),
+                ("old", "h", "img", State::Running, true, None),
             ],
             expect![[r#"
-                web      Recreate: image updated
-                worker   Start: container is exited
-                old      Remove: service is no longer in the compose file
+                old      Remove demo-old-1: service is no longer in the compose file
+                web      Recreate demo-web-1: image updated
+                worker   Start demo-worker-1: container is exited
             "#]],
         );
     }
@@ -356,9 +539,9 @@ mod tests {
         check(
             &project,
             &[("web", "h", None)],
-            &[("web", "h", "img", State::Running, false)],
+            &[("web", "h", "img", State::Running, false, None)],
             expect![[r#"
-                web      Recreate: adopting a container stackhook did not create
+                web      Recreate demo-web-1: adopting a container stackhook did not create
             "#]],
         );
     }
@@ -372,6 +555,75 @@ mod tests {
             &[],
             expect![[r#"
                 error: services a, b depend on each other in a cycle
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_container_left_aside_by_an_interrupted_recreate_is_restored_or_replaced() {
+        let project = project(&[("web", &[]), ("api", &[])]);
+        check(
+            &project,
+            &[("web", "h", None), ("api", "new", None)],
+            &[
+                // Died right after the rename: web is what is wanted, api is not.
+                (
+                    "web",
+                    "h",
+                    "img",
+                    State::Exited,
+                    true,
+                    Some("<id>_demo-web-1"),
+                ),
+                (
+                    "api",
+                    "old",
+                    "img",
+                    State::Running,
+                    true,
+                    Some("<id>_demo-api-1"),
+                ),
+            ],
+            expect![[r#"
+                api      Recreate 000000000001_demo-api-1: configuration changed
+                web      Start 000000000000_demo-web-1: restoring demo-web-1 from an interrupted recreate
+            "#]],
+        );
+    }
+
+    #[test]
+    fn an_interrupted_recreate_finishes_or_starts_over() {
+        let project = project(&[("web", &[]), ("api", &[])]);
+        check(
+            &project,
+            &[("web", "new", None), ("api", "new", None)],
+            &[
+                // web's replacement runs: only the old container is left to remove.
+                (
+                    "web",
+                    "old",
+                    "img",
+                    State::Exited,
+                    true,
+                    Some("<id>_demo-web-1"),
+                ),
+                ("web", "new", "img", State::Running, true, None),
+                // api's replacement was created but never started: start over from the old one.
+                (
+                    "api",
+                    "old",
+                    "img",
+                    State::Exited,
+                    true,
+                    Some("<id>_demo-api-1"),
+                ),
+                ("api", "new", "img", State::Created, true, None),
+            ],
+            expect![[r#"
+                api      Remove demo-api-1: unfinished replacement from an interrupted recreate
+                web      Remove 000000000000_demo-web-1: left over from an interrupted recreate
+                api      Recreate 000000000002_demo-api-1: configuration changed
+                web      Keep demo-web-1: -
             "#]],
         );
     }

@@ -3,16 +3,13 @@
 //! healthy, and hands over; only then does the old slot drain and stop. A new slot that never
 //! gets healthy is removed and the old one stays active.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, bail};
 
-use crate::engine::ContainerSpec;
 use crate::slot::Slot;
 use crate::stack::compose::{Condition, Project};
 
 use super::apply::{self, Log};
-use super::plan::{Action, ActionKind};
+use super::plan::{Action, Plan, Step};
 use super::{Deployer, labels};
 
 /// The variable that tells a service of the self stack which slot it is.
@@ -24,16 +21,23 @@ impl Deployer {
         &self,
         own: Slot,
         project: &Project,
-        actions: &[Action],
-        specs: &BTreeMap<String, ContainerSpec>,
+        plan: &Plan,
         log: &Log,
     ) -> anyhow::Result<()> {
         let own_service = slot_service(project, own)?;
         let other_service = slot_service(project, own.other())?;
-        let is_slot = |a: &&Action| a.service == own_service || a.service == other_service;
-        let others: Vec<Action> = actions.iter().filter(|a| !is_slot(a)).cloned().collect();
-        let own_action = actions.iter().find(|a| a.service == own_service);
-        let own_outdated = own_action.is_some_and(|a| a.kind != ActionKind::Unchanged);
+        let is_slot = |step: &&Step| step.service == own_service || step.service == other_service;
+        let others = Plan {
+            steps: plan.steps.iter().filter(|s| !is_slot(s)).cloned().collect(),
+        };
+        // A slot's own step, not the removal of a surplus container of it.
+        let slot_step = |service: &str| {
+            plan.steps.iter().find(|step| {
+                step.service == service && !matches!(step.action, Action::Remove { .. })
+            })
+        };
+        let own_step = slot_step(&own_service);
+        let own_outdated = own_step.is_some_and(|step| !matches!(step.action, Action::Keep { .. }));
 
         if own_outdated {
             if !self.slots.can_hand_over() {
@@ -42,36 +46,25 @@ impl Deployer {
                      not `stackhook deploy`"
                 );
             }
-            let other_action = actions
-                .iter()
-                .find(|a| a.service == other_service)
-                .context("the other slot has no plan")?;
-            self.bring_up(project, other_action, specs, log).await?;
+            let other_step = slot_step(&other_service).context("the other slot has no plan")?;
+            self.bring_up(project, other_step, log).await?;
             log.line(format!(
                 "slot {} is healthy on the new configuration; handing over from slot {own}",
                 own.other()
             ));
-            let own_container = own_action
-                .and_then(|a| a.container.as_ref())
-                .map(|c| c.id.clone());
+            let own_container = own_step.and_then(Step::current).map(|c| c.id.clone());
             self.slots.hand_over(own.other(), own_container)?;
         }
-        if others.iter().any(|a| a.kind != ActionKind::Unchanged) {
-            apply::containers(self.engine.as_ref(), project, &others, specs, log).await?;
+        if others.changes_anything() {
+            apply::containers(self.engine.as_ref(), project, &others, log).await?;
         }
         Ok(())
     }
 
     /// Creates, recreates or starts the other slot and waits until it is healthy; removes it
     /// again if it never is.
-    async fn bring_up(
-        &self,
-        project: &Project,
-        action: &Action,
-        specs: &BTreeMap<String, ContainerSpec>,
-        log: &Log,
-    ) -> anyhow::Result<()> {
-        let service = &action.service;
+    async fn bring_up(&self, project: &Project, step: &Step, log: &Log) -> anyhow::Result<()> {
+        let service = &step.service;
         let Some(check) = project.services[service]
             .healthcheck
             .as_ref()
@@ -81,14 +74,10 @@ impl Deployer {
                 "service {service} of the self stack needs a healthcheck (on /ready) so that a new slot can prove itself before it takes over"
             );
         };
-        let applied = apply::containers(
-            self.engine.as_ref(),
-            project,
-            std::slice::from_ref(action),
-            specs,
-            log,
-        )
-        .await;
+        let plan = Plan {
+            steps: vec![step.clone()],
+        };
+        let applied = apply::containers(self.engine.as_ref(), project, &plan, log).await;
         let name = labels::container_name(project, service);
         let container = self
             .engine

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 
 pub use create::{create_body, endpoint_settings, extra_attachments};
 
-use super::{Container, ContainerSpec, Engine, EngineInfo, EngineKind, Health, State};
+use super::{Container, ContainerSpec, Engine, EngineInfo, EngineKind, Health, ImageId, State};
 use super::{ContainerStatus, compose};
 
 /// The label every container, network and volume of a compose project carries.
@@ -190,9 +190,9 @@ impl Docker {
     }
 
     /// Podman looks short names up as `docker.io/library/<name>`; ask for that too.
-    async fn inspect_image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+    async fn inspect_image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>> {
         match self.client.inspect_image(reference).await {
-            Ok(image) => Ok(image.id),
+            Ok(image) => Ok(image.id.map(ImageId::new)),
             Err(error) if is_status(&error, 404) => Ok(None),
             Err(error) => Err(error.into()),
         }
@@ -229,7 +229,7 @@ impl Engine for Docker {
                     .unwrap_or_default(),
                 id: summary.id,
                 image: summary.image,
-                image_id: summary.image_id,
+                image_id: ImageId::new(summary.image_id),
                 labels: summary.labels.unwrap_or_default(),
                 state: parse_state(&summary.state),
             })
@@ -249,7 +249,7 @@ impl Engine for Docker {
         })
     }
 
-    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>> {
         let context = || format!("inspecting image {reference}");
         let found = self
             .inspect_image_id(reference)

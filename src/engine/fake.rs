@@ -1,6 +1,8 @@
 //! An in-memory engine for fast unit tests of what `deploy` asks of an engine. It keeps
-//! containers by id, and fails the operations a test names, so the recovery paths can be checked
-//! without a real engine. The real engines are tested in `tests/it`.
+//! containers by id, records what it was asked, and fails the operations a test names, so the
+//! recovery paths can be checked without a real engine. It refuses what Docker refuses (a name in
+//! use, a rename to a container's own name), so that no test passes where Docker would fail. The
+//! real engines are tested in `tests/it`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -10,7 +12,8 @@ use anyhow::bail;
 use async_trait::async_trait;
 
 use super::{
-    Container, ContainerSpec, ContainerStatus, Engine, EngineInfo, EngineKind, Health, State,
+    Container, ContainerSpec, ContainerStatus, Engine, EngineInfo, EngineKind, Health, ImageId,
+    State,
 };
 use crate::stack::compose;
 
@@ -19,6 +22,10 @@ use crate::stack::compose;
 pub enum Operation {
     Create,
     Start,
+    /// The next container started exits at once with status 1.
+    Crash,
+    /// The next health reading is `Unhealthy`.
+    Health,
 }
 
 #[derive(Debug, Default)]
@@ -29,7 +36,9 @@ pub struct Fake {
 #[derive(Debug, Default)]
 struct Inner {
     containers: BTreeMap<String, Container>,
+    exit_codes: BTreeMap<String, i64>,
     failing: BTreeSet<Operation>,
+    history: Vec<String>,
     next_id: u32,
 }
 
@@ -47,6 +56,20 @@ impl Fake {
     pub fn insert(&self, container: Container) {
         let mut inner = self.inner.lock().expect("fake lock");
         inner.containers.insert(container.id.clone(), container);
+    }
+
+    /// What the engine was asked to change, in order: `create NAME`, `start ID`, `stop ID`,
+    /// `remove ID`, `rename ID NAME`.
+    pub fn history(&self) -> Vec<String> {
+        self.inner.lock().expect("fake lock").history.clone()
+    }
+
+    fn record(&self, operation: String) {
+        self.inner
+            .lock()
+            .expect("fake lock")
+            .history
+            .push(operation);
     }
 
     /// Every container, by name.
@@ -98,15 +121,22 @@ impl Engine for Fake {
     }
 
     async fn inspect(&self, id: &str) -> anyhow::Result<ContainerStatus> {
+        let exit_code = self
+            .inner
+            .lock()
+            .expect("fake lock")
+            .exit_codes
+            .get(id)
+            .copied();
         self.with(id, |c| ContainerStatus {
             state: c.state.clone(),
-            exit_code: Some(0),
+            exit_code: exit_code.or(Some(0)),
             health: None,
         })
     }
 
-    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
-        Ok(Some(format!("sha256:{reference}")))
+    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>> {
+        Ok(Some(ImageId::new(format!("sha256:{reference}"))))
     }
 
     async fn pull(
@@ -143,6 +173,7 @@ impl Engine for Fake {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        self.record(format!("create {}", spec.name));
         if self.failing(Operation::Create) {
             bail!("creating {}: injected failure", spec.name);
         }
@@ -156,7 +187,7 @@ impl Engine for Fake {
         let container = Container {
             id: id.clone(),
             name: spec.name.clone(),
-            image_id: format!("sha256:{image}"),
+            image_id: ImageId::new(format!("sha256:{image}")),
             image,
             labels: spec.labels.clone(),
             state: State::Created,
@@ -166,31 +197,57 @@ impl Engine for Fake {
     }
 
     async fn start(&self, id: &str) -> anyhow::Result<()> {
+        self.record(format!("start {id}"));
         if self.failing(Operation::Start) {
             bail!("starting {id}: injected failure");
+        }
+        if self.failing(Operation::Crash) {
+            let mut inner = self.inner.lock().expect("fake lock");
+            inner.exit_codes.insert(id.to_owned(), 1);
+            drop(inner);
+            return self.with(id, |c| c.state = State::Exited);
         }
         self.with(id, |c| c.state = State::Running)
     }
 
     async fn stop(&self, id: &str, _timeout: Option<Duration>) -> anyhow::Result<()> {
+        self.record(format!("stop {id}"));
         self.with(id, |c| c.state = State::Exited)
     }
 
     async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        self.record(format!("remove {id}"));
         let mut inner = self.inner.lock().expect("fake lock");
         inner.containers.remove(id);
         Ok(())
     }
 
+    /// Refuses what Docker refuses: a name another container has, and a container's own name
+    /// ("Renaming a container with the same name as its current name", 409).
     async fn rename(&self, id: &str, name: &str) -> anyhow::Result<()> {
-        self.with(id, |c| c.name = name.to_owned())
+        self.record(format!("rename {id} {name}"));
+        let mut inner = self.inner.lock().expect("fake lock");
+        if let Some(other) = inner.containers.values().find(|c| c.name == name) {
+            if other.id == id {
+                bail!("renaming {id}: it is already named {name}");
+            }
+            bail!("renaming {id}: the container name {name} is already in use");
+        }
+        match inner.containers.get_mut(id) {
+            Some(container) => container.name = name.to_owned(),
+            None => bail!("no container {id}"),
+        }
+        Ok(())
     }
 
     async fn health(&self, _id: &str, _check: &compose::Healthcheck) -> anyhow::Result<Health> {
+        if self.failing(Operation::Health) {
+            return Ok(Health::Unhealthy);
+        }
         Ok(Health::Healthy)
     }
 
-    async fn logs(&self, _id: &str, _tail: usize) -> anyhow::Result<String> {
-        Ok(String::new())
+    async fn logs(&self, id: &str, _tail: usize) -> anyhow::Result<String> {
+        Ok(format!("last words of {id}\n"))
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stack::compose;
 
@@ -28,7 +28,7 @@ pub trait Engine: Send + Sync + 'static {
     /// The current state of one container.
     async fn inspect(&self, id: &str) -> anyhow::Result<ContainerStatus>;
     /// The id of a local image, `None` when the engine does not have it.
-    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>>;
+    async fn image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>>;
     /// Pulls an image, reporting progress lines to `progress`.
     async fn pull(
         &self,
@@ -66,6 +66,21 @@ pub trait Engine: Send + Sync + 'static {
     async fn logs(&self, id: &str, tail: usize) -> anyhow::Result<String>;
 }
 
+/// The id the engine gives an image (`sha256:…`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageId(String);
+
+impl ImageId {
+    pub fn new(id: impl Into<String>) -> ImageId {
+        ImageId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
@@ -88,7 +103,7 @@ pub struct Container {
     pub name: String,
     /// The image reference it was created from.
     pub image: String,
-    pub image_id: String,
+    pub image_id: ImageId,
     pub labels: BTreeMap<String, String>,
     pub state: State,
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A stack's name: a plain directory name, safe to join onto a path and to use in a URL.
@@ -48,6 +48,43 @@ impl fmt::Display for StackName {
     }
 }
 
+/// One service's config hash: what `com.docker.compose.config-hash` holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigHash(String);
+
+/// A whole stack's fingerprint: equal fingerprints mean nothing about the stack changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fingerprint(String);
+
+impl ConfigHash {
+    /// Wraps a hash read back from a container's label or from state.
+    pub fn new(hash: impl Into<String>) -> ConfigHash {
+        ConfigHash(hash.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Fingerprint {
+    /// Wraps a fingerprint read back from state.
+    pub fn new(fingerprint: impl Into<String>) -> Fingerprint {
+        Fingerprint(fingerprint.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters, for people.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+}
+
 /// The hash stored in `com.docker.compose.config-hash`: everything that shapes one service's
 /// container. Two services with equal hashes need no recreate.
 ///
@@ -58,9 +95,9 @@ pub fn config_hash(
     project: &compose::Project,
     service_name: &str,
     content_id: &dyn Fn(&Path) -> Option<String>,
-) -> String {
+) -> ConfigHash {
     let Some(service) = project.services.get(service_name) else {
-        return String::new();
+        return ConfigHash(String::new());
     };
     let mut hasher = Sha256::new();
     hash_json(&mut hasher, service);
@@ -78,7 +115,7 @@ pub fn config_hash(
             _ => {}
         }
     }
-    hex::encode(hasher.finalize())
+    ConfigHash(hex::encode(hasher.finalize()))
 }
 
 /// The fingerprint of a whole stack: its committed files (the git tree id of its directory), the
@@ -88,14 +125,14 @@ pub fn config_hash(
 pub fn fingerprint(
     tree_id: &str,
     project: &compose::Project,
-    config_hashes: &BTreeMap<String, String>,
-) -> String {
+    config_hashes: &BTreeMap<String, ConfigHash>,
+) -> Fingerprint {
     let mut hasher = Sha256::new();
     hash_json(
         &mut hasher,
         &(tree_id, &project.name, &project.variables, config_hashes),
     );
-    hex::encode(hasher.finalize())
+    Fingerprint(hex::encode(hasher.finalize()))
 }
 
 fn hash_json(hasher: &mut Sha256, value: &impl Serialize) {

@@ -3,6 +3,7 @@
 //! in-test one from `support::registry`; no other registry is reachable on test machines.
 
 use serde_json::Value;
+use stackhook::engine::ImageId;
 
 use crate::support::image::{TestEngine, ensure_image};
 use crate::support::registry::Registry;
@@ -110,7 +111,10 @@ async fn a_missing_image_is_pulled_with_progress_in_the_log(engine: TestEngine) 
         stackhook::engine::State::Running,
         "{containers:?}"
     );
-    assert_eq!(h.docker.image_id(&image).await.unwrap(), Some(id));
+    assert_eq!(
+        h.docker.image_id(&image).await.unwrap(),
+        Some(ImageId::new(id))
+    );
 
     server.stop().await;
     h.cleanup().await;
@@ -135,7 +139,7 @@ async fn pull_always_recreates_only_services_whose_image_changed(engine: TestEng
     let before = h.containers("app").await;
     assert_eq!(
         h.docker.image_id(&image).await.unwrap(),
-        Some(first.clone())
+        Some(ImageId::new(first.clone()))
     );
     // The engine's own view of a container's image, not stackhook's.
     let image_of = |id: &str| {
@@ -183,7 +187,10 @@ async fn pull_always_recreates_only_services_whose_image_changed(engine: TestEng
         log.contains(&format!("pulling {other} for service other")),
         "{log}"
     );
-    assert_eq!(h.docker.image_id(&other).await.unwrap(), Some(other_id));
+    assert_eq!(
+        h.docker.image_id(&other).await.unwrap(),
+        Some(ImageId::new(other_id))
+    );
 
     server.stop().await;
     h.cleanup().await;
