@@ -56,7 +56,7 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub api_token: Option<Secret>,
     pub poll_interval: Option<Duration>,
-    pub prune: bool,
+    pub prune: Prune,
     /// Engine sockets to try, in order.
     pub engine_hosts: Vec<String>,
     pub git_token: Option<Secret>,
@@ -81,6 +81,17 @@ pub struct Config {
     pub environment: BTreeMap<String, String>,
 }
 
+/// Whether stacks removed from the repository are taken down (`STACKHOOK_PRUNE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    Off,
+    /// Take down removed stacks, but refuse when the services directory is missing from the
+    /// commit or every stack would go: more likely a mistake than a wish (issue 9).
+    On,
+    /// Take down removed stacks even then.
+    Force,
+}
+
 /// The config file's keys: the environment variables' names without `STACKHOOK_`, lowercase.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +106,7 @@ struct File {
     api_token: Option<String>,
     api_token_file: Option<PathBuf>,
     poll_interval: Option<String>,
-    prune: Option<bool>,
+    prune: Option<TomlPrune>,
     git_token: Option<String>,
     git_token_file: Option<PathBuf>,
     git_ssh_key_file: Option<PathBuf>,
@@ -106,6 +117,14 @@ struct File {
     peer_url: Option<String>,
     handover: Option<String>,
     drain: Option<String>,
+}
+
+/// `prune = true`, or `prune = "force"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TomlPrune {
+    Bool(bool),
+    Text(String),
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1337";
@@ -145,9 +164,15 @@ impl Config {
         let setting = |name: &str, from_file: Option<String>| env(name).or(from_file);
         let path_setting =
             |name: &str, from_file: Option<PathBuf>| env(name).map(PathBuf::from).or(from_file);
+        // A secret set to nothing is a mistake to refuse, not a secret to leave unset: an empty
+        // HMAC key or token would be guessable (issue 9). So its variable is read unfiltered.
         let secret = |name: &str, value: Option<String>, path: Option<PathBuf>| {
             let file_name = format!("{name}_FILE");
-            read_secret(name, setting(name, value), path_setting(&file_name, path))
+            let value = environment
+                .get(&format!("STACKHOOK_{name}"))
+                .cloned()
+                .or(value);
+            read_secret(name, value, path_setting(&file_name, path))
         };
 
         let repo = setting("REPO", file.repo).ok_or_else(|| {
@@ -168,7 +193,17 @@ impl Config {
                 )
             })?),
         };
-        let prune = bool_setting("PRUNE", env("PRUNE"), file.prune, true)?;
+        let prune = match (env("PRUNE"), file.prune) {
+            (Some(text), _) | (None, Some(TomlPrune::Text(text))) => parse_prune(&text)?,
+            (None, Some(TomlPrune::Bool(on))) => {
+                if on {
+                    Prune::On
+                } else {
+                    Prune::Off
+                }
+            }
+            (None, None) => Prune::On,
+        };
         let git_check_host_keys = bool_setting(
             "GIT_SSH_CHECK_HOST_KEYS",
             env("GIT_SSH_CHECK_HOST_KEYS"),
@@ -201,8 +236,14 @@ impl Config {
                 anyhow::anyhow!("STACKHOOK_DRAIN: {text:?} is not a duration like 5s: {error}")
             })?,
         };
-        let services_dir = path_setting("SERVICES_DIR", file.services_dir)
-            .unwrap_or_else(|| PathBuf::from("services"));
+        // `./services` and `services/` name the same directory as `services`: compared
+        // component by component with the commit's paths, they must be spelled alike, or no
+        // stack would be found and every deployed one pruned.
+        let services_dir: PathBuf = path_setting("SERVICES_DIR", file.services_dir)
+            .unwrap_or_else(|| PathBuf::from("services"))
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
         if services_dir.is_absolute()
             || services_dir
                 .components()
@@ -261,17 +302,36 @@ fn read_secret(
         (Some(_), Some(_)) => {
             anyhow::bail!("STACKHOOK_{name} and STACKHOOK_{name}_FILE are both set: use one")
         }
-        (Some(value), None) => Ok(Some(Secret::new(value))),
+        (Some(value), None) => {
+            if value.trim().is_empty() {
+                anyhow::bail!(
+                    "STACKHOOK_{name} is empty or only whitespace: set a value or unset it"
+                );
+            }
+            Ok(Some(Secret::new(value)))
+        }
         (None, Some(path)) => {
             let value = fs::read_to_string(&path)
                 .with_context(|| format!("STACKHOOK_{name}_FILE: reading {}", path.display()))?;
             let value = value.trim_end_matches(['\r', '\n']);
-            if value.is_empty() {
-                anyhow::bail!("STACKHOOK_{name}_FILE: {} is empty", path.display());
+            if value.trim().is_empty() {
+                anyhow::bail!(
+                    "STACKHOOK_{name}_FILE: {} is empty or only whitespace",
+                    path.display()
+                );
             }
             Ok(Some(Secret::new(value)))
         }
         (None, None) => Ok(None),
+    }
+}
+
+fn parse_prune(text: &str) -> anyhow::Result<Prune> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(Prune::On),
+        "false" | "0" | "no" | "off" => Ok(Prune::Off),
+        "force" => Ok(Prune::Force),
+        _ => anyhow::bail!("STACKHOOK_PRUNE: {text:?} is not true, false or force"),
     }
 }
 
@@ -294,6 +354,7 @@ fn bool_setting(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use expect_test::expect;
 
     fn load(pairs: &[(&str, &str)], file: Option<&str>) -> anyhow::Result<Config> {
         let environment = pairs
@@ -314,12 +375,73 @@ mod tests {
     }
 
     #[test]
+    fn prune_force_and_services_dir_spellings() {
+        for (pairs, file) in [
+            (&[("STACKHOOK_PRUNE", "force")][..], None),
+            (&[][..], Some("prune = \"force\"\n")),
+        ] {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("STACKHOOK_REPO", "r"));
+            assert_eq!(load(&pairs, file).unwrap().prune, Prune::Force);
+        }
+        for spelling in ["./services", "services/", "./services/"] {
+            let pairs = [
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_SERVICES_DIR", spelling),
+            ];
+            let config = load(&pairs, None).unwrap();
+            assert_eq!(config.services_dir, Path::new("services"), "{spelling}");
+        }
+    }
+
+    #[test]
+    fn empty_secrets_are_refused_from_every_source() {
+        let blank = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(blank.path(), " \n").unwrap();
+        let blank = blank.path().to_str().unwrap().to_owned();
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_WEBHOOK_SECRET", "")],
+            None,
+            expect![[
+                r#"STACKHOOK_WEBHOOK_SECRET is empty or only whitespace: set a value or unset it"#
+            ]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_API_TOKEN", "  ")],
+            None,
+            expect![[
+                r#"STACKHOOK_API_TOKEN is empty or only whitespace: set a value or unset it"#
+            ]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r")],
+            Some("api_token = \"\"\n"),
+            expect![[
+                r#"STACKHOOK_API_TOKEN is empty or only whitespace: set a value or unset it"#
+            ]],
+        );
+        let error = load(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_WEBHOOK_SECRET_FILE", &blank),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            format!("STACKHOOK_WEBHOOK_SECRET_FILE: {blank} is empty or only whitespace")
+        );
+    }
+
+    #[test]
     fn defaults() {
         let config = load(&[("STACKHOOK_REPO", "/srv/env"), ("HOME", "/root")], None).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.services_dir, PathBuf::from("services"));
         assert_eq!(config.poll_interval, None);
-        assert!(config.prune && config.git_check_host_keys);
+        assert_eq!(config.prune, Prune::On);
+        assert!(config.git_check_host_keys);
         assert_eq!(config.engine_hosts, DEFAULT_ENGINE_HOSTS.map(String::from));
         assert_eq!(config.environment.keys().collect::<Vec<_>>(), ["HOME"]);
         assert_eq!(
@@ -343,7 +465,7 @@ mod tests {
         assert_eq!(config.repo, "/srv/env");
         assert_eq!(config.branch.as_deref(), Some("prod"));
         assert_eq!(config.poll_interval, Some(Duration::from_secs(60)));
-        assert!(!config.prune);
+        assert_eq!(config.prune, Prune::Off);
     }
 
     #[test]
@@ -370,7 +492,6 @@ mod tests {
 
     #[test]
     fn bad_settings_name_themselves() {
-        use expect_test::expect;
         check_error(
             &[],
             None,
@@ -393,7 +514,7 @@ mod tests {
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_PRUNE", "maybe")],
             None,
-            expect![[r#"STACKHOOK_PRUNE: "maybe" is not true or false"#]],
+            expect![[r#"STACKHOOK_PRUNE: "maybe" is not true, false or force"#]],
         );
         check_error(
             &[

@@ -502,14 +502,21 @@ pub async fn wait_for(
 }
 
 /// How long a health check may take to pass, by Docker's rules: the start period, then `retries`
-/// failed probes of `interval + timeout` each (defaults 30s, 30s, 3), plus a little slack.
+/// failed probes of `interval + timeout` each (defaults 30s, 30s, 3), plus a little slack, at most
+/// ten minutes. Saturating: the durations come from compose files, and an absurd one must not
+/// overflow (issue 9).
 fn health_deadline(check: &Healthcheck) -> Duration {
     let interval = check.interval.unwrap_or(Duration::from_secs(30));
     let timeout = check.timeout.unwrap_or(Duration::from_secs(30));
     let retries = check.retries.unwrap_or(3);
-    let deadline = check.start_period.unwrap_or_default()
-        + (interval + timeout) * (retries + 1)
-        + Duration::from_secs(2);
+    let probes = interval
+        .saturating_add(timeout)
+        .saturating_mul(retries.saturating_add(1));
+    let deadline = check
+        .start_period
+        .unwrap_or_default()
+        .saturating_add(probes)
+        .saturating_add(Duration::from_secs(2));
     deadline.min(Duration::from_secs(600))
 }
 
@@ -810,6 +817,19 @@ mod tests {
         "#]],
         )
         .await;
+    }
+
+    #[test]
+    fn absurd_health_check_durations_do_not_overflow() {
+        let check = Healthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some(Duration::MAX),
+            timeout: Some(Duration::MAX),
+            retries: Some(u32::MAX),
+            start_period: Some(Duration::MAX),
+            start_interval: None,
+        };
+        assert_eq!(health_deadline(&check), Duration::from_secs(600));
     }
 
     #[test]

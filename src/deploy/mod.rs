@@ -20,7 +20,7 @@ use anyhow::Context;
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Prune};
 use crate::engine::Engine;
 use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
@@ -29,7 +29,7 @@ use crate::stack::{self, ConfigHash, StackName};
 use crate::store::{self, StackRecord};
 
 use apply::Log;
-use plan::{Kind, Order, Summary, Wanted};
+use plan::{Kind, Order, Plan, Summary, Wanted};
 
 /// The file at the repository root that pauses all deploys while it exists.
 pub const SUSPEND_FILE: &str = ".stackhook-suspend";
@@ -96,6 +96,30 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a pass that starts now.
+    fn new(deployment: String, dry_run: bool) -> Report {
+        let at = now();
+        Report {
+            deployment,
+            commit: None,
+            branch: None,
+            started_at: at.clone(),
+            finished_at: at,
+            suspended: false,
+            dry_run,
+            stacks: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The report of a pass that failed as a whole before it could say more.
+    pub fn failed(deployment: String, error: String) -> Report {
+        Report {
+            error: Some(error),
+            ..Report::new(deployment, false)
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.stacks.iter().all(|s| s.outcome != Outcome::Failed)
     }
@@ -160,6 +184,15 @@ pub struct Deployer {
     pub slots: Slots,
 }
 
+/// What one pass works on: one commit of the repository, checked out.
+struct Commit<'a> {
+    id: &'a CommitId,
+    tree: &'a Tree,
+    /// The checkout's work tree.
+    dir: &'a Path,
+    dry_run: bool,
+}
+
 /// A stack found in the commit.
 struct Found {
     name: StackName,
@@ -175,18 +208,7 @@ impl Deployer {
 
     /// Runs one pass. Never fails as a whole: failures are in the report.
     pub async fn run(&self, deployment: String, request: &Request) -> Report {
-        let started_at = now();
-        let mut report = Report {
-            deployment,
-            commit: None,
-            branch: None,
-            started_at: started_at.clone(),
-            finished_at: started_at,
-            suspended: false,
-            dry_run: request.dry_run,
-            stacks: Vec::new(),
-            error: None,
-        };
+        let mut report = Report::new(deployment, request.dry_run);
         if let Err(error) = self.pass(request, &mut report).await {
             tracing::error!(deployment = %report.deployment, "{error:#}");
             report.error = Some(format!("{error:#}"));
@@ -252,15 +274,43 @@ impl Deployer {
             ));
         }
 
-        let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(found)
-            .map(|found| {
-                let record = state.stacks.get(found.name.as_str()).cloned();
-                self.deploy_stack(found, record, &tree, &checkout.dir, commit, request.dry_run)
+        let loaded: Vec<(Found, anyhow::Result<Project>)> = stream::iter(found)
+            .map(|found| async {
+                let project = self.load(&found).await;
+                (found, project)
             })
             .buffer_unordered(STACKS_IN_FLIGHT)
             .collect()
             .await;
-        let deployed: BTreeSet<String> = results.iter().map(|(r, _)| r.stack.clone()).collect();
+        let clashes = project_clashes(&loaded, &state);
+        let commit = Commit {
+            id: &checkout.commit,
+            tree: &tree,
+            dir: &checkout.dir,
+            dry_run: request.dry_run,
+        };
+        let mut deploys = Vec::new();
+        let mut deployed = BTreeSet::new();
+        for (found, project) in loaded {
+            deployed.insert(found.name.to_string());
+            let error = match project {
+                Ok(project) => match clashes.get(found.name.as_str()) {
+                    None => {
+                        let record = state.stacks.get(found.name.as_str()).cloned();
+                        deploys.push(self.deploy_stack(&commit, found, project, record));
+                        continue;
+                    }
+                    Some(error) => error.clone(),
+                },
+                Err(error) => format!("{error:#}"),
+            };
+            tracing::error!(stack = %found.name, "{error}");
+            report.stacks.push(failed(found.name.as_str(), error));
+        }
+        let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(deploys)
+            .buffer_unordered(STACKS_IN_FLIGHT)
+            .collect()
+            .await;
         for (stack_report, record) in results {
             if let Some(record) = record {
                 state.stacks.insert(stack_report.stack.clone(), record);
@@ -268,27 +318,76 @@ impl Deployer {
             report.stacks.push(stack_report);
         }
 
-        if request.all_changed && self.config.prune {
+        let mut refused = None;
+        if request.all_changed && self.config.prune != Prune::Off {
             let gone: Vec<String> = state
                 .stacks
                 .keys()
                 .filter(|name| !present.contains_key(*name) && !deployed.contains(*name))
+                .filter(|name| **name != self.config.self_stack)
                 .cloned()
                 .collect();
-            for name in gone {
-                let project = state.stacks[&name].project.clone();
-                let stack_report = self.prune(&name, &project, request.dry_run).await;
-                if stack_report.outcome == Outcome::Pruned {
-                    state.stacks.remove(&name);
+            match self.prune_refusal(&tree, &present, &gone, &state) {
+                Some(reason) => {
+                    tracing::error!("{reason}");
+                    refused = Some(reason);
                 }
-                report.stacks.push(stack_report);
+                None => {
+                    for name in gone {
+                        let project = state.stacks[&name].project.clone();
+                        let stack_report = self.prune(&name, &project, request.dry_run).await;
+                        if stack_report.outcome == Outcome::Pruned {
+                            state.stacks.remove(&name);
+                        }
+                        report.stacks.push(stack_report);
+                    }
+                }
             }
         }
         report.stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
         if !request.dry_run {
             store::save(&self.config.state_dir, &state)?;
         }
-        Ok(())
+        match refused {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why taking down `gone` looks like a mistake rather than a wish, unless
+    /// `STACKHOOK_PRUNE=force`: the services directory is missing from the commit (a moved or
+    /// mistyped directory), or no stack at all would be left (issue 9, "Destructive mistakes").
+    fn prune_refusal(
+        &self,
+        tree: &Tree,
+        present: &BTreeMap<String, String>,
+        gone: &[String],
+        state: &store::State,
+    ) -> Option<String> {
+        if gone.is_empty() || self.config.prune == Prune::Force {
+            return None;
+        }
+        let services_dir = self.config.services_dir.display();
+        let names = gone.join(", ");
+        if !tree.has_dir(&self.config.services_dir) {
+            return Some(format!(
+                "refusing to take down {} stacks ({names}): the commit has no directory {services_dir}; \
+                 set STACKHOOK_PRUNE=force if that is meant",
+                gone.len()
+            ));
+        }
+        let deployed = state
+            .stacks
+            .keys()
+            .filter(|name| **name != self.config.self_stack)
+            .count();
+        if present.is_empty() && gone.len() >= deployed {
+            return Some(format!(
+                "refusing to take down every stack ({names}): {services_dir} holds none; \
+                 set STACKHOOK_PRUNE=force if that is meant"
+            ));
+        }
+        None
     }
 
     async fn lock(&self) -> anyhow::Result<store::Lock> {
@@ -315,102 +414,113 @@ impl Deployer {
         tokio::task::spawn_blocking(move || repo::sync(&source, &dir)).await?
     }
 
+    /// Loads a stack's compose file.
+    async fn load(&self, found: &Found) -> anyhow::Result<Project> {
+        let dir = found.dir.clone();
+        let environment = self.config.environment.clone();
+        Ok(tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??)
+    }
+
+    /// Brings one stack to what `commit` wants, unless nothing about it changed.
     async fn deploy_stack(
         &self,
+        commit: &Commit<'_>,
         found: Found,
+        project: Project,
         record: Option<StackRecord>,
-        tree: &Tree,
-        checkout_dir: &Path,
-        commit: &CommitId,
-        dry_run: bool,
     ) -> (StackReport, Option<StackRecord>) {
         let log = Log::default();
-        let name = found.name.to_string();
-        let mut report = StackReport::new(&name, Outcome::Failed);
-        let result = self
-            .converge(
-                &found,
-                record.as_ref(),
-                tree,
-                checkout_dir,
-                commit,
-                dry_run,
-                &log,
-                &mut report,
-            )
-            .await;
+        let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
+        report.project = Some(project.name.clone());
+        let result = async {
+            let Some((plan, record)) = self
+                .plan_stack(commit, &found, &project, record.as_ref(), &log)
+                .await?
+            else {
+                return Ok((Outcome::Unchanged, None));
+            };
+            report.actions = plan.summaries();
+            if commit.dry_run {
+                return Ok((Outcome::Planned, None));
+            }
+            if plan.changes_anything() {
+                apply::resources(self.engine.as_ref(), &project).await?;
+                let own_slot = self
+                    .slots
+                    .own()
+                    .filter(|_| found.name.as_str() == self.config.self_stack);
+                match own_slot {
+                    Some(own) => self.update_self(own, &project, &plan, &log).await?,
+                    None => apply::containers(self.engine.as_ref(), &project, &plan, &log).await?,
+                }
+            }
+            anyhow::Ok((Outcome::Deployed, Some(record)))
+        }
+        .await;
         report.log = log.lines();
         match result {
-            Ok(record) => (report, record),
+            Ok((outcome, record)) => {
+                report.outcome = outcome;
+                (report, record)
+            }
             Err(error) => {
-                tracing::error!(stack = %name, "{error:#}");
-                report.outcome = Outcome::Failed;
+                tracing::error!(stack = %found.name, "{error:#}");
                 report.error = Some(format!("{error:#}"));
                 (report, None)
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn converge(
+    /// The stack's plan and the record it leaves once carried out; `None` when its fingerprint
+    /// says nothing changed and it was not named. Resolves (pulls or builds) images, except in a
+    /// dry run; touches no container.
+    async fn plan_stack(
         &self,
+        commit: &Commit<'_>,
         found: &Found,
+        project: &Project,
         record: Option<&StackRecord>,
-        tree: &Tree,
-        checkout_dir: &Path,
-        commit: &CommitId,
-        dry_run: bool,
         log: &Log,
-        report: &mut StackReport,
-    ) -> anyhow::Result<Option<StackRecord>> {
-        let project = {
-            let dir = found.dir.clone();
-            let environment = self.config.environment.clone();
-            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
-        };
-        report.project = Some(project.name.clone());
+    ) -> anyhow::Result<Option<(Plan, StackRecord)>> {
         let content_id = |path: &Path| {
-            let relative = path.strip_prefix(checkout_dir).ok()?;
-            tree.content_id(relative).map(str::to_owned)
+            let relative = path.strip_prefix(commit.dir).ok()?;
+            commit.tree.content_id(relative).map(str::to_owned)
         };
         let hashes: BTreeMap<String, ConfigHash> = project
             .services
             .keys()
             .map(|service| {
-                (
-                    service.clone(),
-                    stack::config_hash(&project, service, &content_id),
-                )
+                let hash = stack::config_hash(project, service, &content_id);
+                (service.clone(), hash)
             })
             .collect();
-        let fingerprint = stack::fingerprint(&found.tree_id, &project, &hashes);
+        let fingerprint = stack::fingerprint(&found.tree_id, project, &hashes);
         if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == fingerprint) {
-            report.outcome = Outcome::Unchanged;
             return Ok(None);
         }
 
         let pull = found.forced.flatten();
-        let images = if dry_run {
-            self.present_images(&project).await?
+        let images = if commit.dry_run {
+            self.present_images(project).await?
         } else {
-            apply::images(self.engine.as_ref(), &project, pull, log).await?
+            apply::images(self.engine.as_ref(), project, pull, log).await?
         };
         let observed = self.engine.containers(Some(&project.name)).await?;
         let origin = labels::Origin {
             stack: found.name.as_str(),
-            commit: commit.as_str(),
+            commit: commit.id.as_str(),
         };
         let wanted = hashes
             .iter()
             .map(|(service, hash)| {
                 let image = images.get(service);
                 let reference = image.map_or_else(
-                    || apply::image_reference(&project, service),
+                    || apply::image_reference(project, service),
                     |image| image.reference.clone(),
                 );
                 let image = image.map(|image| image.id.clone());
                 let spec = labels::container_spec(
-                    &project,
+                    project,
                     service,
                     &reference,
                     image.as_ref(),
@@ -426,33 +536,16 @@ impl Deployer {
                 (service.clone(), want)
             })
             .collect();
-        let plan = plan::plan(&project, &wanted, &observed)
+        let plan = plan::plan(project, &wanted, &observed)
             .with_context(|| format!("{}", project.config_files[0].display()))?;
-        report.actions = plan.summaries();
-        if dry_run {
-            report.outcome = Outcome::Planned;
-            return Ok(None);
-        }
-
-        let own_slot = self
-            .slots
-            .own()
-            .filter(|_| found.name.as_str() == self.config.self_stack);
-        if plan.changes_anything() {
-            apply::resources(self.engine.as_ref(), &project).await?;
-            match own_slot {
-                Some(own) => self.update_self(own, &project, &plan, log).await?,
-                None => apply::containers(self.engine.as_ref(), &project, &plan, log).await?,
-            }
-        }
-        report.outcome = Outcome::Deployed;
-        Ok(Some(StackRecord {
-            commit: commit.clone(),
+        let record = StackRecord {
+            commit: commit.id.clone(),
             fingerprint,
             project: project.name.clone(),
             deployed_at: now(),
             services: hashes,
-        }))
+        };
+        Ok(Some((plan, record)))
     }
 
     /// For a dry run: the images the engine already has, without pulling anything.
@@ -513,6 +606,45 @@ impl Deployer {
         report.log = log.lines();
         report
     }
+}
+
+/// Stacks whose compose project name another stack also uses, in this pass or as deployed, each
+/// with an error naming both: two stacks under one project would fight over its containers.
+fn project_clashes(
+    loaded: &[(Found, anyhow::Result<Project>)],
+    state: &store::State,
+) -> BTreeMap<String, String> {
+    let mut owners: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (found, project) in loaded {
+        if let Ok(project) = project {
+            owners
+                .entry(&project.name)
+                .or_default()
+                .insert(found.name.as_str());
+        }
+    }
+    let loaded_names: BTreeSet<&str> = loaded.iter().map(|(f, _)| f.name.as_str()).collect();
+    for (name, record) in &state.stacks {
+        if !loaded_names.contains(name.as_str())
+            && let Some(stacks) = owners.get_mut(record.project.as_str())
+        {
+            stacks.insert(name);
+        }
+    }
+    let mut clashes = BTreeMap::new();
+    for (project, stacks) in owners.into_iter().filter(|(_, s)| s.len() > 1) {
+        let names: Vec<&str> = stacks.iter().copied().collect();
+        for stack in &stacks {
+            clashes.insert(
+                stack.to_string(),
+                format!(
+                    "stacks {} all use the compose project name {project}: give each its own `name:`",
+                    names.join(" and ")
+                ),
+            );
+        }
+    }
+    clashes
 }
 
 fn failed(stack: &str, error: String) -> StackReport {

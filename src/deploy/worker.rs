@@ -115,6 +115,32 @@ impl Worker {
 }
 
 impl Inner {
+    /// Runs one pass in a task of its own, so that a panic inside it fails that deployment
+    /// instead of the worker: later triggers still deploy (issue 9, "Crash safety").
+    async fn run(&self, id: String, request: Request) -> Report {
+        let deployer = self.deployer.clone();
+        let pass_id = id.clone();
+        let pass = tokio::spawn(async move { deployer.run(pass_id, &request).await });
+        match pass.await {
+            Ok(report) => report,
+            Err(error) => {
+                let reason = match error.try_into_panic() {
+                    Ok(panic) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into()),
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(deployment = %id, "the deployment panicked: {reason}");
+                Report::failed(
+                    id,
+                    format!("internal error: the deployment panicked: {reason}"),
+                )
+            }
+        }
+    }
+
     async fn drain(self: Arc<Self>) {
         loop {
             let pending = {
@@ -127,7 +153,7 @@ impl Inner {
                     }
                 }
             };
-            let report = Arc::new(self.deployer.run(pending.id, &pending.request).await);
+            let report = Arc::new(self.run(pending.id, pending.request).await);
             tracing::info!(
                 deployment = %report.deployment,
                 succeeded = report.succeeded(),
@@ -138,5 +164,82 @@ impl Inner {
                 let _ = waiter.send(Arc::clone(&report));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::process::Command;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::fake::{Fake, Operation};
+    use crate::slot::Slots;
+
+    /// A repository with one stack, committed with the git CLI.
+    fn repository(dir: &std::path::Path) {
+        let stack = dir.join("services/web");
+        std::fs::create_dir_all(&stack).unwrap();
+        std::fs::write(
+            stack.join("compose.yaml"),
+            "services:\n  web:\n    image: web:1\n",
+        )
+        .unwrap();
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "web",
+            ],
+        ] {
+            let status = Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_pass_fails_that_deployment_and_later_ones_still_run() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        repository(repo.path());
+        let environment = BTreeMap::from([
+            (
+                "STACKHOOK_REPO".to_owned(),
+                repo.path().display().to_string(),
+            ),
+            (
+                "STACKHOOK_STATE_DIR".to_owned(),
+                state.path().display().to_string(),
+            ),
+        ]);
+        let config = Config::from_sources(None, &environment).unwrap();
+        let engine = Arc::new(Fake::default());
+        engine.fail(Operation::Panic);
+        let worker = Worker::new(Deployer {
+            slots: Slots::new(None, config.state_dir.clone()),
+            config: Arc::new(config),
+            engine: engine.clone(),
+            holder: "test".into(),
+        });
+
+        let first = worker.trigger(Request::all_changed()).report.await.unwrap();
+        assert_eq!(
+            first.error.as_deref(),
+            Some("internal error: the deployment panicked: injected panic")
+        );
+        let second = worker.trigger(Request::all_changed()).report.await.unwrap();
+        assert!(second.succeeded(), "{second:?}");
+        assert_eq!(engine.by_name().len(), 1, "web deployed by the second pass");
     }
 }

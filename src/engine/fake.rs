@@ -26,6 +26,8 @@ pub enum Operation {
     Crash,
     /// The next health reading is `Unhealthy`.
     Health,
+    /// The next listing of containers panics, as a bug would.
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +113,9 @@ impl Engine for Fake {
     }
 
     async fn containers(&self, project: Option<&str>) -> anyhow::Result<Vec<Container>> {
+        if self.failing(Operation::Panic) {
+            panic!("injected panic");
+        }
         let inner = self.inner.lock().expect("fake lock");
         Ok(inner
             .containers

@@ -59,6 +59,11 @@ impl Tree {
             .collect()
     }
 
+    /// Whether the commit has a directory at `path`, relative to the repository root.
+    pub fn has_dir(&self, path: &Path) -> bool {
+        path.as_os_str().is_empty() || self.entries.get(path).is_some_and(|entry| entry.is_tree)
+    }
+
     /// The object id at a path relative to the repository root, if the commit has it.
     pub fn content_id(&self, relative: &Path) -> Option<&str> {
         self.entries.get(relative).map(|entry| entry.id.as_str())
