@@ -473,7 +473,15 @@ pub async fn wait_for(
             loop {
                 match engine.health(id, check).await? {
                     Health::Healthy => return Ok(()),
-                    Health::Unhealthy => bail!("it is unhealthy"),
+                    // The engine calls a container that stopped running unhealthy; one that
+                    // exited is better described by its exit status.
+                    Health::Unhealthy => {
+                        let status = engine.inspect(id).await?;
+                        if matches!(status.state, State::Exited | State::Dead) {
+                            bail!("it exited with code {}", status.exit_code.unwrap_or(-1))
+                        }
+                        bail!("it is unhealthy")
+                    }
                     Health::Starting if Instant::now() >= deadline => {
                         bail!(
                             "it did not become healthy within {}",

@@ -638,7 +638,7 @@ fn project_clashes(
             clashes.insert(
                 stack.to_string(),
                 format!(
-                    "stacks {} all use the compose project name {project}: give each its own `name:`",
+                    "stacks {} use the same compose project name, {project}: give each its own `name:`",
                     names.join(" and ")
                 ),
             );

@@ -596,7 +596,8 @@ fn parse_state(name: &str) -> State {
         "paused" => State::Paused,
         "restarting" => State::Restarting,
         "removing" => State::Removing,
-        "exited" => State::Exited,
+        // Podman 4.3 calls a container that exited and was cleaned up `stopped`.
+        "exited" | "stopped" => State::Exited,
         "dead" => State::Dead,
         other => State::Unknown(other.to_owned()),
     }

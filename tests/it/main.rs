@@ -30,5 +30,6 @@ mod fidelity;
 mod packaging;
 mod pipeline;
 mod registry;
+mod safety;
 mod self_update;
 mod support;
