@@ -23,7 +23,7 @@ use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
 use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
-use crate::repo::CommitId;
+use crate::repo::{self, CommitId};
 use crate::slot::Slots;
 use crate::stack::{Fingerprint, StackName};
 use crate::store;
@@ -64,6 +64,7 @@ pub enum Command {
 /// Runs a command; the exit code says whether it did what was asked.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
+    repo::set_timeout(config.git_timeout);
     let engine: Arc<dyn Engine> = Arc::new(docker::connect(&config.engine_hosts).await?);
     match cli.command {
         Command::Serve => serve(config, engine).await.map(|()| ExitCode::SUCCESS),

@@ -63,6 +63,8 @@ pub struct Config {
     pub git_ssh_key: Option<PathBuf>,
     pub git_known_hosts: Option<PathBuf>,
     pub git_check_host_keys: bool,
+    /// How long connecting to the git remote, and each read from it, may take.
+    pub git_timeout: Duration,
     /// The slot this instance runs in when stackhook updates itself A/B (`STACKHOOK_SLOT`).
     pub slot: Option<Slot>,
     /// The stack that runs stackhook itself.
@@ -112,6 +114,7 @@ struct File {
     git_ssh_key_file: Option<PathBuf>,
     git_known_hosts_file: Option<PathBuf>,
     git_check_host_keys: Option<bool>,
+    git_timeout: Option<String>,
     slot: Option<String>,
     self_stack: Option<String>,
     peer_url: Option<String>,
@@ -230,6 +233,17 @@ impl Config {
                 anyhow::anyhow!("STACKHOOK_HANDOVER: {text:?} is not a duration like 2s: {error}")
             })?,
         };
+        let git_timeout = match setting("GIT_TIMEOUT", file.git_timeout) {
+            None => Duration::from_secs(60),
+            Some(text) => humantime::parse_duration(&text)
+                .ok()
+                .filter(|timeout| {
+                    timeout.as_millis() > 0 && timeout.as_millis() <= i32::MAX as u128
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("STACKHOOK_GIT_TIMEOUT: {text:?} is not a duration like 60s")
+                })?,
+        };
         let drain = match setting("DRAIN", file.drain) {
             None => Duration::from_secs(5),
             Some(text) => humantime::parse_duration(&text).map_err(|error| {
@@ -279,6 +293,7 @@ impl Config {
                     Some(Path::new(home).join(".ssh/known_hosts"))
                 }),
             git_check_host_keys,
+            git_timeout,
             slot,
             self_stack,
             peer: setting("PEER_URL", file.peer_url),

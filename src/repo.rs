@@ -10,6 +10,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use git2::build::CheckoutBuilder;
@@ -110,6 +112,26 @@ impl fmt::Display for CommitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Sets how long libgit2 may take to connect to a remote and to read from it, so that a remote
+/// that accepts a connection and then never answers fails the pass instead of holding the deploy
+/// lock forever (issue 9, "Timeouts everywhere"). libgit2 keeps these in process-wide globals:
+/// the first call sets them, later calls change nothing.
+pub fn set_timeout(timeout: Duration) {
+    static SET: Once = Once::new();
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    SET.call_once(|| {
+        // SAFETY: libgit2 reads these globals when it opens a connection, unsynchronised. The
+        // `Once` writes them exactly once, and every caller (the CLI, before it starts anything
+        // that syncs, and tests, before their first sync) calls this before any git operation
+        // runs, so no read can race the write.
+        #[allow(unsafe_code)]
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+        }
+    });
 }
 
 /// Brings `dir` to the head of the source's branch: clones into it if it is not a repository yet,

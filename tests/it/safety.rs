@@ -3,6 +3,7 @@
 //! the repository are refused.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stackhook::engine::{Container, State};
@@ -227,7 +228,57 @@ async fn two_stacks_with_one_project_name_are_refused(engine: TestEngine) {
     h.cleanup().await;
 }
 
+/// A remote that accepts the connection and then never says a word.
+fn silent_remote() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/env.git", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// Waits for a child process, at most `limit`; kills it and fails if it takes longer.
+fn finish_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+async fn a_remote_that_never_answers_fails_the_pass_in_bounded_time(engine: TestEngine) {
+    let mut h = harness(engine, "silent").await;
+    let (listener, url) = silent_remote();
+    h.set("STACKHOOK_REPO", &url);
+    h.set("STACKHOOK_GIT_TIMEOUT", "1s");
+    let run = || {
+        let child = h
+            .stackhook(&["deploy"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish_within(child, Duration::from_secs(30))
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(!first.status.success(), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(&format!("connecting to {url}")),
+        "{stdout}{stderr}"
+    );
+    // The lock went with the first process: a second one does not wait for it.
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!stderr.contains("waiting for the deploy lock"), "{stderr}");
+    drop(listener);
+}
+
 crate::engine_tests!(
+    a_remote_that_never_answers_fails_the_pass_in_bounded_time,
     an_update_that_never_gets_healthy_leaves_the_old_container_running,
     a_pass_after_a_crash_mid_recreate_converges,
     a_commit_without_the_services_directory_takes_nothing_down,
