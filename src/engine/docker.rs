@@ -39,6 +39,9 @@ const PROJECT_LABEL: &str = "com.docker.compose.project";
 /// period, pulls, builds) raise it for that call.
 const REQUEST_TIMEOUT: u64 = 120;
 
+/// How long a pull through Podman's own endpoint may take, which answers only when it is done.
+const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// A Docker or Podman engine reached through its socket.
 #[derive(Debug, Clone)]
 pub struct Docker {
@@ -98,6 +101,7 @@ impl Docker {
         raw::get_json(
             &self.endpoint,
             &self.api_path(&format!("/containers/{id}/json")),
+            Duration::from_secs(REQUEST_TIMEOUT),
         )
         .await?
         .with_context(|| format!("no such container: {id}"))
@@ -118,7 +122,7 @@ impl Docker {
             self.info.version,
             raw::encode(reference)
         );
-        let (status, body) = raw::post(&self.endpoint, &path).await?;
+        let (status, body) = raw::post(&self.endpoint, &path, PULL_TIMEOUT).await?;
         #[derive(serde::Deserialize)]
         struct Report {
             stream: Option<String>,
@@ -215,10 +219,11 @@ impl Engine for Docker {
             "/containers/json?all=1&filters={}",
             raw::encode(&filters)
         ));
-        let listed: Vec<raw::ContainerSummary> = raw::get_json(&self.endpoint, &path)
-            .await
-            .and_then(|listed| listed.context("the engine does not list containers"))
-            .with_context(|| format!("listing containers labelled {label}"))?;
+        let listed: Vec<raw::ContainerSummary> =
+            raw::get_json(&self.endpoint, &path, Duration::from_secs(REQUEST_TIMEOUT))
+                .await
+                .and_then(|listed| listed.context("the engine does not list containers"))
+                .with_context(|| format!("listing containers labelled {label}"))?;
         Ok(listed
             .into_iter()
             .map(|summary| Container {

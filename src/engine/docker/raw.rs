@@ -3,9 +3,11 @@
 //! bollard's state enums have no catch-all, so one container in a state the API spec does not
 //! list (Podman's `stopped`) fails a whole list or inspect call (FIELD-NOTES). The listing and
 //! the state of containers are read here instead, where an unknown state is just a string.
-//! Everything else, and every write, goes through bollard.
+//! Everything else, and every write, goes through bollard. Every exchange has a deadline, as
+//! bollard's calls do: an engine that accepts a connection and never answers fails the call.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -60,25 +62,16 @@ pub struct HealthState {
     pub status: String,
 }
 
-/// `GET path_and_query`, decoded as JSON. `Ok(None)` on 404.
+/// `GET path_and_query`, decoded as JSON, within `timeout`. `Ok(None)` on 404.
 pub async fn get_json<T: DeserializeOwned>(
     endpoint: &Endpoint,
     path_and_query: &str,
+    timeout: Duration,
 ) -> anyhow::Result<Option<T>> {
-    let (status, body) = match endpoint {
-        Endpoint::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .with_context(|| format!("connecting to {path}"))?;
-            get(stream, path_and_query).await?
-        }
-        Endpoint::Tcp(address) => {
-            let stream = tokio::net::TcpStream::connect(address)
-                .await
-                .with_context(|| format!("connecting to {address}"))?;
-            get(stream, path_and_query).await?
-        }
-    };
+    let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let (status, body) = send(endpoint, &request, timeout)
+        .await
+        .with_context(|| format!("reading the answer to GET {path_and_query}"))?;
     match status {
         200 => serde_json::from_slice(&body)
             .map(Some)
@@ -91,25 +84,50 @@ pub async fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// `POST path_and_query` with an empty body; the whole answer, once the engine has finished.
-pub async fn post(endpoint: &Endpoint, path_and_query: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+/// `POST path_and_query` with an empty body; the whole answer, once the engine has finished,
+/// within `timeout`.
+pub async fn post(
+    endpoint: &Endpoint,
+    path_and_query: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let request =
         format!("POST {path_and_query} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
-    match endpoint {
-        Endpoint::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .with_context(|| format!("connecting to {path}"))?;
-            exchange(stream, &request).await
+    send(endpoint, &request, timeout)
+        .await
+        .with_context(|| format!("POST {path_and_query}"))
+}
+
+/// Connects, sends an HTTP/1.0 request, so that the engine (Go's net/http in both cases) answers
+/// with the whole body and closes the connection, and reads the answer, all within `timeout`.
+async fn send(
+    endpoint: &Endpoint,
+    request: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let exchange = async {
+        match endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .with_context(|| format!("connecting to {path}"))?;
+                exchange(stream, request).await
+            }
+            Endpoint::Tcp(address) => {
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .with_context(|| format!("connecting to {address}"))?;
+                exchange(stream, request).await
+            }
         }
-        Endpoint::Tcp(address) => {
-            let stream = tokio::net::TcpStream::connect(address)
-                .await
-                .with_context(|| format!("connecting to {address}"))?;
-            exchange(stream, &request).await
-        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => bail!(
+            "the engine did not answer within {}",
+            humantime::format_duration(timeout)
+        ),
     }
-    .with_context(|| format!("POST {path_and_query}"))
 }
 
 /// Percent-encodes a query value (the JSON of a filter).
@@ -123,18 +141,6 @@ pub fn encode(value: &str) -> String {
         }
     }
     encoded
-}
-
-/// An HTTP/1.0 request, so that the engine (Go's net/http in both cases) answers with the whole
-/// body and closes the connection; chunked answers are decoded anyway.
-async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    path_and_query: &str,
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    exchange(stream, &request)
-        .await
-        .with_context(|| format!("reading the answer to GET {path_and_query}"))
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -211,6 +217,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(summary.state, "stopped");
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_never_answers_fails_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let endpoint = Endpoint::Unix(socket.display().to_string());
+        let error = get_json::<ContainerInspect>(
+            &endpoint,
+            "/containers/x/json",
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "reading the answer to GET /containers/x/json: the engine did not answer within 200ms"
+        );
+        silent.abort();
     }
 
     #[test]
