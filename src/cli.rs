@@ -135,11 +135,20 @@ pub async fn serve_on(
     };
     let state = AppState {
         config,
-        worker,
+        worker: worker.clone(),
         slots: slots.clone(),
     };
     let result = http::serve(listener, state, shutdown).await;
     background.abort();
+    // A pass cut off mid-recreate would leave a container renamed aside; the next pass would
+    // put it right, but a clean stop is better. This also makes a slot that handed over wait
+    // for the pass that started the handover.
+    if !worker.finish(FINISH_PASS).await {
+        tracing::warn!(
+            "the running deployment did not finish within {}; stopping anyway",
+            humantime::format_duration(FINISH_PASS)
+        );
+    }
     if let Some(container) = slots.own_container() {
         // Stopping through the engine, not by exiting, keeps `restart: unless-stopped` from
         // bringing the old slot back. The engine answers with SIGTERM, which must end this
@@ -161,6 +170,10 @@ pub async fn serve_on(
     }
     result
 }
+
+/// How long a stopping server waits for the running pass: less than the self stack's
+/// `stop_grace_period` (30s) and systemd's `TimeoutStopSec` (60s), after which they kill it.
+const FINISH_PASS: Duration = Duration::from_secs(25);
 
 /// Triggers a pass whenever this instance becomes active (at start, and when the other slot
 /// hands over to it, so that nothing that reached the old slot is missed) and at every poll.

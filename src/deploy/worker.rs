@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
@@ -27,6 +27,8 @@ struct Inner {
 #[derive(Default)]
 struct Queue {
     running: bool,
+    /// Set by `finish`: no pass starts any more.
+    closing: bool,
     pending: Option<Pending>,
     last: Option<Arc<Report>>,
 }
@@ -104,6 +106,21 @@ impl Worker {
         self.inner.queue.lock().expect("worker queue lock").running
     }
 
+    /// Lets the running pass finish, within `patience`, and starts no other: for a clean stop,
+    /// so that SIGTERM never cuts a recreate in half (issue 9). A queued pass is dropped; its
+    /// callers' waits end without a report. Returns whether the worker went idle in time.
+    pub async fn finish(&self, patience: Duration) -> bool {
+        self.inner.queue.lock().expect("worker queue lock").closing = true;
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.busy() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// A sortable id: the UTC time the pass was queued and a sequence number.
     fn next_id(&self) -> String {
         let seconds = SystemTime::now()
@@ -146,8 +163,8 @@ impl Inner {
             let pending = {
                 let mut queue = self.queue.lock().expect("worker queue lock");
                 match queue.pending.take() {
-                    Some(pending) => pending,
-                    None => {
+                    Some(pending) if !queue.closing => pending,
+                    _ => {
                         queue.running = false;
                         return;
                     }

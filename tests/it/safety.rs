@@ -277,7 +277,59 @@ async fn a_remote_that_never_answers_fails_the_pass_in_bounded_time(engine: Test
     drop(listener);
 }
 
+async fn sigterm_lets_the_running_deployment_finish(engine: TestEngine) {
+    let mut h = harness(engine, "sigterm").await;
+    h.compose(
+        "slow",
+        &format!(
+            "services:\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sh\", \"-c\", \"sleep 2; touch /tmp/ready; sleep 3600\"]\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 200ms\n      retries: 30\n"
+        ),
+    );
+    h.repo.commit("a stack that takes a while to get healthy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    h.set("STACKHOOK_LISTEN", &format!("127.0.0.1:{port}"));
+    let server = h
+        .stackhook(&["serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Its first pass is waiting for the container's health when the signal comes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while all_containers(&h, "slow").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first pass never created the container"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = finish_within(server, Duration::from_secs(40));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deployment finished") && stderr.contains("succeeded=true"),
+        "{stderr}"
+    );
+    let state = std::fs::read_to_string(h.state_dir.path().join("state.json")).unwrap();
+    assert!(
+        state.contains(&h.stack("slow")),
+        "the deployment was recorded: {state}"
+    );
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    sigterm_lets_the_running_deployment_finish,
     a_remote_that_never_answers_fails_the_pass_in_bounded_time,
     an_update_that_never_gets_healthy_leaves_the_old_container_running,
     a_pass_after_a_crash_mid_recreate_converges,
