@@ -25,6 +25,7 @@ macro_rules! engine_tests {
 }
 
 mod cli;
+mod corpus;
 mod engine;
 mod fidelity;
 mod packaging;
