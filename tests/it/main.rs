@@ -25,7 +25,6 @@ macro_rules! engine_tests {
 }
 
 mod cli;
-mod corpus;
 mod engine;
 mod fidelity;
 mod packaging;
