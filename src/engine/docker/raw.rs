@@ -41,6 +41,7 @@ pub struct ContainerSummary {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerInspect {
+    pub id: String,
     pub state: ContainerState,
 }
 

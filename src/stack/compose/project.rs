@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::node::Node;
 use super::service;
-use super::{Error, MountKind, Network, Project, Service, Volume};
+use super::{Error, Ipam, IpamPool, MountKind, Network, Project, Service, Volume};
 
 /// What normalising needs besides the document, and what it gathers on the way.
 pub struct Context<'a> {
@@ -150,11 +150,43 @@ fn network(project: &str, key: &str, node: &Node) -> Result<Network, Error> {
             "labels" => network.labels = strings_map(&value)?,
             "attachable" => network.attachable = value.bool()?,
             "enable_ipv6" => network.enable_ipv6 = value.bool()?,
+            "ipam" => network.ipam = Some(ipam(&value)?),
             _ => return Err(value.invalid("is not supported by stackhook")),
         }
     }
     network.name = resolved_name(project, key, network.external, explicit_name);
     Ok(network)
+}
+
+fn ipam(node: &Node) -> Result<Ipam, Error> {
+    let mut ipam = Ipam::default();
+    for (field, value) in node.entries()? {
+        match field.as_str() {
+            "driver" => ipam.driver = Some(value.string()?),
+            "options" => ipam.options = strings_map(&value)?,
+            "config" => {
+                for item in value.items()? {
+                    let mut pool = IpamPool::default();
+                    for (key, setting) in item.entries()? {
+                        match key.as_str() {
+                            "subnet" => pool.subnet = Some(setting.string()?),
+                            "ip_range" => pool.ip_range = Some(setting.string()?),
+                            "gateway" => pool.gateway = Some(setting.string()?),
+                            "aux_addresses" => pool.aux_addresses = strings_map(&setting)?,
+                            _ => {
+                                return Err(setting.invalid(format!(
+                                    "additional properties '{key}' not allowed"
+                                )));
+                            }
+                        }
+                    }
+                    ipam.config.push(pool);
+                }
+            }
+            _ => return Err(value.invalid(format!("additional properties '{field}' not allowed"))),
+        }
+    }
+    Ok(ipam)
 }
 
 fn volume(project: &str, key: &str, node: &Node) -> Result<Volume, Error> {
