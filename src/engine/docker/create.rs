@@ -235,11 +235,14 @@ fn networking_config(spec: &ContainerSpec) -> Option<NetworkingConfig> {
         return None;
     }
     let first = spec.networks.first()?;
+    let mut settings = endpoint_settings(first);
+    // The service's `mac_address` belongs to the first network's endpoint (API 1.44 and later;
+    // older engines take it only in the container's config, which bollard no longer has).
+    if settings.mac_address.is_none() {
+        settings.mac_address.clone_from(&spec.service.mac_address);
+    }
     Some(NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(
-            first.network.clone(),
-            endpoint_settings(first),
-        )])),
+        endpoints_config: Some(HashMap::from([(first.network.clone(), settings)])),
     })
 }
 
