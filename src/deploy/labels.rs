@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{Attachment, ContainerSpec};
+use crate::engine::{Attachment, ContainerFile, ContainerSpec};
 use crate::stack::compose::{self, Condition, Network, Project, Volume};
 
 pub const PROJECT: &str = "com.docker.compose.project";
@@ -128,6 +128,7 @@ pub fn container_spec(
         .map(|other| (other.to_owned(), container_name(project, other)))
         .collect();
 
+    let files = written_files(service);
     let mut service = service.clone();
     service.image = Some(image.to_owned());
     ContainerSpec {
@@ -141,8 +142,27 @@ pub fn container_spec(
             .map(|(key, volume)| (key.clone(), volume.name.clone()))
             .collect(),
         service_containers,
-        files: Vec::new(),
+        files,
     }
+}
+
+/// Secrets and configs given by `content:` or `environment:`, which Compose writes into the
+/// container before it starts (`injectFileReferences`), with mode 0444 unless one is set.
+fn written_files(service: &compose::Service) -> Vec<ContainerFile> {
+    service
+        .files
+        .iter()
+        .filter_map(|file| match &file.source {
+            compose::FileSource::Content(content) => Some(ContainerFile {
+                path: file.target.clone(),
+                content: content.clone(),
+                uid: file.uid,
+                gid: file.gid,
+                mode: file.mode.unwrap_or(0o444),
+            }),
+            compose::FileSource::File(_) => None,
+        })
+        .collect()
 }
 
 /// The links Compose gives a container on each of its networks (`getLinks` in Compose's

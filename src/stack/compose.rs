@@ -186,9 +186,45 @@ pub struct Service {
     /// `gpus:` and `deploy.resources.reservations.devices`, in that order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub device_requests: Vec<DeviceRequest>,
+    /// `secrets:` then `configs:`, each resolved to what the container gets at its path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ServiceFile>,
     /// `deploy.update_config.order`: how a changed service is replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_order: Option<UpdateOrder>,
+}
+
+/// A secret or config as one service uses it. Without Swarm, Compose bind-mounts a `file:`
+/// read-only and writes `content:` and `environment:` into the container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceFile {
+    /// `secrets` or `configs`, and the key in that top-level section.
+    pub kind: FileKind,
+    pub name: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub source: FileSource,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Permission bits of a written file; Compose's default is 0444. A bind mount ignores it.
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Secret,
+    Config,
+}
+
+/// Where a secret's or config's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSource {
+    /// A host file, absolute.
+    File(PathBuf),
+    /// `content:`, or the value of the variable `environment:` names.
+    Content(String),
 }
 
 /// A request for devices from a driver (GPUs), as the engine's `DeviceRequests` take it.
@@ -481,14 +517,15 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         environment: &interpolation_environment,
         files_read,
         variables,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     };
     project::project(&Node::new(&file, "", &document), &mut context)
 }
 
-/// Top-level keys `up -d` honours or may safely ignore. `configs` and `secrets` are accepted
-/// here because no service can use them: the service keys are rejected.
-const TOP_LEVEL_KEYS: [&str; 6] = [
-    "version", "name", "services", "networks", "volumes", "configs",
+/// Top-level keys `up -d` honours.
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "version", "name", "services", "networks", "volumes", "configs", "secrets",
 ];
 
 /// The first of `FILE_NAMES` present in `dir`: Compose uses only one of them.
@@ -606,7 +643,7 @@ fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
                 message: "include is not supported by stackhook".to_owned(),
             });
         }
-        let allowed = TOP_LEVEL_KEYS.contains(&key) || key == "secrets" || key.starts_with("x-");
+        let allowed = TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-");
         if !allowed {
             return Err(Error::UnknownTopLevelKey {
                 file: file.to_path_buf(),

@@ -151,6 +151,7 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
             TestEngine::Podman => "10.250.2",
         },
     );
+    h.set("NAMESPACES_SECRET", "written into the container");
     if engine == TestEngine::Podman {
         // Podman 4.3 refuses a host port range ("strconv.Atoi: parsing \"18000-18019\""),
         // from Compose and stackhook alike.
@@ -186,7 +187,9 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
         };
         let up = compose(&h, fixture, &project, verb);
         assert!(up.status.success(), "docker-compose up {fixture}: {up:?}");
-        by_compose.insert(*fixture, snapshot(engine, &project));
+        let mut view = snapshot(engine, &project);
+        view.extend(written_files(engine, fixture, &project));
+        by_compose.insert(*fixture, view);
         let down = compose(&h, fixture, &project, &["down", "-v"]);
         assert!(
             down.status.success(),
@@ -198,7 +201,8 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
     let mut differences = Vec::new();
     for fixture in &fixtures {
         let project = project(fixture);
-        let by_stackhook = snapshot(engine, &project);
+        let mut by_stackhook = snapshot(engine, &project);
+        by_stackhook.extend(written_files(engine, fixture, &project));
         differences.extend(
             compare(&by_compose[fixture], &by_stackhook)
                 .into_iter()
@@ -322,6 +326,27 @@ crate::engine_tests!(
     stackhook_adopts_every_fixture_docker_compose_started,
     stackhook_builds_and_runs_a_build_section,
 );
+
+/// Secrets and configs given by `environment:` or `content:` are written into the container,
+/// where `inspect` does not show them: read them back, with their permissions.
+fn written_files(engine: TestEngine, fixture: &str, project: &str) -> Snapshot {
+    if fixture != "namespaces" {
+        return Snapshot::new();
+    }
+    let container = format!("{project}-web-1");
+    let mut files = BTreeMap::new();
+    for path in ["/run/secrets/inline", "/etc/inline.conf"] {
+        let content = cli(engine, &["exec", &container, "cat", path]);
+        let listing = cli(engine, &["exec", &container, "ls", "-ln", path]);
+        let permissions = listing
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        files.insert(path.to_owned(), serde_json::json!([content, permissions]));
+    }
+    Snapshot::from([(format!("files in {container}"), files)])
+}
 
 fn fixture_waits_for_health(fixture: &str) -> bool {
     std::fs::read_to_string(fixtures_dir().join(fixture).join("compose.yaml"))

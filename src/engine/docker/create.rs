@@ -336,6 +336,22 @@ fn binds_and_mounts(spec: &ContainerSpec) -> (Vec<String>, Vec<Mount>) {
             }),
         }
     }
+    // Secrets and configs from host files, as Compose mounts them without Swarm
+    // (`buildContainerSecretMounts`, `buildContainerConfigMounts`): read-only binds, a
+    // secret's with (empty) bind options and a config's without.
+    for file in &spec.service.files {
+        if let compose::FileSource::File(path) = &file.source {
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some(path.to_string_lossy().into_owned()),
+                target: Some(file.target.clone()),
+                read_only: Some(true),
+                bind_options: (file.kind == compose::FileKind::Secret)
+                    .then(MountBindOptions::default),
+                ..Default::default()
+            });
+        }
+    }
     (binds, mounts)
 }
 

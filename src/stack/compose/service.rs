@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::node::Node;
-use super::project::{Context, strings_map};
+use super::project::{Context, Definition, strings_map};
 use super::{
-    Build, Condition, Dependency, DeviceRequest, Error, Healthcheck, Logging, Mount, MountKind,
-    Port, PullPolicy, Service, ServiceNetwork, Ulimit, UpdateOrder,
+    Build, Condition, Dependency, DeviceRequest, Error, FileKind, FileSource, Healthcheck, Logging,
+    Mount, MountKind, Port, PullPolicy, Service, ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
 };
 
 /// How stackhook treats one service key of the Compose Specification.
@@ -42,7 +42,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("cgroup", Support::Applied),
     ("cgroup_parent", Support::Applied),
     ("command", Support::Applied),
-    ("configs", Support::Refused),
+    ("configs", Support::Applied),
     ("container_name", Support::Applied),
     ("cpu_count", Support::Applied),
     ("cpu_percent", Support::Applied),
@@ -109,7 +109,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("runtime", Support::Applied),
     // Replicas touch the planner (issue 11): refused until it creates several containers.
     ("scale", Support::Refused),
-    ("secrets", Support::Refused),
+    ("secrets", Support::Applied),
     ("security_opt", Support::Applied),
     ("shm_size", Support::Applied),
     ("stdin_open", Support::Applied),
@@ -250,8 +250,29 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "storage_opt" => service.storage_opt = strings_map(value)?,
             "annotations" => service.annotations = strings_map(value)?,
             "gpus" => gpu_requests = gpus(value)?,
+            "secrets" => service
+                .files
+                .extend(files(FileKind::Secret, name, value, context)?),
             _ => {}
         }
+    }
+    // Secrets before configs, whatever the order of keys in the file.
+    if let Some(value) = fields.get("configs") {
+        service
+            .files
+            .extend(files(FileKind::Config, name, value, context)?);
+    }
+    if service.read_only
+        && let Some(file) = service
+            .files
+            .iter()
+            .find(|file| matches!(file.source, FileSource::Content(_)))
+    {
+        // Compose's words (`injectFileReferences`).
+        return Err(node.invalid(format!(
+            "cannot create {:?} in read-only service {name}: `file` is the sole supported option",
+            file.name
+        )));
     }
     if let Some(files) = fields.get("label_file") {
         service.labels = labels(files, &service.labels, context)?;
@@ -352,6 +373,90 @@ fn build(node: &Node, context: &Context) -> Result<Build, Error> {
         }
     }
     Ok(build)
+}
+
+/// A service's `secrets:` or `configs:`, short (`- name`) or long (`source`, `target`, `uid`,
+/// `gid`, `mode`), resolved against the top-level definitions. A secret's target defaults to
+/// `/run/secrets/<source>` and a relative one is under `/run/secrets`; a config's is
+/// `/<source>`, or `/<target>`.
+fn files(
+    kind: FileKind,
+    service: &str,
+    node: &Node,
+    context: &Context,
+) -> Result<Vec<ServiceFile>, Error> {
+    let (section, base) = match kind {
+        FileKind::Secret => (&context.secrets, "/run/secrets/"),
+        FileKind::Config => (&context.configs, "/"),
+    };
+    let mut files = Vec::new();
+    for item in node.items()? {
+        let mut name = None;
+        let mut target = None;
+        let (mut uid, mut gid, mut mode) = (None, None, None);
+        if item.entries().is_ok() {
+            for (key, value) in item.entries()? {
+                match key.as_str() {
+                    "source" => name = Some(value.string()?),
+                    "target" => target = Some(value.string()?),
+                    "uid" => uid = Some(id(&value)?),
+                    "gid" => gid = Some(id(&value)?),
+                    "mode" => mode = Some(file_mode(&value)?),
+                    _ => {
+                        return Err(
+                            value.invalid(format!("additional properties '{key}' not allowed"))
+                        );
+                    }
+                }
+            }
+        } else {
+            name = Some(item.string()?);
+        }
+        let name = name.ok_or_else(|| item.invalid("needs a source"))?;
+        let source = match section.get(&name) {
+            Some(Definition::Source(source)) => source.clone(),
+            Some(Definition::Refused(key)) => {
+                let key = match kind {
+                    FileKind::Secret => format!("secrets.{name}.{key}"),
+                    FileKind::Config => format!("configs.{name}.{key}"),
+                };
+                return Err(Error::UnsupportedKey {
+                    file: node.file.to_path_buf(),
+                    service: service.to_owned(),
+                    key,
+                });
+            }
+            None => return Err(item.invalid(format!("refers to undefined {name}"))),
+        };
+        let target = match target {
+            Some(target) if target.starts_with('/') => target,
+            Some(target) => format!("{base}{target}"),
+            None => format!("{base}{name}"),
+        };
+        files.push(ServiceFile {
+            kind,
+            name,
+            target,
+            source,
+            uid,
+            gid,
+            mode,
+        });
+    }
+    Ok(files)
+}
+
+fn id(node: &Node) -> Result<u32, Error> {
+    let text = node.string()?;
+    text.parse()
+        .map_err(|_| node.invalid(format!("{text:?} is not a numeric id")))
+}
+
+/// A file mode, written in octal as in `chmod` (`0440`, `"0440"`, `0o440`).
+fn file_mode(node: &Node) -> Result<u32, Error> {
+    let text = node.string()?;
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8).map_err(|_| node.invalid(format!("{text:?} is not a file mode")))
 }
 
 /// `cgroup:` takes only the two modes Compose's schema allows.

@@ -180,6 +180,7 @@ fn minimal_project() {
                         storage_opt: {},
                         annotations: {},
                         device_requests: [],
+                        files: [],
                         update_order: None,
                     },
                 },
@@ -1203,6 +1204,7 @@ services:
                     storage_opt: {},
                     annotations: {},
                     device_requests: [],
+                    files: [],
                     update_order: None,
                 },
             )"#]],
@@ -1722,6 +1724,157 @@ services:
     );
 }
 
+#[test]
+fn secrets_and_configs() {
+    check_files(
+        &[
+            (
+                "compose.yaml",
+                r#"
+services:
+  web:
+    image: nginx
+    secrets:
+      - token
+      - source: token
+        target: tok
+      - source: inline
+        target: /etc/inline
+        uid: "103"
+        gid: "104"
+        mode: 0440
+      - from_env
+    configs:
+      - app
+      - source: app
+        target: etc/app.conf
+secrets:
+  token:
+    file: ./secrets/../token.txt
+  inline:
+    environment: INLINE
+  from_env:
+    environment: TOKEN
+configs:
+  app:
+    file: ./app.conf
+"#,
+            ),
+            ("token.txt", "s3cret\n"),
+            ("app.conf", "conf\n"),
+        ],
+        &[
+            ("HOME", "/home/deploy"),
+            ("TOKEN", "from the environment"),
+            ("INLINE", "t0ken"),
+        ],
+        |project| project.services["web"].files.clone(),
+        &expect![[r#"
+            [
+                ServiceFile {
+                    kind: Secret,
+                    name: "token",
+                    target: "/run/secrets/token",
+                    source: File(
+                        "/stack/token.txt",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "token",
+                    target: "/run/secrets/tok",
+                    source: File(
+                        "/stack/token.txt",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "inline",
+                    target: "/etc/inline",
+                    source: Content(
+                        "t0ken",
+                    ),
+                    uid: Some(
+                        103,
+                    ),
+                    gid: Some(
+                        104,
+                    ),
+                    mode: Some(
+                        288,
+                    ),
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "from_env",
+                    target: "/run/secrets/from_env",
+                    source: Content(
+                        "from the environment",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Config,
+                    name: "app",
+                    target: "/app",
+                    source: File(
+                        "/stack/app.conf",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Config,
+                    name: "app",
+                    target: "/etc/app.conf",
+                    source: File(
+                        "/stack/app.conf",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+            ]"#]],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [token]}}\nsecrets: {token: {external: true}}\n",
+        &expect![
+            "error: /stack/compose.yaml: service web: key secrets.token.external is not supported by stackhook"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [token]}}\nsecrets: {token: {environment: NOT_SET}}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: secrets.token.environment: environment variable "NOT_SET" is not set"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, read_only: true, configs: [c]}}\nconfigs: {c: {content: x}}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web: cannot create "c" in read-only service web: `file` is the sole supported option"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [s]}}\nsecrets: {s: {content: x}}\n",
+        &expect![
+            "error: /stack/compose.yaml: secrets.s: additional properties 'content' not allowed"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [nope]}}\n",
+        &expect!["error: /stack/compose.yaml: services.web.secrets[0]: refers to undefined nope"],
+    );
+}
+
 /// The README's list of service keys is `SERVICE_KEYS`, written out.
 #[test]
 fn readme_lists_the_service_keys() {
@@ -1783,9 +1936,9 @@ fn error_messages() {
         &expect!["error: /stack/compose.yaml: include: include is not supported by stackhook"],
     );
     error(
-        "services: {web: {image: nginx, secrets: [token]}}",
+        "services: {web: {image: nginx, extends: {service: base}}}",
         &expect![
-            "error: /stack/compose.yaml: service web: key secrets is not supported by stackhook"
+            "error: /stack/compose.yaml: service web: key extends is not supported by stackhook"
         ],
     );
     error(
