@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{Attachment, ContainerSpec, ImageId};
+use crate::engine::{Attachment, ContainerFile, ContainerSpec, ImageId};
 use crate::stack::ConfigHash;
-use crate::stack::compose::{Condition, Network, Project, Volume};
+use crate::stack::compose::{self, Condition, Network, Project, Volume};
 
 pub const PROJECT: &str = "com.docker.compose.project";
 pub const SERVICE: &str = "com.docker.compose.service";
@@ -96,12 +96,16 @@ pub fn container_spec(
         .map(|(key, value)| (key.to_owned(), value)),
     );
 
+    let links = links(project, service);
     let networks = if service.network_mode.is_some() {
         Vec::new()
     } else {
-        service
-            .networks
-            .iter()
+        let mut entries: Vec<_> = service.networks.iter().collect();
+        // Compose's `NetworksByPriority`: the highest priority first, then by key.
+        entries
+            .sort_by(|(a_key, a), (b_key, b)| b.priority.cmp(&a.priority).then(a_key.cmp(b_key)));
+        entries
+            .into_iter()
             .map(|(key, attachment)| {
                 let mut aliases = vec![name.clone(), service_name.to_owned()];
                 aliases.extend(attachment.aliases.iter().cloned());
@@ -109,11 +113,24 @@ pub fn container_spec(
                     network: project.networks[key].name.clone(),
                     aliases,
                     ipv4_address: attachment.ipv4_address.clone(),
+                    ipv6_address: attachment.ipv6_address.clone(),
+                    link_local_ips: attachment.link_local_ips.clone(),
+                    ipam_config: attachment.configured,
+                    mac_address: attachment.mac_address.clone(),
+                    driver_opts: attachment.driver_opts.clone(),
+                    gw_priority: attachment.gw_priority,
+                    links: links.clone(),
                 }
             })
             .collect()
     };
+    let service_containers = referenced_services(service)
+        .into_iter()
+        .filter(|other| project.services.contains_key(*other))
+        .map(|other| (other.to_owned(), container_name(project, other)))
+        .collect();
 
+    let files = written_files(service);
     let mut service = service.clone();
     service.image = Some(image.to_owned());
     ContainerSpec {
@@ -126,7 +143,69 @@ pub fn container_spec(
             .iter()
             .map(|(key, volume)| (key.clone(), volume.name.clone()))
             .collect(),
+        service_containers,
+        files,
     }
+}
+
+/// Secrets and configs given by `content:` or `environment:`, which Compose writes into the
+/// container before it starts (`injectFileReferences`), with mode 0444 unless one is set.
+fn written_files(service: &compose::Service) -> Vec<ContainerFile> {
+    service
+        .files
+        .iter()
+        .filter_map(|file| match &file.source {
+            compose::FileSource::Content(content) => Some(ContainerFile {
+                path: file.target.clone(),
+                content: content.clone(),
+                uid: file.uid,
+                gid: file.gid,
+                mode: file.mode.unwrap_or(0o444),
+            }),
+            compose::FileSource::File(_) => None,
+        })
+        .collect()
+}
+
+/// The links Compose gives a container on each of its networks (`getLinks` in Compose's
+/// convergence.go): for `links: [service[:alias]]`, the service's container under the alias,
+/// `<service>-1` and `<project>-<service>-1`; then `external_links` as `container:alias`.
+fn links(project: &Project, service: &compose::Service) -> Vec<String> {
+    let mut links = Vec::new();
+    for link in &service.links {
+        let (linked, alias) = link.split_once(':').unwrap_or((link, link));
+        if !project.services.contains_key(linked) {
+            continue;
+        }
+        let container = container_name(project, linked);
+        links.push(format!("{container}:{alias}"));
+        links.push(format!("{container}:{linked}-1"));
+        links.push(format!("{container}:{}-{linked}-1", project.name));
+    }
+    for link in &service.external_links {
+        let (container, alias) = link.split_once(':').unwrap_or((link, link));
+        links.push(format!("{container}:{alias}"));
+    }
+    links
+}
+
+/// The services whose containers `service` names by id: `volumes_from` entries other than
+/// `container:…`, and the `service:` network, IPC and PID namespaces.
+fn referenced_services(service: &compose::Service) -> Vec<&str> {
+    let mut services: Vec<&str> = service
+        .volumes_from
+        .iter()
+        .filter(|entry| !entry.starts_with("container:"))
+        .map(|entry| entry.split(':').next().unwrap_or_default())
+        .collect();
+    let namespaces = [&service.network_mode, &service.ipc, &service.pid];
+    services.extend(
+        namespaces
+            .into_iter()
+            .flatten()
+            .filter_map(|mode| mode.strip_prefix("service:")),
+    );
+    services
 }
 
 /// A project's network with Compose's labels added.

@@ -9,7 +9,7 @@
 mod create;
 mod raw;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,18 +18,20 @@ use async_trait::async_trait;
 use bollard::errors::Error as ApiError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ExecConfig, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+    ExecConfig, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 pub use create::{create_body, endpoint_settings, extra_attachments};
 
-use super::{Container, ContainerSpec, Engine, EngineInfo, EngineKind, Health, ImageId, State};
+use super::{
+    Container, ContainerFile, ContainerSpec, Engine, EngineInfo, EngineKind, Health, ImageId, State,
+};
 use super::{ContainerStatus, compose};
 
 /// The label every container, network and volume of a compose project carries.
@@ -193,6 +195,28 @@ impl Docker {
         })
     }
 
+    /// Copies `files` into a created container, as Compose injects secrets and configs given
+    /// by `content:` or `environment:` (`copyFileToContainer` in its secrets.go): one tar
+    /// entry per file at its absolute path, owned by uid and gid (root when unset).
+    async fn copy_files(&self, id: &str, files: &[ContainerFile]) -> anyhow::Result<()> {
+        for file in files {
+            let archive = file_archive(file)?;
+            let mut options = UploadToContainerOptionsBuilder::default().path("/");
+            if file.uid.is_some() || file.gid.is_some() {
+                options = options.copy_uidgid("true");
+            }
+            self.client
+                .upload_to_container(
+                    id,
+                    Some(options.build()),
+                    bollard::body_full(archive.into()),
+                )
+                .await
+                .with_context(|| format!("copying {} into the container", file.path))?;
+        }
+        Ok(())
+    }
+
     /// Podman looks short names up as `docker.io/library/<name>`; ask for that too.
     async fn inspect_image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>> {
         match self.client.inspect_image(reference).await {
@@ -321,6 +345,31 @@ impl Engine for Docker {
         if let Some(target) = &build.target {
             options = options.target(target);
         }
+        if !build.cache_from.is_empty() {
+            options = options.cachefrom(&build.cache_from);
+        }
+        if let Some(network) = &build.network {
+            options = options.networkmode(network);
+        }
+        // The engine reads one `extrahosts` parameter per host; `compose::load` allows one.
+        if let Some(host) = build.extra_hosts.first() {
+            options = options.extrahosts(host);
+        }
+        if !build.labels.is_empty() {
+            options = options.labels(&to_hash_map(&build.labels));
+        }
+        if let Some(size) = build.shm_size {
+            options = options.shmsize(i32::try_from(size).unwrap_or(i32::MAX));
+        }
+        if build.no_cache {
+            options = options.nocache(true);
+        }
+        if build.pull {
+            options = options.pull("1");
+        }
+        if let Some(platform) = &build.platform {
+            options = options.platform(platform);
+        }
         let client = self.client_waiting(Duration::from_secs(3600));
         let mut stream = client.build_image(
             options.build(),
@@ -361,6 +410,7 @@ impl Engine for Docker {
             internal: Some(network.internal),
             attachable: Some(network.attachable),
             enable_ipv6: network.enable_ipv6.then_some(true),
+            ipam: network.ipam.as_ref().map(ipam),
             options: Some(to_hash_map(&network.driver_opts)),
             labels: Some(to_hash_map(&network.labels)),
             ..Default::default()
@@ -427,12 +477,33 @@ impl Engine for Docker {
 
     async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
         let name = &spec.name;
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let mut ids = BTreeMap::new();
+        for (service, container) in &spec.service_containers {
+            let id = self
+                .inspect_raw(container)
+                .await
+                .with_context(|| format!("looking up the container of service {service}"))?
+                .id;
+            ids.insert(service.clone(), id);
+        }
+        let mut options = CreateContainerOptionsBuilder::default().name(name);
+        if let Some(platform) = &spec.service.platform {
+            options = options.platform(platform);
+        }
         let created = self
             .client
-            .create_container(Some(options), create_body(spec, self.kind()))
+            .create_container(Some(options.build()), create_body(spec, self.kind(), &ids))
             .await
             .with_context(|| format!("creating container {name}"))?;
+        if !spec.files.is_empty() {
+            let copied = self.copy_files(&created.id, &spec.files).await;
+            if let Err(error) =
+                copied.with_context(|| format!("writing files into container {name}"))
+            {
+                let _ = self.remove(&created.id).await;
+                return Err(error);
+            }
+        }
         for attachment in extra_attachments(spec) {
             let request = NetworkConnectRequest {
                 container: created.id.clone(),
@@ -642,6 +713,47 @@ fn docker_io_name(reference: &str) -> Option<String> {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => None,
         Some(_) => Some(format!("docker.io/{reference}")),
     }
+}
+
+fn ipam(ipam: &compose::Ipam) -> Ipam {
+    Ipam {
+        driver: ipam.driver.clone(),
+        config: (!ipam.config.is_empty()).then(|| {
+            ipam.config
+                .iter()
+                .map(|pool| IpamConfig {
+                    subnet: pool.subnet.clone(),
+                    ip_range: pool.ip_range.clone(),
+                    gateway: pool.gateway.clone(),
+                    auxiliary_addresses: (!pool.aux_addresses.is_empty())
+                        .then(|| to_hash_map(&pool.aux_addresses)),
+                })
+                .collect()
+        }),
+        // Compose v2.40 does not send `ipam.options` (`resolveOrCreateNetwork`).
+        options: None,
+    }
+}
+
+/// One file as a tar archive, as Compose's `createTar` writes it.
+fn file_archive(file: &ContainerFile) -> anyhow::Result<Vec<u8>> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(file.content.len() as u64);
+    header.set_mode(file.mode);
+    header.set_uid(u64::from(file.uid.unwrap_or(0)));
+    header.set_gid(u64::from(file.gid.unwrap_or(0)));
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs()),
+    );
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.append_data(
+        &mut header,
+        file.path.trim_start_matches('/'),
+        file.content.as_bytes(),
+    )?;
+    Ok(archive.into_inner()?)
 }
 
 /// The build context as a tar archive. Symbolic links stay links, as the docker CLI sends them.

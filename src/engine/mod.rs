@@ -147,7 +147,7 @@ pub enum Health {
 
 /// Everything needed to create one service's container. `deploy` decides names, labels, network
 /// aliases and volume names, as Docker Compose would; the engine maps them onto its API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ContainerSpec {
     pub name: String,
     /// The service with its image resolved (`image` is always `Some`).
@@ -158,12 +158,44 @@ pub struct ContainerSpec {
     pub networks: Vec<Attachment>,
     /// Engine volume names by their key in the project's `volumes`.
     pub volume_names: BTreeMap<String, String>,
+    /// Container names of the services this one refers to by `service:<name>` (namespaces) or
+    /// in `volumes_from`. The engine refers to those containers by id, as Compose does, so it
+    /// looks them up when it creates this one.
+    pub service_containers: BTreeMap<String, String>,
+    /// Files written into the container after it is created and before it starts: secrets and
+    /// configs given by `content:` or `environment:`.
+    pub files: Vec<ContainerFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One network a container joins, with its endpoint settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Attachment {
     /// The engine's network name.
     pub network: String,
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+    pub link_local_ips: Vec<String>,
+    /// Whether the endpoint carries an address configuration, empty or not: Compose sends one
+    /// for every network the service's entry configures (a mapping rather than a bare name),
+    /// and Docker shows it as `{}`.
+    pub ipam_config: bool,
+    pub mac_address: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub gw_priority: i64,
+    /// Legacy links, `<container>:<alias>`.
+    pub links: Vec<String>,
+}
+
+/// A file the engine copies into a container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerFile {
+    /// Absolute path in the container.
+    pub path: String,
+    /// Kept out of reports and logs: it may be a secret.
+    #[serde(skip)]
+    pub content: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: u32,
 }

@@ -22,6 +22,8 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use self::service::{SERVICE_KEYS, Support};
+
 /// Compose file names, in the order Docker Compose looks for them.
 pub const FILE_NAMES: [&str; 6] = [
     "compose.yaml",
@@ -109,9 +111,142 @@ pub struct Service {
     pub shm_size: Option<i64>,
     pub pids_limit: Option<i64>,
     pub container_name: Option<String>,
+    // The keys below came after services were first deployed: left out of the model's JSON
+    // while unset, so that the config hashes of services that do not use them stay as they were
+    // and an upgrade of stackhook recreates nothing.
+    /// `os/arch[/variant]`: the create request's `platform`, and the build's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Namespace modes as the engine takes them (`host`, `private`, `container:<name>`); a
+    /// `service:<name>` is resolved to that service's container when it is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uts: Option<String>,
+    /// `cgroup:` (`host` or `private`), the cgroup namespace mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// `service[:alias]` entries; the container is linked on each network it joins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// `container[:alias]` entries, for containers outside the project.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_links: Vec<String>,
+    /// `service[:mode]` or `container:name[:mode]`, as written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_runtime: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_count: Option<i64>,
+    /// Percent, as written (`cpu_percent: 50`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Bytes; `-1` is unlimited swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memswap_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_swappiness: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub oom_kill_disable: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_opt: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `gpus:` and `deploy.resources.reservations.devices`, in that order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_requests: Vec<DeviceRequest>,
+    /// `secrets:` then `configs:`, each resolved to what the container gets at its path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ServiceFile>,
+    /// `deploy.update_config.order`: how a changed service is replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_order: Option<UpdateOrder>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A secret or config as one service uses it. Without Swarm, Compose bind-mounts a `file:`
+/// read-only and writes `content:` and `environment:` into the container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceFile {
+    /// `secrets` or `configs`, and the key in that top-level section.
+    pub kind: FileKind,
+    pub name: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub source: FileSource,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Permission bits of a written file; Compose's default is 0444. A bind mount ignores it.
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Secret,
+    Config,
+}
+
+/// Where a secret's or config's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSource {
+    /// A host file, absolute.
+    File(PathBuf),
+    /// `content:`, or the value of the variable `environment:` names.
+    Content(String),
+}
+
+/// A request for devices from a driver (GPUs), as the engine's `DeviceRequests` take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRequest {
+    pub driver: Option<String>,
+    /// `-1` is all devices.
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// `deploy.update_config.order` ("Compose Deploy Specification").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Build {
     /// Absolute path of the build context.
     pub context: PathBuf,
@@ -119,6 +254,28 @@ pub struct Build {
     pub dockerfile: String,
     pub args: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// Images whose layers the build may reuse.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
+    /// The network `RUN` steps use (`host`, `none`, a network name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `host:ip`, as for the service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+    /// Pull a newer base image even when one is present.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+    /// The service's `platform`, else the only entry of `build.platforms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,6 +328,23 @@ pub enum MountKind {
 pub struct ServiceNetwork {
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    /// The network with the highest priority is the one given at create; ties go by key.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gw_priority: i64,
+    /// The entry is a mapping rather than a bare name or null; Compose then sends the endpoint
+    /// an address configuration, even an empty one. Not hashed: it changes nothing that runs.
+    #[serde(skip)]
+    pub configured: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -230,6 +404,24 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     pub attachable: bool,
     pub enable_ipv6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
+}
+
+/// A network's address management (`ipam:`), as the engine's network create takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ipam {
+    pub driver: Option<String>,
+    pub config: Vec<IpamPool>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IpamPool {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -240,6 +432,10 @@ pub struct Volume {
     pub driver: Option<String>,
     pub driver_opts: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// Why a compose file could not be turned into a `Project`. Each message names the file, and the
@@ -321,14 +517,15 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         environment: &interpolation_environment,
         files_read,
         variables,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     };
     project::project(&Node::new(&file, "", &document), &mut context)
 }
 
-/// Top-level keys `up -d` honours or may safely ignore. `configs` and `secrets` are accepted
-/// here because no service can use them: the service keys are rejected.
-const TOP_LEVEL_KEYS: [&str; 6] = [
-    "version", "name", "services", "networks", "volumes", "configs",
+/// Top-level keys `up -d` honours.
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "version", "name", "services", "networks", "volumes", "configs", "secrets",
 ];
 
 /// The first of `FILE_NAMES` present in `dir`: Compose uses only one of them.
@@ -446,7 +643,7 @@ fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
                 message: "include is not supported by stackhook".to_owned(),
             });
         }
-        let allowed = TOP_LEVEL_KEYS.contains(&key) || key == "secrets" || key.starts_with("x-");
+        let allowed = TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-");
         if !allowed {
             return Err(Error::UnknownTopLevelKey {
                 file: file.to_path_buf(),

@@ -115,6 +115,12 @@ pub fn config_hash(
             _ => {}
         }
     }
+    // A secret or config from a file is mounted like a bind mount; its content counts alike.
+    for file in &service.files {
+        if let compose::FileSource::File(path) = &file.source {
+            hash_json(&mut hasher, &content_id(path));
+        }
+    }
     ConfigHash(hex::encode(hasher.finalize()))
 }
 

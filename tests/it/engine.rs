@@ -156,14 +156,17 @@ async fn container_lifecycle(engine: TestEngine, test: &str) {
                 network: back.name.clone(),
                 aliases: vec![name.clone(), "web".to_owned()],
                 ipv4_address: None,
+                ..Default::default()
             },
             Attachment {
                 network: front.name.clone(),
                 aliases: vec![name.clone(), "web".to_owned(), "www".to_owned()],
                 ipv4_address: None,
+                ..Default::default()
             },
         ],
         volume_names: BTreeMap::from([("data".to_owned(), volume.name.clone())]),
+        ..Default::default()
     };
 
     let id = docker.create(&spec).await.unwrap();
@@ -262,6 +265,7 @@ async fn builds_from_a_local_image(engine: TestEngine, test: &str) {
         dockerfile: "docker/app.Dockerfile".to_owned(),
         args: BTreeMap::from([("WHO".to_owned(), "stackhook".to_owned())]),
         target: Some("base".to_owned()),
+        ..Default::default()
     };
     let lines = std::sync::Mutex::new(Vec::new());
     docker
@@ -550,14 +554,17 @@ volumes:
                 network: format!("{project}_back"),
                 aliases: vec![name.clone(), "web".to_owned()],
                 ipv4_address: None,
+                ..Default::default()
             },
             Attachment {
                 network: format!("{project}_front"),
                 aliases: vec![name.clone(), "web".to_owned(), "www".to_owned()],
                 ipv4_address: None,
+                ..Default::default()
             },
         ],
         volume_names: BTreeMap::from([("data".to_owned(), format!("{project}_data"))]),
+        ..Default::default()
     };
     let id = docker.create(&spec).await.unwrap();
     let ours = inspect(engine, &id);

@@ -19,10 +19,18 @@ const FIXTURES: &[&str] = &[
     "anchors",
     "kitchen",
     "legacy",
+    "links",
     "named",
+    "namespaces",
     "paperless",
     "vaultwarden",
 ];
+
+/// Fixtures an engine cannot run, with Compose or stackhook alike: Podman refuses legacy links
+/// ("bad parameter: link is not supported").
+fn runs_on(engine: TestEngine, fixture: &str) -> bool {
+    !(engine == TestEngine::Podman && fixture == "links")
+}
 
 /// Container labels that legitimately differ between the two deployers: the config hash and
 /// image id are computed differently, the project directory and files are the fixture's for
@@ -95,6 +103,19 @@ const HOST_CONFIG_FIELDS: &[&str] = &[
     "OomKillDisable",
     "PublishAllPorts",
     "AutoRemove",
+    "UTSMode",
+    "UsernsMode",
+    "CgroupnsMode",
+    "CgroupParent",
+    "CpusetCpus",
+    "CpuRealtimeRuntime",
+    "CpuRealtimePeriod",
+    "OomScoreAdj",
+    "MemorySwappiness",
+    "DeviceCgroupRules",
+    "DeviceRequests",
+    "StorageOpt",
+    "Annotations",
 ];
 
 const NETWORK_FIELDS: &[&str] = &[
@@ -107,6 +128,7 @@ const NETWORK_FIELDS: &[&str] = &[
     "EnableIPv6",
     "Options",
     "Labels",
+    "IPAM",
 ];
 
 const VOLUME_FIELDS: &[&str] = &["Name", "Driver", "Scope", "Options", "Labels"];
@@ -120,13 +142,28 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
     let mut h = Harness::new(engine, &format!("fid{}", engine.name())).await;
     let named_project = format!("{}-project", h.stack("named"));
     h.set("FIDELITY_PROJECT", &named_project);
+    // Fixed subnets must not overlap between the engines, whose tests run at the same time on
+    // one host; both stay out of the engines' own pools (172.17–31, 192.168, 10.88–89).
+    h.set(
+        "NAMESPACES_NET",
+        match engine {
+            TestEngine::Docker => "10.250.1",
+            TestEngine::Podman => "10.250.2",
+        },
+    );
+    h.set("NAMESPACES_SECRET", "written into the container");
     if engine == TestEngine::Podman {
         // Podman 4.3 refuses a host port range ("strconv.Atoi: parsing \"18000-18019\""),
         // from Compose and stackhook alike.
         h.set("PAPERLESS_PORT", "18020")
             .set("VAULTWARDEN_PORT", "18120");
     }
-    for fixture in FIXTURES {
+    let fixtures: Vec<&str> = FIXTURES
+        .iter()
+        .copied()
+        .filter(|fixture| runs_on(engine, fixture))
+        .collect();
+    for fixture in &fixtures {
         copy_dir(
             &fixtures_dir().join(fixture),
             &h.repo.path().join("services").join(h.stack(fixture)),
@@ -139,7 +176,7 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
     };
 
     let mut by_compose = BTreeMap::new();
-    for fixture in FIXTURES {
+    for fixture in &fixtures {
         let project = project(fixture);
         // Podman runs healthchecks through systemd timers, and these machines have no systemd:
         // a health stays `starting`, so `up -d` would wait forever on `service_healthy`
@@ -150,7 +187,9 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
         };
         let up = compose(&h, fixture, &project, verb);
         assert!(up.status.success(), "docker-compose up {fixture}: {up:?}");
-        by_compose.insert(*fixture, snapshot(engine, &project));
+        let mut view = snapshot(engine, &project);
+        view.extend(written_files(engine, fixture, &project));
+        by_compose.insert(*fixture, view);
         let down = compose(&h, fixture, &project, &["down", "-v"]);
         assert!(
             down.status.success(),
@@ -160,9 +199,10 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
 
     let deploy = h.stackhook(&["deploy"]).output().unwrap();
     let mut differences = Vec::new();
-    for fixture in FIXTURES {
+    for fixture in &fixtures {
         let project = project(fixture);
-        let by_stackhook = snapshot(engine, &project);
+        let mut by_stackhook = snapshot(engine, &project);
+        by_stackhook.extend(written_files(engine, fixture, &project));
         differences.extend(
             compare(&by_compose[fixture], &by_stackhook)
                 .into_iter()
@@ -287,6 +327,27 @@ crate::engine_tests!(
     stackhook_builds_and_runs_a_build_section,
 );
 
+/// Secrets and configs given by `environment:` or `content:` are written into the container,
+/// where `inspect` does not show them: read them back, with their permissions.
+fn written_files(engine: TestEngine, fixture: &str, project: &str) -> Snapshot {
+    if fixture != "namespaces" {
+        return Snapshot::new();
+    }
+    let container = format!("{project}-web-1");
+    let mut files = BTreeMap::new();
+    for path in ["/run/secrets/inline", "/etc/inline.conf"] {
+        let content = cli(engine, &["exec", &container, "cat", path]);
+        let listing = cli(engine, &["exec", &container, "ls", "-ln", path]);
+        let permissions = listing
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        files.insert(path.to_owned(), serde_json::json!([content, permissions]));
+    }
+    Snapshot::from([(format!("files in {container}"), files)])
+}
+
 fn fixture_waits_for_health(fixture: &str) -> bool {
     std::fs::read_to_string(fixtures_dir().join(fixture).join("compose.yaml"))
         .unwrap()
@@ -377,14 +438,42 @@ fn container_ids(engine: TestEngine, project: &str) -> BTreeMap<String, String> 
 fn snapshot(engine: TestEngine, project: &str) -> Snapshot {
     let mut snapshot = Snapshot::new();
     let containers = names(engine, &["ps", "-a"], "{{.Names}}", project);
-    for container in inspect(engine, &["container", "inspect"], &containers) {
+    let inspected = inspect(engine, &["container", "inspect"], &containers);
+    // `volumes_from` and `service:` namespaces name a container by its id, which differs from
+    // one deployment to the next: show the name instead.
+    let by_id: BTreeMap<String, String> = inspected
+        .iter()
+        .map(|c| {
+            let name = c["Name"].as_str().unwrap().trim_start_matches('/');
+            (c["Id"].as_str().unwrap().to_owned(), name.to_owned())
+        })
+        .collect();
+    for container in &inspected {
         let name = container["Name"].as_str().unwrap().trim_start_matches('/');
-        snapshot.insert(format!("container {name}"), container_view(&container));
+        let mut view = container_view(container);
+        for value in view.values_mut() {
+            *value = ids_to_names(value.clone(), &by_id);
+        }
+        snapshot.insert(format!("container {name}"), view);
     }
     let networks = names(engine, &["network", "ls"], "{{.Name}}", project);
     for network in inspect(engine, &["network", "inspect"], &networks) {
         let name = network["Name"].as_str().unwrap();
-        snapshot.insert(format!("network {name}"), view(&network, NETWORK_FIELDS));
+        let mut view = view(&network, NETWORK_FIELDS);
+        // A subnet the engine chose differs from one deployment to the next; the fixtures'
+        // own are under 10.250.0.0/16.
+        if let Some(Value::Array(pools)) =
+            view.get_mut("IPAM").and_then(|ipam| ipam.get_mut("Config"))
+        {
+            for pool in pools.iter_mut().filter(|pool| {
+                !pool["Subnet"]
+                    .as_str()
+                    .is_some_and(|subnet| subnet.starts_with("10.250."))
+            }) {
+                *pool = "<chosen by the engine>".into();
+            }
+        }
+        snapshot.insert(format!("network {name}"), view);
     }
     let volumes = names(engine, &["volume", "ls"], "{{.Name}}", project);
     for volume in inspect(engine, &["volume", "inspect"], &volumes) {
@@ -465,19 +554,25 @@ fn container_view(container: &Value) -> BTreeMap<String, Value> {
             items.sort_by_key(|item| item.to_string());
         }
     }
-    let networks: BTreeMap<&str, BTreeSet<&str>> = container["NetworkSettings"]["Networks"]
+    let networks: BTreeMap<&str, Value> = container["NetworkSettings"]["Networks"]
         .as_object()
         .into_iter()
         .flatten()
         .map(|(name, endpoint)| {
-            let aliases = endpoint["Aliases"]
+            let aliases: BTreeSet<&str> = endpoint["Aliases"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
                 .filter(|alias| *alias != short_id)
                 .collect();
-            (name.as_str(), aliases)
+            let view = serde_json::json!({
+                "Aliases": aliases,
+                "IPAMConfig": endpoint["IPAMConfig"],
+                "Links": endpoint["Links"],
+                "DriverOpts": endpoint["DriverOpts"],
+            });
+            (name.as_str(), view)
         })
         .collect();
     view.insert(
@@ -492,6 +587,26 @@ fn container_view(container: &Value) -> BTreeMap<String, Value> {
     view.into_iter()
         .map(|(field, value)| (field, relative_to(value, working_dir)))
         .collect()
+}
+
+fn ids_to_names(value: Value, by_id: &BTreeMap<String, String>) -> Value {
+    match value {
+        Value::String(text) => {
+            let (prefix, id) = text.split_once(':').unwrap_or(("", &text));
+            match by_id.get(id) {
+                Some(name) if prefix.is_empty() => Value::String(format!("<{name}>")),
+                Some(name) => Value::String(format!("{prefix}:<{name}>")),
+                None => Value::String(text),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| ids_to_names(item, by_id))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn without_differing_labels(labels: &Value) -> Value {

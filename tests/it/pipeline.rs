@@ -721,6 +721,7 @@ async fn release(h: &Harness, tag: &str, version: &str) {
         dockerfile: "Dockerfile".into(),
         args: Default::default(),
         target: None,
+        ..Default::default()
     };
     h.docker.build(tag, &build, &|_| {}).await.unwrap();
 }

@@ -10,17 +10,24 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
-    HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
-    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
+    MountVolumeOptions, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use crate::engine::{Attachment, ContainerSpec, EngineKind};
 use crate::stack::compose::{self, MountKind};
 
 /// The create body for `spec`: configuration, host configuration and the first network.
-pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBody {
+/// `ids` holds the container id of each service in `spec.service_containers`, which Compose
+/// names by id in `volumes_from` and `service:` namespaces.
+pub fn create_body(
+    spec: &ContainerSpec,
+    kind: EngineKind,
+    ids: &BTreeMap<String, String>,
+) -> ContainerCreateBody {
     // Both engines take the same body; `kind` is the place for a difference when one appears.
     let _ = kind;
     let service = &spec.service;
@@ -57,7 +64,7 @@ pub fn create_body(spec: &ContainerSpec, kind: EngineKind) -> ContainerCreateBod
         attach_stdin: Some(false),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        host_config: Some(host_config(spec)),
+        host_config: Some(host_config(spec, ids)),
         networking_config: networking_config(spec),
         ..Default::default()
     }
@@ -72,23 +79,42 @@ pub fn extra_attachments(spec: &ContainerSpec) -> &[Attachment] {
 }
 
 /// The endpoint settings of one attachment, for create or for `connect_network`.
+/// As Compose's `createEndpointSettings`: the address configuration whenever the service's
+/// entry configures the network, the links on every network.
 pub fn endpoint_settings(attachment: &Attachment) -> EndpointSettings {
+    let ipam_config = attachment.ipam_config
+        || attachment.ipv4_address.is_some()
+        || attachment.ipv6_address.is_some()
+        || !attachment.link_local_ips.is_empty();
     EndpointSettings {
         aliases: non_empty(attachment.aliases.clone()),
-        ipam_config: attachment
-            .ipv4_address
-            .as_ref()
-            .map(|address| EndpointIpamConfig {
-                ipv4_address: Some(address.clone()),
-                ..Default::default()
-            }),
+        links: non_empty(attachment.links.clone()),
+        ipam_config: ipam_config.then(|| EndpointIpamConfig {
+            ipv4_address: attachment.ipv4_address.clone(),
+            ipv6_address: attachment.ipv6_address.clone(),
+            link_local_ips: non_empty(attachment.link_local_ips.clone()),
+        }),
+        mac_address: attachment.mac_address.clone(),
+        driver_opts: non_empty_map(&attachment.driver_opts),
+        gw_priority: (attachment.gw_priority != 0).then_some(attachment.gw_priority),
         ..Default::default()
     }
 }
 
-fn host_config(spec: &ContainerSpec) -> HostConfig {
+fn host_config(spec: &ContainerSpec, ids: &BTreeMap<String, String>) -> HostConfig {
     let service = &spec.service;
     let (binds, mounts) = binds_and_mounts(spec);
+    // Compose resolves `service:<name>` to the service's container id for these three only
+    // (`resolveSharedNamespaces`); `uts` and `cgroup` go to the engine as written.
+    let by_id = |mode: &Option<String>| {
+        mode.as_ref()
+            .map(|mode| match mode.strip_prefix("service:") {
+                Some(other) => {
+                    format!("container:{}", ids.get(other).map_or(other, String::as_str))
+                }
+                None => mode.clone(),
+            })
+    };
     HostConfig {
         binds: non_empty(binds),
         mounts: non_empty(mounts),
@@ -96,7 +122,45 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
         // Compose always sends these two, empty or not, and the engine shows `{}` and `[]`
         // rather than null for them: send them too so that `docker inspect` agrees.
         port_bindings: Some(port_bindings(&service.ports).into_iter().collect()),
-        network_mode: network_mode(spec),
+        network_mode: by_id(&network_mode(spec)),
+        pid_mode: by_id(&service.pid),
+        ipc_mode: by_id(&service.ipc),
+        uts_mode: service.uts.clone(),
+        cgroupns_mode: service.cgroup.as_deref().map(|mode| match mode {
+            "host" => HostConfigCgroupnsModeEnum::HOST,
+            _ => HostConfigCgroupnsModeEnum::PRIVATE,
+        }),
+        cgroup_parent: service.cgroup_parent.clone(),
+        userns_mode: service.userns_mode.clone(),
+        runtime: service.runtime.clone(),
+        volumes_from: non_empty(volumes_from(&service.volumes_from, ids)),
+        links: non_empty(
+            spec.networks
+                .first()
+                .map(|a| a.links.clone())
+                .unwrap_or_default(),
+        ),
+        group_add: non_empty(service.group_add.clone()),
+        dns_search: non_empty(service.dns_search.clone()),
+        dns_options: non_empty(service.dns_opt.clone()),
+        cpu_shares: service.cpu_shares,
+        cpu_quota: service.cpu_quota,
+        cpu_period: service.cpu_period,
+        cpu_realtime_runtime: service.cpu_rt_runtime,
+        cpu_realtime_period: service.cpu_rt_period,
+        cpu_count: service.cpu_count,
+        // Compose sends the percentage times a hundred (`getDeployResources`).
+        cpu_percent: service.cpu_percent.map(|percent| (percent * 100.0) as i64),
+        cpuset_cpus: service.cpuset.clone(),
+        memory_swap: service.memswap_limit,
+        memory_swappiness: service.mem_swappiness.filter(|s| *s != 0),
+        oom_score_adj: service.oom_score_adj,
+        // Compose always sends it.
+        oom_kill_disable: Some(service.oom_kill_disable),
+        device_cgroup_rules: non_empty(service.device_cgroup_rules.clone()),
+        device_requests: non_empty(service.device_requests.iter().map(device_request).collect()),
+        storage_opt: non_empty_map(&service.storage_opt),
+        annotations: non_empty_map(&service.annotations),
         restart_policy: service.restart.as_deref().map(restart_policy),
         extra_hosts: Some(service.extra_hosts.iter().map(|h| extra_host(h)).collect()),
         dns: non_empty(service.dns.clone()),
@@ -132,6 +196,32 @@ fn host_config(spec: &ContainerSpec) -> HostConfig {
     }
 }
 
+/// `service[:mode]` becomes the service's container id and `container:name[:mode]` the name:
+/// Compose drops the mode in both (`resolveVolumeFrom` in its convergence.go).
+fn volumes_from(entries: &[String], ids: &BTreeMap<String, String>) -> Vec<String> {
+    entries
+        .iter()
+        .map(|entry| {
+            let mut parts = entry.split(':');
+            let first = parts.next().unwrap_or_default();
+            if first == "container" {
+                return parts.next().unwrap_or_default().to_owned();
+            }
+            ids.get(first).cloned().unwrap_or_else(|| first.to_owned())
+        })
+        .collect()
+}
+
+fn device_request(request: &compose::DeviceRequest) -> DeviceRequest {
+    DeviceRequest {
+        driver: request.driver.clone(),
+        count: request.count,
+        device_ids: non_empty(request.device_ids.clone()),
+        capabilities: Some(vec![request.capabilities.clone()]),
+        options: non_empty_map(&request.options),
+    }
+}
+
 /// `network_mode:` when the service sets it, else the first network, as Compose does.
 fn network_mode(spec: &ContainerSpec) -> Option<String> {
     spec.service
@@ -145,11 +235,14 @@ fn networking_config(spec: &ContainerSpec) -> Option<NetworkingConfig> {
         return None;
     }
     let first = spec.networks.first()?;
+    let mut settings = endpoint_settings(first);
+    // The service's `mac_address` belongs to the first network's endpoint (API 1.44 and later;
+    // older engines take it only in the container's config, which bollard no longer has).
+    if settings.mac_address.is_none() {
+        settings.mac_address.clone_from(&spec.service.mac_address);
+    }
     Some(NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(
-            first.network.clone(),
-            endpoint_settings(first),
-        )])),
+        endpoints_config: Some(HashMap::from([(first.network.clone(), settings)])),
     })
 }
 
@@ -241,6 +334,22 @@ fn binds_and_mounts(spec: &ContainerSpec) -> (Vec<String>, Vec<Mount>) {
                 }),
                 ..Default::default()
             }),
+        }
+    }
+    // Secrets and configs from host files, as Compose mounts them without Swarm
+    // (`buildContainerSecretMounts`, `buildContainerConfigMounts`): read-only binds, a
+    // secret's with (empty) bind options and a config's without.
+    for file in &spec.service.files {
+        if let compose::FileSource::File(path) = &file.source {
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some(path.to_string_lossy().into_owned()),
+                target: Some(file.target.clone()),
+                read_only: Some(true),
+                bind_options: (file.kind == compose::FileKind::Secret)
+                    .then(MountBindOptions::default),
+                ..Default::default()
+            });
         }
     }
     (binds, mounts)
@@ -374,7 +483,8 @@ mod tests {
 
     /// Snapshots the create body as JSON with sorted keys, so that map order does not matter.
     fn check(spec: &ContainerSpec, expected: &Expect) {
-        let body = serde_json::to_value(create_body(spec, EngineKind::Docker)).unwrap();
+        let body =
+            serde_json::to_value(create_body(spec, EngineKind::Docker, &BTreeMap::new())).unwrap();
         let mut text = serde_json::to_string_pretty(&sorted(body)).unwrap();
         text.push('\n');
         expected.assert_eq(&text);
@@ -404,6 +514,7 @@ mod tests {
             ]),
             networks: vec![],
             volume_names: BTreeMap::from([("data".to_owned(), "demo_data".to_owned())]),
+            ..Default::default()
         }
     }
 
@@ -439,6 +550,7 @@ mod tests {
                   "AttachStdout": true,
                   "HostConfig": {
                     "ExtraHosts": [],
+                    "OomKillDisable": false,
                     "PortBindings": {}
                   },
                   "Image": "busybox:latest",
@@ -510,11 +622,13 @@ mod tests {
                 network: "demo_back".to_owned(),
                 aliases: strings(&["demo-web-1", "web"]),
                 ipv4_address: None,
+                ..Default::default()
             },
             Attachment {
                 network: "demo_front".to_owned(),
                 aliases: strings(&["demo-web-1", "web", "www"]),
                 ipv4_address: Some("10.5.0.9".to_owned()),
+                ..Default::default()
             },
         ];
         assert_eq!(extra_attachments(&spec), &spec.networks[1..]);
@@ -583,6 +697,7 @@ mod tests {
                       }
                     ],
                     "NetworkMode": "demo_back",
+                    "OomKillDisable": false,
                     "PortBindings": {
                       "8080/tcp": [
                         {
@@ -681,6 +796,7 @@ mod tests {
             network: "ignored".to_owned(),
             aliases: vec![],
             ipv4_address: None,
+            ..Default::default()
         }];
         assert!(extra_attachments(&spec).is_empty());
         check(
@@ -750,6 +866,7 @@ mod tests {
                     "MemoryReservation": 33554432,
                     "NanoCpus": 500000000,
                     "NetworkMode": "bridge",
+                    "OomKillDisable": false,
                     "PidsLimit": 100,
                     "PortBindings": {},
                     "Privileged": true,
@@ -790,6 +907,180 @@ mod tests {
         );
     }
 
+    /// Also what the fidelity tests cannot run here: GPU device requests (no GPU), real-time
+    /// CPU time and storage options (no kernel or filesystem support on these machines).
+    #[test]
+    fn namespaces_resources_and_references_match_compose() {
+        let service = Service {
+            image: Some("bb".to_owned()),
+            pid: Some("service:db".to_owned()),
+            ipc: Some("service:db".to_owned()),
+            uts: Some("host".to_owned()),
+            cgroup: Some("private".to_owned()),
+            cgroup_parent: Some("mygroup".to_owned()),
+            userns_mode: Some("host".to_owned()),
+            runtime: Some("nvidia".to_owned()),
+            volumes_from: strings(&["db:ro", "container:data:rw", "db"]),
+            group_add: strings(&["1234"]),
+            dns_search: strings(&["example.org"]),
+            dns_opt: strings(&["ndots:2"]),
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            cpu_rt_runtime: Some(950_000),
+            cpu_rt_period: Some(1_000_000),
+            cpu_percent: Some(0.5),
+            cpuset: Some("0-1".to_owned()),
+            memswap_limit: Some(-1),
+            mem_swappiness: Some(0),
+            oom_score_adj: Some(100),
+            oom_kill_disable: true,
+            device_cgroup_rules: strings(&["c 1:3 mr"]),
+            storage_opt: BTreeMap::from([("size".to_owned(), "1G".to_owned())]),
+            annotations: BTreeMap::from([("com.example.a".to_owned(), "b".to_owned())]),
+            device_requests: vec![
+                compose::DeviceRequest {
+                    driver: Some("nvidia".to_owned()),
+                    count: Some(-1),
+                    device_ids: vec![],
+                    capabilities: strings(&["gpu", "utility"]),
+                    options: BTreeMap::from([("a".to_owned(), "b".to_owned())]),
+                },
+                compose::DeviceRequest {
+                    driver: None,
+                    count: None,
+                    device_ids: strings(&["0", "3"]),
+                    capabilities: strings(&["gpu"]),
+                    options: BTreeMap::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        let mut spec = spec(service);
+        spec.networks = vec![Attachment {
+            network: "demo_default".to_owned(),
+            aliases: strings(&["demo-web-1", "web"]),
+            ipv6_address: Some("2001:db8::5".to_owned()),
+            link_local_ips: strings(&["169.254.8.8"]),
+            mac_address: Some("02:42:ac:11:00:02".to_owned()),
+            driver_opts: BTreeMap::from([("com.example.opt".to_owned(), "1".to_owned())]),
+            links: strings(&["demo-db-1:db", "demo-db-1:db-1", "other:alias"]),
+            ..Default::default()
+        }];
+        let ids = BTreeMap::from([("db".to_owned(), "0123abcd".to_owned())]);
+        let body = serde_json::to_value(create_body(&spec, EngineKind::Docker, &ids)).unwrap();
+        let shown = serde_json::to_string_pretty(&serde_json::json!({
+            "HostConfig": sorted(body["HostConfig"].clone()),
+            "NetworkingConfig": sorted(body["NetworkingConfig"].clone()),
+        }))
+        .unwrap();
+        expect![[r#"
+            {
+              "HostConfig": {
+                "Annotations": {
+                  "com.example.a": "b"
+                },
+                "CgroupParent": "mygroup",
+                "CgroupnsMode": "private",
+                "CpuPercent": 50,
+                "CpuPeriod": 100000,
+                "CpuQuota": 50000,
+                "CpuRealtimePeriod": 1000000,
+                "CpuRealtimeRuntime": 950000,
+                "CpuShares": 512,
+                "CpusetCpus": "0-1",
+                "DeviceCgroupRules": [
+                  "c 1:3 mr"
+                ],
+                "DeviceRequests": [
+                  {
+                    "Capabilities": [
+                      [
+                        "gpu",
+                        "utility"
+                      ]
+                    ],
+                    "Count": -1,
+                    "Driver": "nvidia",
+                    "Options": {
+                      "a": "b"
+                    }
+                  },
+                  {
+                    "Capabilities": [
+                      [
+                        "gpu"
+                      ]
+                    ],
+                    "DeviceIDs": [
+                      "0",
+                      "3"
+                    ]
+                  }
+                ],
+                "DnsOptions": [
+                  "ndots:2"
+                ],
+                "DnsSearch": [
+                  "example.org"
+                ],
+                "ExtraHosts": [],
+                "GroupAdd": [
+                  "1234"
+                ],
+                "IpcMode": "container:0123abcd",
+                "Links": [
+                  "demo-db-1:db",
+                  "demo-db-1:db-1",
+                  "other:alias"
+                ],
+                "MemorySwap": -1,
+                "NetworkMode": "demo_default",
+                "OomKillDisable": true,
+                "OomScoreAdj": 100,
+                "PidMode": "container:0123abcd",
+                "PortBindings": {},
+                "Runtime": "nvidia",
+                "StorageOpt": {
+                  "size": "1G"
+                },
+                "UTSMode": "host",
+                "UsernsMode": "host",
+                "VolumesFrom": [
+                  "0123abcd",
+                  "data",
+                  "0123abcd"
+                ]
+              },
+              "NetworkingConfig": {
+                "EndpointsConfig": {
+                  "demo_default": {
+                    "Aliases": [
+                      "demo-web-1",
+                      "web"
+                    ],
+                    "DriverOpts": {
+                      "com.example.opt": "1"
+                    },
+                    "IPAMConfig": {
+                      "IPv6Address": "2001:db8::5",
+                      "LinkLocalIPs": [
+                        "169.254.8.8"
+                      ]
+                    },
+                    "Links": [
+                      "demo-db-1:db",
+                      "demo-db-1:db-1",
+                      "other:alias"
+                    ],
+                    "MacAddress": "02:42:ac:11:00:02"
+                  }
+                }
+              }
+            }"#]]
+        .assert_eq(&shown);
+    }
+
     #[test]
     fn disabled_healthcheck_sends_none_only() {
         let service = Service {
@@ -805,7 +1096,7 @@ mod tests {
             restart: Some("unless-stopped".to_owned()),
             ..Default::default()
         };
-        let body = create_body(&spec(service), EngineKind::Podman);
+        let body = create_body(&spec(service), EngineKind::Podman, &BTreeMap::new());
         let health = serde_json::to_string(&body.healthcheck).unwrap();
         assert_eq!(health, r#"{"Test":["NONE"]}"#);
         let restart = serde_json::to_string(&body.host_config.unwrap().restart_policy).unwrap();

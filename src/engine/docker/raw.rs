@@ -43,6 +43,7 @@ pub struct ContainerSummary {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerInspect {
+    pub id: String,
     pub state: ContainerState,
 }
 

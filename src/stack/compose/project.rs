@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::node::Node;
 use super::service;
-use super::{Error, MountKind, Network, Project, Service, Volume};
+use super::{
+    Error, FileKind, FileSource, Ipam, IpamPool, MountKind, Network, Project, Service, Volume,
+};
 
 /// What normalising needs besides the document, and what it gathers on the way.
 pub struct Context<'a> {
@@ -21,6 +23,17 @@ pub struct Context<'a> {
     pub environment: &'a BTreeMap<String, String>,
     pub files_read: Vec<PathBuf>,
     pub variables: BTreeMap<String, Option<String>>,
+    /// Top-level `secrets` and `configs` by key, read before the services that use them.
+    pub secrets: BTreeMap<String, Definition>,
+    pub configs: BTreeMap<String, Definition>,
+}
+
+/// A top-level secret or config: where its bytes come from, or why it cannot be used.
+#[derive(Debug, Clone)]
+pub enum Definition {
+    Source(FileSource),
+    /// Kept for the message when a service uses it: the key it was refused for.
+    Refused(String),
 }
 
 impl Context<'_> {
@@ -34,6 +47,15 @@ impl Context<'_> {
 
 pub fn project(root: &Node, context: &mut Context) -> Result<Project, Error> {
     let name = project_name(root, context)?;
+    for (kind, key) in [(FileKind::Secret, "secrets"), (FileKind::Config, "configs")] {
+        for (name, node) in section(root, key)? {
+            let definition = definition(kind, &node, context)?;
+            match kind {
+                FileKind::Secret => context.secrets.insert(name, definition),
+                FileKind::Config => context.configs.insert(name, definition),
+            };
+        }
+    }
     let mut services = BTreeMap::new();
     let mut inactive = BTreeSet::new();
     for (key, node) in section(root, "services")? {
@@ -78,6 +100,69 @@ pub fn project(root: &Node, context: &mut Context) -> Result<Project, Error> {
         files_read: std::mem::take(&mut context.files_read),
         variables: std::mem::take(&mut context.variables),
     })
+}
+
+/// `file:` (relative to the stack), `content:` or `environment:`. External ones, and a config's
+/// `driver`/`template_driver`, exist only in Swarm: Compose refuses them when a service uses
+/// them ("unsupported external secret"), and so does stackhook.
+fn definition(kind: FileKind, node: &Node, context: &mut Context) -> Result<Definition, Error> {
+    let mut source = None;
+    for (key, value) in node.entries()? {
+        // Compose's schema: only a config has `content`, only a secret `driver` and `driver_opts`.
+        let allowed = match kind {
+            FileKind::Secret => key != "content",
+            FileKind::Config => key != "driver" && key != "driver_opts",
+        };
+        if !allowed {
+            return Err(node.invalid(format!("additional properties '{key}' not allowed")));
+        }
+        match key.as_str() {
+            "file" => {
+                let path = context.dir.join(value.string()?);
+                source = Some(FileSource::File(normalise_path(&path)));
+            }
+            "content" => source = Some(FileSource::Content(value.string()?)),
+            "environment" => {
+                let variable = value.string()?;
+                let Some(content) = context.lookup(&variable) else {
+                    return Err(
+                        value.invalid(format!("environment variable {variable:?} is not set"))
+                    );
+                };
+                source = Some(FileSource::Content(content));
+            }
+            "external" if value.get("name").is_some() || value.bool()? => {
+                return Ok(Definition::Refused("external".to_owned()));
+            }
+            "external" | "name" | "labels" => {}
+            "driver" | "driver_opts" | "template_driver" => {
+                return Ok(Definition::Refused(key));
+            }
+            _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    let what = match kind {
+        FileKind::Secret => "secret",
+        FileKind::Config => "config",
+    };
+    source
+        .map(Definition::Source)
+        .ok_or_else(|| node.invalid(format!("a {what} needs file, content or environment")))
+}
+
+/// Folds `.` and `..` as Compose does with relative paths.
+fn normalise_path(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 /// The entries of a top-level section; absent or null means none.
@@ -150,11 +235,43 @@ fn network(project: &str, key: &str, node: &Node) -> Result<Network, Error> {
             "labels" => network.labels = strings_map(&value)?,
             "attachable" => network.attachable = value.bool()?,
             "enable_ipv6" => network.enable_ipv6 = value.bool()?,
+            "ipam" => network.ipam = Some(ipam(&value)?),
             _ => return Err(value.invalid("is not supported by stackhook")),
         }
     }
     network.name = resolved_name(project, key, network.external, explicit_name);
     Ok(network)
+}
+
+fn ipam(node: &Node) -> Result<Ipam, Error> {
+    let mut ipam = Ipam::default();
+    for (field, value) in node.entries()? {
+        match field.as_str() {
+            "driver" => ipam.driver = Some(value.string()?),
+            "options" => ipam.options = strings_map(&value)?,
+            "config" => {
+                for item in value.items()? {
+                    let mut pool = IpamPool::default();
+                    for (key, setting) in item.entries()? {
+                        match key.as_str() {
+                            "subnet" => pool.subnet = Some(setting.string()?),
+                            "ip_range" => pool.ip_range = Some(setting.string()?),
+                            "gateway" => pool.gateway = Some(setting.string()?),
+                            "aux_addresses" => pool.aux_addresses = strings_map(&setting)?,
+                            _ => {
+                                return Err(setting.invalid(format!(
+                                    "additional properties '{key}' not allowed"
+                                )));
+                            }
+                        }
+                    }
+                    ipam.config.push(pool);
+                }
+            }
+            _ => return Err(value.invalid(format!("additional properties '{field}' not allowed"))),
+        }
+    }
+    Ok(ipam)
 }
 
 fn volume(project: &str, key: &str, node: &Node) -> Result<Volume, Error> {

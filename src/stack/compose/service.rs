@@ -10,60 +10,132 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::node::Node;
-use super::project::{Context, strings_map};
+use super::project::{Context, Definition, strings_map};
 use super::{
-    Build, Condition, Dependency, Error, Healthcheck, Logging, Mount, MountKind, Port, PullPolicy,
-    Service, ServiceNetwork, Ulimit,
+    Build, Condition, Dependency, DeviceRequest, Error, FileKind, FileSource, Healthcheck, Logging,
+    Mount, MountKind, Port, PullPolicy, Service, ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
 };
 
-/// Service keys stackhook supports, besides `x-` extensions.
-const KEYS: &[&str] = &[
-    "image",
-    "build",
-    "pull_policy",
-    "command",
-    "entrypoint",
-    "environment",
-    "env_file",
-    "user",
-    "working_dir",
-    "hostname",
-    "domainname",
-    "labels",
-    "ports",
-    "expose",
-    "volumes",
-    "tmpfs",
-    "networks",
-    "network_mode",
-    "restart",
-    "healthcheck",
-    "depends_on",
-    "extra_hosts",
-    "dns",
-    "cap_add",
-    "cap_drop",
-    "privileged",
-    "devices",
-    "init",
-    "read_only",
-    "security_opt",
-    "sysctls",
-    "ulimits",
-    "logging",
-    "stop_signal",
-    "stop_grace_period",
-    "tty",
-    "stdin_open",
-    "mem_limit",
-    "mem_reservation",
-    "cpus",
-    "shm_size",
-    "deploy",
-    "pids_limit",
-    "container_name",
-    "profiles",
+/// How stackhook treats one service key of the Compose Specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Parsed into `compose::Service` and given to the engine as Docker Compose gives it.
+    Applied,
+    /// Accepted without effect, as `docker compose up -d` has none for it.
+    Ignored,
+    /// Valid Compose that stackhook refuses (`UnsupportedKey`) rather than deploy something
+    /// other than Compose would.
+    Refused,
+}
+
+/// Every service key of Docker Compose v2.40.3's schema, with how stackhook treats it: the one
+/// list from which parsing, the `UnsupportedKey` error and the README's list derive. A key that
+/// is not here (nor `x-`) is not Compose, and is reported as Compose's schema check reports it.
+pub const SERVICE_KEYS: &[(&str, Support)] = &[
+    ("annotations", Support::Applied),
+    // Which services' output `up` (without `-d`) follows.
+    ("attach", Support::Ignored),
+    ("blkio_config", Support::Refused),
+    ("build", Support::Applied),
+    ("cap_add", Support::Applied),
+    ("cap_drop", Support::Applied),
+    ("cgroup", Support::Applied),
+    ("cgroup_parent", Support::Applied),
+    ("command", Support::Applied),
+    ("configs", Support::Applied),
+    ("container_name", Support::Applied),
+    ("cpu_count", Support::Applied),
+    ("cpu_percent", Support::Applied),
+    ("cpu_period", Support::Applied),
+    ("cpu_quota", Support::Applied),
+    ("cpu_rt_period", Support::Applied),
+    ("cpu_rt_runtime", Support::Applied),
+    ("cpu_shares", Support::Applied),
+    ("cpus", Support::Applied),
+    ("cpuset", Support::Applied),
+    ("credential_spec", Support::Refused),
+    ("depends_on", Support::Applied),
+    ("deploy", Support::Applied),
+    // Used by `docker compose watch` only.
+    ("develop", Support::Ignored),
+    ("device_cgroup_rules", Support::Applied),
+    ("devices", Support::Applied),
+    ("dns", Support::Applied),
+    ("dns_opt", Support::Applied),
+    ("dns_search", Support::Applied),
+    ("domainname", Support::Applied),
+    ("entrypoint", Support::Applied),
+    ("env_file", Support::Applied),
+    ("environment", Support::Applied),
+    ("expose", Support::Applied),
+    ("extends", Support::Refused),
+    ("external_links", Support::Applied),
+    ("extra_hosts", Support::Applied),
+    ("gpus", Support::Applied),
+    ("group_add", Support::Applied),
+    ("healthcheck", Support::Applied),
+    ("hostname", Support::Applied),
+    ("image", Support::Applied),
+    ("init", Support::Applied),
+    ("ipc", Support::Applied),
+    ("isolation", Support::Refused),
+    ("label_file", Support::Applied),
+    ("labels", Support::Applied),
+    ("links", Support::Applied),
+    ("logging", Support::Applied),
+    ("mac_address", Support::Applied),
+    ("mem_limit", Support::Applied),
+    ("mem_reservation", Support::Applied),
+    ("mem_swappiness", Support::Applied),
+    ("memswap_limit", Support::Applied),
+    ("models", Support::Refused),
+    ("network_mode", Support::Applied),
+    ("networks", Support::Applied),
+    ("oom_kill_disable", Support::Applied),
+    ("oom_score_adj", Support::Applied),
+    ("pid", Support::Applied),
+    ("pids_limit", Support::Applied),
+    ("platform", Support::Applied),
+    ("ports", Support::Applied),
+    ("post_start", Support::Refused),
+    ("pre_stop", Support::Refused),
+    ("privileged", Support::Applied),
+    ("profiles", Support::Applied),
+    ("provider", Support::Refused),
+    ("pull_policy", Support::Applied),
+    ("pull_refresh_after", Support::Refused),
+    ("read_only", Support::Applied),
+    ("restart", Support::Applied),
+    ("runtime", Support::Applied),
+    // Replicas touch the planner (issue 11): refused until it creates several containers.
+    ("scale", Support::Refused),
+    ("secrets", Support::Applied),
+    ("security_opt", Support::Applied),
+    ("shm_size", Support::Applied),
+    ("stdin_open", Support::Applied),
+    ("stop_grace_period", Support::Applied),
+    ("stop_signal", Support::Applied),
+    ("storage_opt", Support::Applied),
+    ("sysctls", Support::Applied),
+    ("tmpfs", Support::Applied),
+    ("tty", Support::Applied),
+    ("ulimits", Support::Applied),
+    ("use_api_socket", Support::Refused),
+    ("user", Support::Applied),
+    ("userns_mode", Support::Applied),
+    ("uts", Support::Applied),
+    ("volumes", Support::Applied),
+    ("volumes_from", Support::Applied),
+    ("working_dir", Support::Applied),
 ];
+
+/// How stackhook treats `key`; `None` when it is no Compose service key.
+pub fn support(key: &str) -> Option<Support> {
+    SERVICE_KEYS
+        .iter()
+        .find(|(known, _)| *known == key)
+        .map(|(_, support)| *support)
+}
 
 /// Normalises the service `name`; `None` when it has `profiles:`, since stackhook never enables
 /// a profile and `up` leaves such services out ("Using profiles with Compose").
@@ -78,11 +150,16 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
         service: name.to_owned(),
         key: key.to_owned(),
     };
-    if let Some((key, _)) = entries
-        .iter()
-        .find(|(key, _)| !(KEYS.contains(&key.as_str()) || key.starts_with("x-")))
-    {
-        return Err(unsupported(key));
+    for (key, _) in &entries {
+        match support(key) {
+            Some(Support::Applied | Support::Ignored) => {}
+            Some(Support::Refused) => return Err(unsupported(key)),
+            None if key.starts_with("x-") => {}
+            // Worded as Compose's schema validation says it.
+            None => {
+                return Err(node.invalid(format!("additional properties '{key}' not allowed")));
+            }
+        }
     }
     let fields: BTreeMap<String, Node> = entries
         .into_iter()
@@ -96,6 +173,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     let mut service = Service::default();
     let mut environment_node = None;
     let mut env_files = None;
+    let mut gpu_requests = Vec::new();
     for (key, value) in &fields {
         match key.as_str() {
             "image" => service.image = Some(value.string()?),
@@ -141,13 +219,77 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "shm_size" => service.shm_size = Some(value.bytes()?),
             "pids_limit" => service.pids_limit = Some(value.integer()?),
             "container_name" => service.container_name = Some(value.string()?),
+            "platform" => service.platform = Some(value.string()?),
+            "pid" => service.pid = Some(value.string()?),
+            "ipc" => service.ipc = Some(value.string()?),
+            "uts" => service.uts = Some(value.string()?),
+            "cgroup" => service.cgroup = Some(cgroup(value)?),
+            "cgroup_parent" => service.cgroup_parent = Some(value.string()?),
+            "userns_mode" => service.userns_mode = Some(value.string()?),
+            "runtime" => service.runtime = Some(value.string()?),
+            "links" => service.links = value.strings()?,
+            "external_links" => service.external_links = value.strings()?,
+            "volumes_from" => service.volumes_from = value.strings()?,
+            "group_add" => service.group_add = value.strings()?,
+            "dns_search" => service.dns_search = value.string_or_strings()?,
+            "dns_opt" => service.dns_opt = value.strings()?,
+            "mac_address" => service.mac_address = Some(value.string()?),
+            "cpu_shares" => service.cpu_shares = Some(value.integer()?),
+            "cpu_quota" => service.cpu_quota = Some(value.integer()?),
+            "cpu_period" => service.cpu_period = Some(value.integer()?),
+            "cpu_rt_runtime" => service.cpu_rt_runtime = Some(value.integer()?),
+            "cpu_rt_period" => service.cpu_rt_period = Some(value.integer()?),
+            "cpu_count" => service.cpu_count = Some(value.integer()?),
+            "cpu_percent" => service.cpu_percent = Some(value.float()?),
+            "cpuset" => service.cpuset = Some(value.string()?),
+            "memswap_limit" => service.memswap_limit = Some(swap_bytes(value)?),
+            "mem_swappiness" => service.mem_swappiness = Some(value.integer()?),
+            "oom_score_adj" => service.oom_score_adj = Some(value.integer()?),
+            "oom_kill_disable" => service.oom_kill_disable = value.bool()?,
+            "device_cgroup_rules" => service.device_cgroup_rules = value.strings()?,
+            "storage_opt" => service.storage_opt = strings_map(value)?,
+            "annotations" => service.annotations = strings_map(value)?,
+            "gpus" => gpu_requests = gpus(value)?,
+            "secrets" => service
+                .files
+                .extend(files(FileKind::Secret, name, value, context)?),
             _ => {}
         }
+    }
+    // Secrets before configs, whatever the order of keys in the file.
+    if let Some(value) = fields.get("configs") {
+        service
+            .files
+            .extend(files(FileKind::Config, name, value, context)?);
+    }
+    if service.read_only
+        && let Some(file) = service
+            .files
+            .iter()
+            .find(|file| matches!(file.source, FileSource::Content(_)))
+    {
+        // Compose's words (`injectFileReferences`).
+        return Err(node.invalid(format!(
+            "cannot create {:?} in read-only service {name}: `file` is the sole supported option",
+            file.name
+        )));
+    }
+    if let Some(files) = fields.get("label_file") {
+        service.labels = labels(files, &service.labels, context)?;
     }
     // `deploy` comes last: where both are set, Compose lets `deploy.resources` win.
     if let Some(deploy_node) = fields.get("deploy") {
         deploy(deploy_node, &mut service, &unsupported)?;
     }
+    // After `deploy.resources.reservations.devices`, in Compose's order.
+    service.device_requests.extend(gpu_requests);
+    if let Some(build) = &mut service.build
+        && service.platform.is_some()
+    {
+        // The service's platform is the one built for ("build.platforms").
+        build.platform.clone_from(&service.platform);
+    }
+    implicit_dependencies(&mut service);
     service.environment = environment(env_files, environment_node, context)?;
     if service.image.is_none() && service.build.is_none() {
         return Err(Error::NoImage {
@@ -172,6 +314,14 @@ fn build(node: &Node, context: &Context) -> Result<Build, Error> {
         dockerfile: "Dockerfile".to_owned(),
         args: BTreeMap::new(),
         target: None,
+        cache_from: Vec::new(),
+        network: None,
+        extra_hosts: Vec::new(),
+        labels: BTreeMap::new(),
+        shm_size: None,
+        no_cache: false,
+        pull: false,
+        platform: None,
     };
     if node.entries().is_err() {
         build.context = resolve(context, &node.string()?);
@@ -194,10 +344,208 @@ fn build(node: &Node, context: &Context) -> Result<Build, Error> {
                     .collect();
             }
             "target" => build.target = Some(value.string()?),
+            "cache_from" => build.cache_from = value.strings()?,
+            "network" => build.network = Some(value.string()?),
+            "extra_hosts" => {
+                build.extra_hosts = extra_hosts(&value)?;
+                // The build API takes them as repeated query parameters, which bollard's
+                // options cannot say.
+                if build.extra_hosts.len() > 1 {
+                    return Err(value.invalid("more than one host is not supported by stackhook"));
+                }
+            }
+            "labels" => build.labels = strings_map(&value)?,
+            "shm_size" => build.shm_size = Some(value.bytes()?),
+            "no_cache" => build.no_cache = value.bool()?,
+            "pull" => build.pull = value.bool()?,
+            "platforms" => match value.strings()?.as_slice() {
+                [] => {}
+                [platform] => build.platform = Some(platform.clone()),
+                _ => {
+                    return Err(
+                        value.invalid("more than one platform is not supported by stackhook")
+                    );
+                }
+            },
+            // BuildKit's outputs and inputs, which the engine's classic build API has no way
+            // to take: refused rather than built without them.
             _ => return Err(value.invalid("is not supported by stackhook")),
         }
     }
     Ok(build)
+}
+
+/// A service's `secrets:` or `configs:`, short (`- name`) or long (`source`, `target`, `uid`,
+/// `gid`, `mode`), resolved against the top-level definitions. A secret's target defaults to
+/// `/run/secrets/<source>` and a relative one is under `/run/secrets`; a config's is
+/// `/<source>`, or `/<target>`.
+fn files(
+    kind: FileKind,
+    service: &str,
+    node: &Node,
+    context: &Context,
+) -> Result<Vec<ServiceFile>, Error> {
+    let (section, base) = match kind {
+        FileKind::Secret => (&context.secrets, "/run/secrets/"),
+        FileKind::Config => (&context.configs, "/"),
+    };
+    let mut files = Vec::new();
+    for item in node.items()? {
+        let mut name = None;
+        let mut target = None;
+        let (mut uid, mut gid, mut mode) = (None, None, None);
+        if item.entries().is_ok() {
+            for (key, value) in item.entries()? {
+                match key.as_str() {
+                    "source" => name = Some(value.string()?),
+                    "target" => target = Some(value.string()?),
+                    "uid" => uid = Some(id(&value)?),
+                    "gid" => gid = Some(id(&value)?),
+                    "mode" => mode = Some(file_mode(&value)?),
+                    _ => {
+                        return Err(
+                            value.invalid(format!("additional properties '{key}' not allowed"))
+                        );
+                    }
+                }
+            }
+        } else {
+            name = Some(item.string()?);
+        }
+        let name = name.ok_or_else(|| item.invalid("needs a source"))?;
+        let source = match section.get(&name) {
+            Some(Definition::Source(source)) => source.clone(),
+            Some(Definition::Refused(key)) => {
+                let key = match kind {
+                    FileKind::Secret => format!("secrets.{name}.{key}"),
+                    FileKind::Config => format!("configs.{name}.{key}"),
+                };
+                return Err(Error::UnsupportedKey {
+                    file: node.file.to_path_buf(),
+                    service: service.to_owned(),
+                    key,
+                });
+            }
+            None => return Err(item.invalid(format!("refers to undefined {name}"))),
+        };
+        let target = match target {
+            Some(target) if target.starts_with('/') => target,
+            Some(target) => format!("{base}{target}"),
+            None => format!("{base}{name}"),
+        };
+        files.push(ServiceFile {
+            kind,
+            name,
+            target,
+            source,
+            uid,
+            gid,
+            mode,
+        });
+    }
+    Ok(files)
+}
+
+fn id(node: &Node) -> Result<u32, Error> {
+    let text = node.string()?;
+    text.parse()
+        .map_err(|_| node.invalid(format!("{text:?} is not a numeric id")))
+}
+
+/// A file mode, written in octal as in `chmod` (`0440`, `"0440"`, `0o440`).
+fn file_mode(node: &Node) -> Result<u32, Error> {
+    let text = node.string()?;
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8).map_err(|_| node.invalid(format!("{text:?} is not a file mode")))
+}
+
+/// `cgroup:` takes only the two modes Compose's schema allows.
+fn cgroup(node: &Node) -> Result<String, Error> {
+    let mode = node.string()?;
+    match mode.as_str() {
+        "host" | "private" => Ok(mode),
+        _ => Err(node.invalid(format!("{mode:?} must be one of host, private"))),
+    }
+}
+
+/// `memswap_limit`: a byte size, or `-1` for unlimited swap.
+fn swap_bytes(node: &Node) -> Result<i64, Error> {
+    if node.string()?.trim() == "-1" {
+        return Ok(-1);
+    }
+    node.bytes()
+}
+
+/// `gpus: all`, or a list of device requests; each asks for the `gpu` capability besides its
+/// own (`getDeployResources` in Compose's create.go).
+fn gpus(node: &Node) -> Result<Vec<DeviceRequest>, Error> {
+    if node.items().is_err() {
+        return match node.string()?.as_str() {
+            "all" => Ok(vec![DeviceRequest {
+                driver: None,
+                count: Some(-1),
+                device_ids: Vec::new(),
+                capabilities: vec!["gpu".to_owned()],
+                options: BTreeMap::new(),
+            }]),
+            other => Err(node.invalid(format!("{other:?} must be all or a list"))),
+        };
+    }
+    node.items()?
+        .iter()
+        .map(|item| {
+            let mut request = device_request(item)?;
+            request.capabilities.push("gpu".to_owned());
+            Ok(request)
+        })
+        .collect()
+}
+
+/// One device request (`driver`, `count`, `device_ids`, `capabilities`, `options`). Without a
+/// count or ids it asks for all devices, as compose-go normalises it.
+fn device_request(node: &Node) -> Result<DeviceRequest, Error> {
+    let mut request = DeviceRequest {
+        driver: None,
+        count: None,
+        device_ids: Vec::new(),
+        capabilities: Vec::new(),
+        options: BTreeMap::new(),
+    };
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "driver" => request.driver = Some(value.string()?),
+            "count" if value.string()? == "all" => request.count = Some(-1),
+            "count" => request.count = Some(value.integer()?),
+            "device_ids" => request.device_ids = value.strings()?,
+            "capabilities" => request.capabilities = value.strings()?,
+            "options" => request.options = strings_map(&value)?,
+            _ => return Err(value.invalid("is not supported by stackhook")),
+        }
+    }
+    if request.count.is_none() && request.device_ids.is_empty() {
+        request.count = Some(-1);
+    }
+    Ok(request)
+}
+
+/// `label_file` entries (one path or a list) read in order, each overriding the one before, and
+/// `labels:` over them all.
+fn labels(
+    files: &Node,
+    labels: &BTreeMap<String, String>,
+    context: &mut Context,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut merged = BTreeMap::new();
+    for path in files.string_or_strings()? {
+        let path = resolve(context, &path);
+        let mut lookup = |name: &str| context.lookup(name);
+        merged.extend(super::read_dotenv(&path, &mut lookup)?);
+        if !context.files_read.contains(&path) {
+            context.files_read.push(path);
+        }
+    }
+    merged.extend(labels.clone());
+    Ok(merged)
 }
 
 fn pull_policy(node: &Node) -> Result<PullPolicy, Error> {
@@ -571,10 +919,18 @@ fn networks(node: &Node) -> Result<BTreeMap<String, ServiceNetwork>, Error> {
     for (key, value) in node.entries()? {
         let mut network = ServiceNetwork::default();
         if !value.is_null() {
+            network.configured = true;
             for (field, setting) in value.entries()? {
                 match field.as_str() {
                     "aliases" => network.aliases = setting.strings()?,
                     "ipv4_address" => network.ipv4_address = Some(setting.string()?),
+                    "ipv6_address" => network.ipv6_address = Some(setting.string()?),
+                    "link_local_ips" => network.link_local_ips = setting.strings()?,
+                    "mac_address" => network.mac_address = Some(setting.string()?),
+                    "driver_opts" => network.driver_opts = strings_map(&setting)?,
+                    "priority" => network.priority = setting.integer()?,
+                    "gw_priority" => network.gw_priority = setting.integer()?,
+                    // `interface_name` needs Docker Engine 28.1 (API 1.49), as Compose says.
                     _ => return Err(setting.invalid("is not supported by stackhook")),
                 }
             }
@@ -650,6 +1006,42 @@ fn depends_on(node: &Node) -> Result<BTreeMap<String, Dependency>, Error> {
     Ok(dependencies)
 }
 
+/// The services a service uses through `links`, a `service:` namespace or `volumes_from` are
+/// dependencies too, unless `depends_on` names them already (compose-go's normalisation):
+/// started first, and restarted with them except for `volumes_from`.
+fn implicit_dependencies(service: &mut Service) {
+    let mut implicit = Vec::new();
+    for link in &service.links {
+        let name = link.split_once(':').map_or(link.as_str(), |(name, _)| name);
+        implicit.push((name.to_owned(), true));
+    }
+    let namespaces = [
+        &service.network_mode,
+        &service.ipc,
+        &service.pid,
+        &service.uts,
+        &service.cgroup,
+    ];
+    for mode in namespaces.into_iter().flatten() {
+        if let Some(name) = mode.strip_prefix("service:") {
+            implicit.push((name.to_owned(), true));
+        }
+    }
+    for entry in &service.volumes_from {
+        if !entry.starts_with("container:") {
+            let name = entry.split(':').next().unwrap_or_default();
+            implicit.push((name.to_owned(), false));
+        }
+    }
+    for (name, restart) in implicit {
+        service.depends_on.entry(name).or_insert(Dependency {
+            condition: Condition::ServiceStarted,
+            required: true,
+            restart,
+        });
+    }
+}
+
 fn condition(node: &Node) -> Result<Condition, Error> {
     match node.string()?.as_str() {
         "service_started" => Ok(Condition::ServiceStarted),
@@ -722,8 +1114,10 @@ fn logging(node: &Node) -> Result<Logging, Error> {
     Ok(logging)
 }
 
-/// The parts of `deploy` that `docker compose up` applies outside Swarm: resource limits, a
-/// restart policy and one replica. Others are refused rather than ignored.
+/// The parts of `deploy` that `docker compose up` applies outside Swarm: resource limits and
+/// reservations, a restart policy and one replica. Swarm's scheduling (`mode: replicated`,
+/// `placement`, `endpoint_mode`, `labels`) has no effect on `up`, as in Compose; update and
+/// rollback settings are kept for their `order` only.
 fn deploy(
     node: &Node,
     service: &mut Service,
@@ -735,10 +1129,59 @@ fn deploy(
             "replicas" => return Err(value.invalid("only one replica is supported by stackhook")),
             "resources" => resources(&value, service, unsupported)?,
             "restart_policy" => restart_policy(&value, service, unsupported)?,
+            "mode" => match value.string()?.as_str() {
+                "replicated" => {}
+                // One container per Swarm node is one container without Swarm, but Compose
+                // says `global` mode needs Swarm; stackhook does not guess.
+                _ => return Err(unsupported(&format!("deploy.{key}: {}", value.string()?))),
+            },
+            "placement" | "endpoint_mode" | "labels" => {}
+            "update_config" => {
+                if let Some(order) = update_config(&value)? {
+                    service.update_order = Some(order);
+                }
+            }
+            "rollback_config" => {
+                update_config(&value)?;
+            }
             _ => return Err(unsupported(&format!("deploy.{key}"))),
         }
     }
     Ok(())
+}
+
+/// `update_config` and `rollback_config` share their keys; only `order` changes what a
+/// deployment without Swarm does.
+fn update_config(node: &Node) -> Result<Option<UpdateOrder>, Error> {
+    let mut order = None;
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "order" => {
+                order = Some(match value.string()?.as_str() {
+                    "stop-first" => UpdateOrder::StopFirst,
+                    "start-first" => UpdateOrder::StartFirst,
+                    other => {
+                        return Err(value
+                            .invalid(format!("{other:?} must be one of start-first, stop-first")));
+                    }
+                });
+            }
+            "parallelism" => {
+                value.integer()?;
+            }
+            "delay" | "monitor" => {
+                value.duration()?;
+            }
+            "failure_action" => {
+                value.string()?;
+            }
+            "max_failure_ratio" => {
+                value.float()?;
+            }
+            _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    Ok(order)
 }
 
 fn resources(
@@ -753,6 +1196,15 @@ fn resources(
                 ("limits", "memory") => service.mem_limit = Some(value.bytes()?),
                 ("limits", "pids") => service.pids_limit = Some(value.integer()?),
                 ("reservations", "memory") => service.mem_reservation = Some(value.bytes()?),
+                // A CPU reservation is a Swarm scheduling hint; Compose leaves it out too.
+                ("reservations", "cpus") => {
+                    value.float()?;
+                }
+                ("reservations", "devices") => {
+                    for item in value.items()? {
+                        service.device_requests.push(device_request(&item)?);
+                    }
+                }
                 _ => return Err(unsupported(&format!("deploy.resources.{section}.{key}"))),
             }
         }
@@ -773,6 +1225,10 @@ fn restart_policy(
         match key.as_str() {
             "condition" => condition = value.string()?,
             "max_attempts" => attempts = Some(value.integer()?),
+            // Swarm's timing of restarts; the engine's restart policy has no such settings.
+            "delay" | "window" => {
+                value.duration()?;
+            }
             _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
         }
     }

@@ -66,6 +66,15 @@ fn check_web<T: Debug>(compose: &str, show: impl Fn(&Service) -> T, expected: &E
     );
 }
 
+/// Shows a text as it is, not quoted, in a snapshot.
+struct Shown(String);
+
+impl Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 fn error(compose: &str, expected: &Expect) {
     check(compose, |_| (), expected);
 }
@@ -105,6 +114,13 @@ fn minimal_project() {
                             "default": ServiceNetwork {
                                 aliases: [],
                                 ipv4_address: None,
+                                ipv6_address: None,
+                                link_local_ips: [],
+                                mac_address: None,
+                                driver_opts: {},
+                                priority: 0,
+                                gw_priority: 0,
+                                configured: false,
                             },
                         },
                         network_mode: None,
@@ -133,6 +149,39 @@ fn minimal_project() {
                         shm_size: None,
                         pids_limit: None,
                         container_name: None,
+                        platform: None,
+                        pid: None,
+                        ipc: None,
+                        uts: None,
+                        cgroup: None,
+                        cgroup_parent: None,
+                        userns_mode: None,
+                        runtime: None,
+                        links: [],
+                        external_links: [],
+                        volumes_from: [],
+                        group_add: [],
+                        dns_search: [],
+                        dns_opt: [],
+                        mac_address: None,
+                        cpu_shares: None,
+                        cpu_quota: None,
+                        cpu_period: None,
+                        cpu_rt_runtime: None,
+                        cpu_rt_period: None,
+                        cpu_count: None,
+                        cpu_percent: None,
+                        cpuset: None,
+                        memswap_limit: None,
+                        mem_swappiness: None,
+                        oom_score_adj: None,
+                        oom_kill_disable: false,
+                        device_cgroup_rules: [],
+                        storage_opt: {},
+                        annotations: {},
+                        device_requests: [],
+                        files: [],
+                        update_order: None,
                     },
                 },
                 networks: {
@@ -145,6 +194,7 @@ fn minimal_project() {
                         labels: {},
                         attachable: false,
                         enable_ipv6: false,
+                        ipam: None,
                     },
                 },
                 volumes: {},
@@ -395,6 +445,14 @@ services:
                             target: Some(
                                 "release",
                             ),
+                            cache_from: [],
+                            network: None,
+                            extra_hosts: [],
+                            labels: {},
+                            shm_size: None,
+                            no_cache: false,
+                            pull: false,
+                            platform: None,
                         },
                     ),
                     None,
@@ -407,6 +465,14 @@ services:
                             dockerfile: "Dockerfile",
                             args: {},
                             target: None,
+                            cache_from: [],
+                            network: None,
+                            extra_hosts: [],
+                            labels: {},
+                            shm_size: None,
+                            no_cache: false,
+                            pull: false,
+                            platform: None,
                         },
                     ),
                     None,
@@ -734,6 +800,13 @@ networks:
                         "back": ServiceNetwork {
                             aliases: [],
                             ipv4_address: None,
+                            ipv6_address: None,
+                            link_local_ips: [],
+                            mac_address: None,
+                            driver_opts: {},
+                            priority: 0,
+                            gw_priority: 0,
+                            configured: false,
                         },
                         "front": ServiceNetwork {
                             aliases: [
@@ -742,16 +815,37 @@ networks:
                             ipv4_address: Some(
                                 "172.20.0.5",
                             ),
+                            ipv6_address: None,
+                            link_local_ips: [],
+                            mac_address: None,
+                            driver_opts: {},
+                            priority: 0,
+                            gw_priority: 0,
+                            configured: true,
                         },
                     },
                     "worker": {
                         "back": ServiceNetwork {
                             aliases: [],
                             ipv4_address: None,
+                            ipv6_address: None,
+                            link_local_ips: [],
+                            mac_address: None,
+                            driver_opts: {},
+                            priority: 0,
+                            gw_priority: 0,
+                            configured: false,
                         },
                         "default": ServiceNetwork {
                             aliases: [],
                             ipv4_address: None,
+                            ipv6_address: None,
+                            link_local_ips: [],
+                            mac_address: None,
+                            driver_opts: {},
+                            priority: 0,
+                            gw_priority: 0,
+                            configured: false,
                         },
                     },
                 },
@@ -767,6 +861,7 @@ networks:
                         labels: {},
                         attachable: false,
                         enable_ipv6: false,
+                        ipam: None,
                     },
                     "default": Network {
                         name: "my_app_default",
@@ -777,6 +872,7 @@ networks:
                         labels: {},
                         attachable: false,
                         enable_ipv6: false,
+                        ipam: None,
                     },
                     "front": Network {
                         name: "my_app_front",
@@ -791,6 +887,7 @@ networks:
                         },
                         attachable: true,
                         enable_ipv6: false,
+                        ipam: None,
                     },
                     "outside": Network {
                         name: "outside",
@@ -801,6 +898,7 @@ networks:
                         labels: {},
                         attachable: false,
                         enable_ipv6: false,
+                        ipam: None,
                     },
                 },
             )"#]],
@@ -996,6 +1094,13 @@ services:
                         "default": ServiceNetwork {
                             aliases: [],
                             ipv4_address: None,
+                            ipv6_address: None,
+                            link_local_ips: [],
+                            mac_address: None,
+                            driver_opts: {},
+                            priority: 0,
+                            gw_priority: 0,
+                            configured: false,
                         },
                     },
                     network_mode: None,
@@ -1068,6 +1173,39 @@ services:
                     container_name: Some(
                         "the-web",
                     ),
+                    platform: None,
+                    pid: None,
+                    ipc: None,
+                    uts: None,
+                    cgroup: None,
+                    cgroup_parent: None,
+                    userns_mode: None,
+                    runtime: None,
+                    links: [],
+                    external_links: [],
+                    volumes_from: [],
+                    group_add: [],
+                    dns_search: [],
+                    dns_opt: [],
+                    mac_address: None,
+                    cpu_shares: None,
+                    cpu_quota: None,
+                    cpu_period: None,
+                    cpu_rt_runtime: None,
+                    cpu_rt_period: None,
+                    cpu_count: None,
+                    cpu_percent: None,
+                    cpuset: None,
+                    memswap_limit: None,
+                    mem_swappiness: None,
+                    oom_score_adj: None,
+                    oom_kill_disable: false,
+                    device_cgroup_rules: [],
+                    storage_opt: {},
+                    annotations: {},
+                    device_requests: [],
+                    files: [],
+                    update_order: None,
                 },
             )"#]],
     );
@@ -1129,10 +1267,643 @@ services:
         ],
     );
     error(
-        "services: {web: {image: nginx, deploy: {placement: {}}}}",
+        "services: {web: {image: nginx, deploy: {mode: global}}}",
         &expect![
-            "error: /stack/compose.yaml: service web: key deploy.placement is not supported by stackhook"
+            "error: /stack/compose.yaml: service web: key deploy.mode: global is not supported by stackhook"
         ],
+    );
+}
+
+#[test]
+fn namespaces_links_and_resources() {
+    check_files(
+        &[
+            (
+                "compose.yaml",
+                r#"
+services:
+  db:
+    image: db
+  web:
+    image: nginx
+    platform: linux/amd64
+    pid: "service:db"
+    ipc: shareable
+    uts: host
+    cgroup: private
+    cgroup_parent: mygroup
+    userns_mode: host
+    runtime: runc
+    links: [db, "db:database"]
+    external_links: ["other:alias"]
+    volumes_from: ["db:ro", "container:data"]
+    group_add: ["1234", audio]
+    dns_search: example.org
+    dns_opt: ["ndots:2"]
+    mac_address: "02:42:ac:11:00:99"
+    cpu_shares: 512
+    cpu_quota: 50000
+    cpu_period: 100000
+    cpu_rt_runtime: 950000
+    cpu_rt_period: 1000000
+    cpu_count: 2
+    cpu_percent: 50
+    cpuset: "0-1"
+    memswap_limit: -1
+    mem_swappiness: 10
+    oom_score_adj: 100
+    oom_kill_disable: true
+    device_cgroup_rules: ["c 1:3 mr"]
+    storage_opt: {size: 1G}
+    annotations: {com.example.a: b}
+    label_file: ./web.labels
+    labels: {com.example.over: labels}
+    attach: false
+    develop: {watch: [{path: ., action: rebuild}]}
+    gpus: all
+    deploy:
+      mode: replicated
+      placement: {constraints: ["node.role==manager"]}
+      update_config: {order: start-first, parallelism: 2, delay: 10s}
+      rollback_config: {order: stop-first}
+      resources:
+        reservations:
+          cpus: "0.5"
+          devices:
+            - capabilities: [gpu]
+            - {driver: nvidia, count: 2, capabilities: [gpu, utility], options: {a: b}}
+            - {device_ids: ["0", "3"], capabilities: [gpu]}
+"#,
+            ),
+            (
+                "web.labels",
+                "com.example.fromfile=yes\ncom.example.over=file\n",
+            ),
+        ],
+        &[("HOME", "/home/deploy")],
+        |project| {
+            let web = &project.services["web"];
+            let mut shown = format!("{web:#?}");
+            // Only what this test sets; the rest is `minimal_project`'s.
+            shown = shown
+                .lines()
+                .filter(|line| {
+                    !(line.ends_with(": None,")
+                        || line.ends_with(": [],")
+                        || line.ends_with(": {},")
+                        || line.ends_with(": 0,")
+                        || line.ends_with(": false,"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Shown(format!("{shown}\nfiles read: {:?}", project.files_read))
+        },
+        &expect![[r#"
+            Service {
+                image: Some(
+                    "nginx",
+                ),
+                labels: {
+                    "com.example.fromfile": "yes",
+                    "com.example.over": "labels",
+                },
+                networks: {
+                    "default": ServiceNetwork {
+                    },
+                },
+                depends_on: {
+                    "db": Dependency {
+                        condition: ServiceStarted,
+                        required: true,
+                        restart: true,
+                    },
+                },
+                platform: Some(
+                    "linux/amd64",
+                ),
+                pid: Some(
+                    "service:db",
+                ),
+                ipc: Some(
+                    "shareable",
+                ),
+                uts: Some(
+                    "host",
+                ),
+                cgroup: Some(
+                    "private",
+                ),
+                cgroup_parent: Some(
+                    "mygroup",
+                ),
+                userns_mode: Some(
+                    "host",
+                ),
+                runtime: Some(
+                    "runc",
+                ),
+                links: [
+                    "db",
+                    "db:database",
+                ],
+                external_links: [
+                    "other:alias",
+                ],
+                volumes_from: [
+                    "db:ro",
+                    "container:data",
+                ],
+                group_add: [
+                    "1234",
+                    "audio",
+                ],
+                dns_search: [
+                    "example.org",
+                ],
+                dns_opt: [
+                    "ndots:2",
+                ],
+                mac_address: Some(
+                    "02:42:ac:11:00:99",
+                ),
+                cpu_shares: Some(
+                    512,
+                ),
+                cpu_quota: Some(
+                    50000,
+                ),
+                cpu_period: Some(
+                    100000,
+                ),
+                cpu_rt_runtime: Some(
+                    950000,
+                ),
+                cpu_rt_period: Some(
+                    1000000,
+                ),
+                cpu_count: Some(
+                    2,
+                ),
+                cpu_percent: Some(
+                    50.0,
+                ),
+                cpuset: Some(
+                    "0-1",
+                ),
+                memswap_limit: Some(
+                    -1,
+                ),
+                mem_swappiness: Some(
+                    10,
+                ),
+                oom_score_adj: Some(
+                    100,
+                ),
+                oom_kill_disable: true,
+                device_cgroup_rules: [
+                    "c 1:3 mr",
+                ],
+                storage_opt: {
+                    "size": "1G",
+                },
+                annotations: {
+                    "com.example.a": "b",
+                },
+                device_requests: [
+                    DeviceRequest {
+                        count: Some(
+                            -1,
+                        ),
+                        capabilities: [
+                            "gpu",
+                        ],
+                    },
+                    DeviceRequest {
+                        driver: Some(
+                            "nvidia",
+                        ),
+                        count: Some(
+                            2,
+                        ),
+                        capabilities: [
+                            "gpu",
+                            "utility",
+                        ],
+                        options: {
+                            "a": "b",
+                        },
+                    },
+                    DeviceRequest {
+                        device_ids: [
+                            "0",
+                            "3",
+                        ],
+                        capabilities: [
+                            "gpu",
+                        ],
+                    },
+                    DeviceRequest {
+                        count: Some(
+                            -1,
+                        ),
+                        capabilities: [
+                            "gpu",
+                        ],
+                    },
+                ],
+                update_order: Some(
+                    StartFirst,
+                ),
+            }
+            files read: ["/stack/web.labels"]"#]],
+    );
+    error(
+        "services: {web: {image: nginx, cgroup: shared}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.cgroup: "shared" must be one of host, private"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, deploy: {update_config: {order: sideways}}}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.deploy.update_config.order: "sideways" must be one of start-first, stop-first"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, cpu_rt_runtime: 400ms}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.cpu_rt_runtime: "400ms" is not an integer"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, links: [db]}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.depends_on: depends on service "db" which is not defined"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, scale: 2}}",
+        &expect![
+            "error: /stack/compose.yaml: service web: key scale is not supported by stackhook"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, no_such_key: 2}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web: additional properties 'no_such_key' not allowed"
+        ],
+    );
+}
+
+#[test]
+fn network_endpoints_and_ipam() {
+    check(
+        r#"
+services:
+  web:
+    image: nginx
+    networks:
+      front:
+        ipv4_address: 172.28.0.5
+        ipv6_address: "2001:db8::5"
+        link_local_ips: [169.254.8.8]
+        mac_address: "02:42:ac:11:00:02"
+        driver_opts: {com.example.opt: "1"}
+        priority: 10
+        gw_priority: 1
+      back: {}
+networks:
+  front:
+    enable_ipv6: true
+    ipam:
+      driver: default
+      config:
+        - subnet: 172.28.0.0/16
+          ip_range: 172.28.5.0/24
+          gateway: 172.28.0.1
+          aux_addresses: {host1: 172.28.1.5}
+        - subnet: "2001:db8::/64"
+      options: {foo: bar}
+  back:
+"#,
+        |project| {
+            (
+                project.services["web"].networks.clone(),
+                project.networks["front"].ipam.clone(),
+            )
+        },
+        &expect![[r#"
+            (
+                {
+                    "back": ServiceNetwork {
+                        aliases: [],
+                        ipv4_address: None,
+                        ipv6_address: None,
+                        link_local_ips: [],
+                        mac_address: None,
+                        driver_opts: {},
+                        priority: 0,
+                        gw_priority: 0,
+                        configured: true,
+                    },
+                    "front": ServiceNetwork {
+                        aliases: [],
+                        ipv4_address: Some(
+                            "172.28.0.5",
+                        ),
+                        ipv6_address: Some(
+                            "2001:db8::5",
+                        ),
+                        link_local_ips: [
+                            "169.254.8.8",
+                        ],
+                        mac_address: Some(
+                            "02:42:ac:11:00:02",
+                        ),
+                        driver_opts: {
+                            "com.example.opt": "1",
+                        },
+                        priority: 10,
+                        gw_priority: 1,
+                        configured: true,
+                    },
+                },
+                Some(
+                    Ipam {
+                        driver: Some(
+                            "default",
+                        ),
+                        config: [
+                            IpamPool {
+                                subnet: Some(
+                                    "172.28.0.0/16",
+                                ),
+                                ip_range: Some(
+                                    "172.28.5.0/24",
+                                ),
+                                gateway: Some(
+                                    "172.28.0.1",
+                                ),
+                                aux_addresses: {
+                                    "host1": "172.28.1.5",
+                                },
+                            },
+                            IpamPool {
+                                subnet: Some(
+                                    "2001:db8::/64",
+                                ),
+                                ip_range: None,
+                                gateway: None,
+                                aux_addresses: {},
+                            },
+                        ],
+                        options: {
+                            "foo": "bar",
+                        },
+                    },
+                ),
+            )"#]],
+    );
+}
+
+#[test]
+fn build_keys() {
+    check_web(
+        r#"
+services:
+  web:
+    platform: linux/arm64
+    build:
+      context: ./app
+      cache_from: [app:previous]
+      network: host
+      extra_hosts: ["mirror=10.0.0.9"]
+      labels: [com.example.built=yes]
+      shm_size: 64m
+      no_cache: true
+      pull: true
+"#,
+        |web| web.build.clone(),
+        &expect![[r#"
+            Some(
+                Some(
+                    Build {
+                        context: "/stack/app",
+                        dockerfile: "Dockerfile",
+                        args: {},
+                        target: None,
+                        cache_from: [
+                            "app:previous",
+                        ],
+                        network: Some(
+                            "host",
+                        ),
+                        extra_hosts: [
+                            "mirror:10.0.0.9",
+                        ],
+                        labels: {
+                            "com.example.built": "yes",
+                        },
+                        shm_size: Some(
+                            67108864,
+                        ),
+                        no_cache: true,
+                        pull: true,
+                        platform: Some(
+                            "linux/arm64",
+                        ),
+                    },
+                ),
+            )"#]],
+    );
+    error(
+        "services: {web: {build: {context: ., ssh: [default]}}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web.build.ssh: is not supported by stackhook"
+        ],
+    );
+}
+
+#[test]
+fn secrets_and_configs() {
+    check_files(
+        &[
+            (
+                "compose.yaml",
+                r#"
+services:
+  web:
+    image: nginx
+    secrets:
+      - token
+      - source: token
+        target: tok
+      - source: inline
+        target: /etc/inline
+        uid: "103"
+        gid: "104"
+        mode: 0440
+      - from_env
+    configs:
+      - app
+      - source: app
+        target: etc/app.conf
+secrets:
+  token:
+    file: ./secrets/../token.txt
+  inline:
+    environment: INLINE
+  from_env:
+    environment: TOKEN
+configs:
+  app:
+    file: ./app.conf
+"#,
+            ),
+            ("token.txt", "s3cret\n"),
+            ("app.conf", "conf\n"),
+        ],
+        &[
+            ("HOME", "/home/deploy"),
+            ("TOKEN", "from the environment"),
+            ("INLINE", "t0ken"),
+        ],
+        |project| project.services["web"].files.clone(),
+        &expect![[r#"
+            [
+                ServiceFile {
+                    kind: Secret,
+                    name: "token",
+                    target: "/run/secrets/token",
+                    source: File(
+                        "/stack/token.txt",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "token",
+                    target: "/run/secrets/tok",
+                    source: File(
+                        "/stack/token.txt",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "inline",
+                    target: "/etc/inline",
+                    source: Content(
+                        "t0ken",
+                    ),
+                    uid: Some(
+                        103,
+                    ),
+                    gid: Some(
+                        104,
+                    ),
+                    mode: Some(
+                        288,
+                    ),
+                },
+                ServiceFile {
+                    kind: Secret,
+                    name: "from_env",
+                    target: "/run/secrets/from_env",
+                    source: Content(
+                        "from the environment",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Config,
+                    name: "app",
+                    target: "/app",
+                    source: File(
+                        "/stack/app.conf",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                ServiceFile {
+                    kind: Config,
+                    name: "app",
+                    target: "/etc/app.conf",
+                    source: File(
+                        "/stack/app.conf",
+                    ),
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+            ]"#]],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [token]}}\nsecrets: {token: {external: true}}\n",
+        &expect![
+            "error: /stack/compose.yaml: service web: key secrets.token.external is not supported by stackhook"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [token]}}\nsecrets: {token: {environment: NOT_SET}}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: secrets.token.environment: environment variable "NOT_SET" is not set"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, read_only: true, configs: [c]}}\nconfigs: {c: {content: x}}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web: cannot create "c" in read-only service web: `file` is the sole supported option"#
+        ]],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [s]}}\nsecrets: {s: {content: x}}\n",
+        &expect![
+            "error: /stack/compose.yaml: secrets.s: additional properties 'content' not allowed"
+        ],
+    );
+    error(
+        "services: {web: {image: nginx, secrets: [nope]}}\n",
+        &expect!["error: /stack/compose.yaml: services.web.secrets[0]: refers to undefined nope"],
+    );
+}
+
+/// The README's list of service keys is `SERVICE_KEYS`, written out.
+#[test]
+fn readme_lists_the_service_keys() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let begin = "<!-- service keys: generated from compose::SERVICE_KEYS -->\n";
+    let end = "<!-- end of service keys -->";
+    let listed = readme
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(listed, _)| listed)
+        .expect("README.md has the service keys between their markers");
+    let keys = |wanted: Support| {
+        SERVICE_KEYS
+            .iter()
+            .filter(|(_, support)| *support == wanted)
+            .map(|(key, _)| format!("`{key}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let expected = format!(
+        "- Supported: {}.\n- Accepted and ignored, as `up -d` ignores them: {}.\n- Refused: {}.\n",
+        keys(Support::Applied),
+        keys(Support::Ignored),
+        keys(Support::Refused),
+    );
+    assert_eq!(
+        listed, expected,
+        "README.md's list of service keys is out of date"
     );
 }
 
@@ -1165,9 +1936,9 @@ fn error_messages() {
         &expect!["error: /stack/compose.yaml: include: include is not supported by stackhook"],
     );
     error(
-        "services: {web: {image: nginx, secrets: [token]}}",
+        "services: {web: {image: nginx, extends: {service: base}}}",
         &expect![
-            "error: /stack/compose.yaml: service web: key secrets is not supported by stackhook"
+            "error: /stack/compose.yaml: service web: key extends is not supported by stackhook"
         ],
     );
     error(
