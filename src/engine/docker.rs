@@ -813,9 +813,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_states_are_kept() {
+    fn unknown_states_are_kept_and_podmans_stopped_is_exited() {
         assert_eq!(parse_state("running"), State::Running);
-        assert_eq!(parse_state("stopped"), State::Unknown("stopped".to_owned()));
+        assert_eq!(parse_state("stopped"), State::Exited);
+        assert_eq!(parse_state("frozen"), State::Unknown("frozen".to_owned()));
     }
 
     #[test]
