@@ -293,9 +293,13 @@ pub fn render_report(report: &Report) -> String {
                 Kind::Remove => "remove",
                 Kind::Keep => "unchanged",
             };
+            let service = match action.number {
+                1 => action.service.clone(),
+                number => format!("{} #{number}", action.service),
+            };
             let _ = match &action.reason {
-                Some(reason) => writeln!(out, "  {kind:<9} {}: {reason}", action.service),
-                None => writeln!(out, "  {kind:<9} {}", action.service),
+                Some(reason) => writeln!(out, "  {kind:<9} {service}: {reason}"),
+                None => writeln!(out, "  {kind:<9} {service}"),
             };
         }
         if let Some(error) = &stack.error {

@@ -14,10 +14,10 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::engine::{Container, ContainerSpec, Engine, Health, ImageId, State};
-use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy};
+use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy, UpdateOrder};
 
 use super::labels;
-use super::plan::{self, Action, Order, Plan, Step};
+use super::plan::{self, Action, Plan, Step};
 
 /// Lines that tell a user what a deployment did, kept for its report and also traced.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +175,8 @@ pub async fn containers(
 ) -> anyhow::Result<()> {
     let mut failures: Vec<String> = Vec::new();
     let mut failed: BTreeSet<&str> = BTreeSet::new();
-    let mut ids: BTreeMap<&str, String> = BTreeMap::new();
+    // Every container of each service that runs, by service: a dependent waits for them all.
+    let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut started: Vec<Started<'_>> = Vec::new();
 
     for step in &plan.steps {
@@ -196,7 +197,7 @@ pub async fn containers(
         match &step.action {
             Action::Remove { .. } => continue,
             Action::Keep { current } => {
-                ids.insert(name, current.id.clone());
+                ids.entry(name).or_default().push(current.id.clone());
                 continue;
             }
             Action::Create { .. } | Action::Start { .. } | Action::Recreate { .. } => {}
@@ -209,9 +210,10 @@ pub async fn containers(
                 }
                 let outcome = match (failed.contains(dependency.as_str()), ids.get(dependency.as_str())) {
                     (true, _) | (_, None) => Err(anyhow::anyhow!("it was not deployed")),
-                    (false, Some(id)) => {
+                    (false, Some(containers)) => {
                         let check = project.services[dependency].healthcheck.as_ref();
-                        wait_for(engine, id, how.condition, check).await
+                        let waits = containers.iter().map(|id| wait_for(engine, id, how.condition, check));
+                        join_all(waits).await.into_iter().collect()
                     }
                 };
                 match outcome {
@@ -241,8 +243,8 @@ pub async fn containers(
                 }
                 Action::Recreate { old, spec, order } => {
                     log.line(format!("recreating {} ({}{})", spec.name, reason(step), match order {
-                        Order::StopFirst => "",
-                        Order::StartFirst => "; start-first",
+                        UpdateOrder::StopFirst => "",
+                        UpdateOrder::StartFirst => "; start-first",
                     }));
                     let (id, replaced) = recreate(engine, spec, old, *order).await?;
                     Ok((id, Some(replaced)))
@@ -253,7 +255,7 @@ pub async fn containers(
         .await;
         match result {
             Ok((id, replaced)) => {
-                ids.insert(name, id.clone());
+                ids.entry(name).or_default().push(id.clone());
                 started.push(Started {
                     service: name,
                     id,
@@ -270,8 +272,14 @@ pub async fn containers(
     // The gates are awaited for all started services at once, not one after another: a
     // dependent that needed one has already waited above.
     let gates = started.into_iter().map(|started| async move {
-        let check = project.services[started.service].healthcheck.as_ref();
-        let passed = gate(engine, &started.id, check).await;
+        let service = &project.services[started.service];
+        let passed = gate(
+            engine,
+            &started.id,
+            service.healthcheck.as_ref(),
+            service.update_monitor,
+        )
+        .await;
         (started, passed)
     });
     for (started, passed) in join_all(gates).await {
@@ -348,7 +356,7 @@ async fn recreate(
     engine: &dyn Engine,
     spec: &ContainerSpec,
     old: &Container,
-    order: Order,
+    order: UpdateOrder,
 ) -> anyhow::Result<(String, Replaced)> {
     let aside = plan::aside_name(old, &spec.name);
     // An interrupted pass may have left it aside already; Docker refuses a rename to its own name.
@@ -373,7 +381,7 @@ async fn recreate(
             return Err(error);
         }
     };
-    if order == Order::StopFirst && was_running {
+    if order == UpdateOrder::StopFirst && was_running {
         if let Err(error) = engine.stop(&old.id, spec.service.stop_grace_period).await {
             let _ = engine.remove(&new_id).await;
             restore(engine, &replaced).await;
@@ -425,21 +433,40 @@ async fn restore(engine: &dyn Engine, replaced: &Replaced) {
 }
 
 /// Whether a container that was just started is what it should be: still running (or done, with
-/// status 0, for a one-shot service) and, where it has a health check, healthy.
+/// status 0, for a one-shot service), where it has a health check healthy, and, where the service
+/// sets `deploy.update_config.monitor`, still running when that period is over.
 pub async fn gate(
     engine: &dyn Engine,
     id: &str,
     check: Option<&Healthcheck>,
+    monitor: Option<Duration>,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
+    still_up(engine, id).await?;
+    if let Some(check) = check.filter(|c| !c.is_disabled()) {
+        wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await?;
+    }
+    if let Some(monitor) = monitor {
+        let until = started + monitor.min(Duration::from_secs(600));
+        while Instant::now() < until {
+            tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(250))).await;
+            still_up(engine, id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the container exited with a status other than 0.
+async fn still_up(engine: &dyn Engine, id: &str) -> anyhow::Result<()> {
     let status = engine.inspect(id).await?;
     match (&status.state, status.exit_code) {
-        (State::Exited | State::Dead, Some(0)) => return Ok(()),
+        (State::Exited | State::Dead, Some(0)) => Ok(()),
         (State::Exited | State::Dead, code) => bail!("it exited with code {}", code.unwrap_or(-1)),
-        _ => {}
-    }
-    match check.filter(|c| !c.is_disabled()) {
-        Some(check) => wait_for(engine, id, Condition::ServiceHealthy, Some(check)).await,
-        None => Ok(()),
+        (State::Restarting, code) => bail!(
+            "it keeps restarting (last exit code {})",
+            code.unwrap_or(-1)
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -602,6 +629,7 @@ mod tests {
         let spec = labels::container_spec(
             project,
             "web",
+            1,
             "web:1",
             Some(&image),
             &ConfigHash::new(hash),
@@ -619,21 +647,28 @@ mod tests {
 
     /// Plans and applies `web` at config hash "h2" over what `engine` holds, and checks the
     /// outcome, the containers left (name, id, state) and what the engine was asked, in order.
-    async fn check(engine: &Fake, project: &Project, order: Order, expected: Expect) {
+    async fn check(engine: &Fake, project: &Project, order: UpdateOrder, expected: Expect) {
         let origin = labels::Origin {
             stack: "demo",
             commit: "c2",
         };
         let config_hash = ConfigHash::new("h2");
         let image = ImageId::new("sha256:web:2");
-        let spec =
-            labels::container_spec(project, "web", "web:2", Some(&image), &config_hash, &origin);
+        let spec = labels::container_spec(
+            project,
+            "web",
+            1,
+            "web:2",
+            Some(&image),
+            &config_hash,
+            &origin,
+        );
         let wanted = BTreeMap::from([(
             "web".to_owned(),
             Wanted {
                 config_hash,
                 image: Some(image),
-                spec,
+                specs: vec![spec],
                 order,
             },
         )]);
@@ -676,7 +711,7 @@ mod tests {
     async fn recreate_replaces_the_old_container_once_the_new_one_runs() {
         let project = project(true);
         let engine = running_old(&project, &[]);
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             ok
             left: demo-web-1 fake00000001 Running
             asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove old000000000
@@ -687,7 +722,7 @@ mod tests {
     async fn the_old_container_keeps_running_when_its_replacement_cannot_be_created() {
         let project = project(false);
         let engine = running_old(&project, &[Operation::Create]);
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             service web: creating demo-web-1: injected failure
             left: demo-web-1 old000000000 Running
             asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, rename old000000000 demo-web-1
@@ -698,7 +733,7 @@ mod tests {
     async fn the_old_container_comes_back_when_its_replacement_cannot_start() {
         let project = project(false);
         let engine = running_old(&project, &[Operation::Start]);
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             service web: starting demo-web-1: starting fake00000001: injected failure
             left: demo-web-1 old000000000 Running
             asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, remove fake00000001, rename old000000000 demo-web-1, start old000000000
@@ -709,7 +744,7 @@ mod tests {
     async fn the_old_container_comes_back_when_its_replacement_is_unhealthy() {
         let project = project(true);
         let engine = running_old(&project, &[Operation::Health]);
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             service web: it is unhealthy; the old container is back; last output:
               | last words of fake00000001
             left: demo-web-1 old000000000 Running
@@ -721,7 +756,7 @@ mod tests {
     async fn the_old_container_comes_back_when_its_replacement_exits() {
         let project = project(false);
         let engine = running_old(&project, &[Operation::Crash]);
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             service web: it exited with code 1; the old container is back; last output:
               | last words of fake00000001
             left: demo-web-1 old000000000 Running
@@ -733,7 +768,7 @@ mod tests {
     async fn start_first_stops_the_old_container_only_once_the_new_one_is_healthy() {
         let project = project(true);
         let engine = running_old(&project, &[]);
-        check(&engine, &project, Order::StartFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StartFirst, expect![[r#"
             ok
             left: demo-web-1 fake00000001 Running
             asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, start fake00000001, stop old000000000, remove old000000000
@@ -744,7 +779,7 @@ mod tests {
     async fn start_first_never_stops_the_old_container_when_the_new_one_is_unhealthy() {
         let project = project(true);
         let engine = running_old(&project, &[Operation::Health]);
-        check(&engine, &project, Order::StartFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StartFirst, expect![[r#"
             service web: it is unhealthy; the old container is back; last output:
               | last words of fake00000001
             left: demo-web-1 old000000000 Running
@@ -766,7 +801,7 @@ mod tests {
         check(
             &engine,
             &project,
-            Order::StopFirst,
+            UpdateOrder::StopFirst,
             expect![[r#"
             ok
             left: demo-web-1 fake00000001 Running
@@ -794,7 +829,7 @@ mod tests {
             "h2",
             State::Created,
         ));
-        check(&engine, &project, Order::StopFirst, expect![[r#"
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
             ok
             left: demo-web-1 fake00000001 Running
             asked: stop half00000000, remove half00000000, create demo-web-1, start fake00000001, remove old000000000
@@ -817,7 +852,7 @@ mod tests {
         check(
             &engine,
             &project,
-            Order::StopFirst,
+            UpdateOrder::StopFirst,
             expect![[r#"
             ok
             left: demo-web-1 old000000000 Running

@@ -37,26 +37,33 @@ pub struct Origin<'a> {
 }
 
 /// The container name Compose would use.
-pub fn container_name(project: &Project, service: &str) -> String {
+/// The name Compose gives a service's container `number` (from 1).
+pub fn container_name(project: &Project, service: &str, number: u32) -> String {
     project.services[service]
         .container_name
         .clone()
-        .unwrap_or_else(|| format!("{}-{service}-1", project.name))
+        .unwrap_or_else(|| format!("{}-{service}-{number}", project.name))
 }
 
-/// The request to create `service`'s container. `image` is the reference to run (the service's
-/// image, or the name a `build:` produced) and `image_id` its id (`None` only in a dry run, for an
-/// image that is not there yet).
+/// How many containers run a service: `scale` / `deploy.replicas`, else one.
+pub fn replicas(project: &Project, service: &str) -> u32 {
+    project.services[service].scale.unwrap_or(1)
+}
+
+/// The request to create `service`'s container `number` (from 1). `image` is the reference to run
+/// (the service's image, or the name a `build:` produced) and `image_id` its id (`None` only in a
+/// dry run, for an image that is not there yet).
 pub fn container_spec(
     project: &Project,
     service_name: &str,
+    number: u32,
     image: &str,
     image_id: Option<&ImageId>,
     config_hash: &ConfigHash,
     origin: &Origin<'_>,
 ) -> ContainerSpec {
     let service = &project.services[service_name];
-    let name = container_name(project, service_name);
+    let name = container_name(project, service_name, number);
     let depends_on = service
         .depends_on
         .iter()
@@ -82,7 +89,7 @@ pub fn container_spec(
         [
             (PROJECT, project.name.clone()),
             (SERVICE, service_name.to_owned()),
-            (CONTAINER_NUMBER, "1".to_owned()),
+            (CONTAINER_NUMBER, number.to_string()),
             (ONEOFF, "False".to_owned()),
             (CONFIG_HASH, config_hash.as_str().to_owned()),
             (WORKING_DIR, project.working_dir.display().to_string()),
@@ -127,7 +134,7 @@ pub fn container_spec(
     let service_containers = referenced_services(service)
         .into_iter()
         .filter(|other| project.services.contains_key(*other))
-        .map(|other| (other.to_owned(), container_name(project, other)))
+        .map(|other| (other.to_owned(), container_name(project, other, 1)))
         .collect();
 
     let files = written_files(service);
@@ -177,7 +184,7 @@ fn links(project: &Project, service: &compose::Service) -> Vec<String> {
         if !project.services.contains_key(linked) {
             continue;
         }
-        let container = container_name(project, linked);
+        let container = container_name(project, linked, 1);
         links.push(format!("{container}:{alias}"));
         links.push(format!("{container}:{linked}-1"));
         links.push(format!("{container}:{}-{linked}-1", project.name));

@@ -24,12 +24,12 @@ use crate::config::{Config, Prune};
 use crate::engine::Engine;
 use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
-use crate::stack::compose::{self, Project, PullPolicy};
+use crate::stack::compose::{self, Project, PullPolicy, UpdateOrder};
 use crate::stack::{self, ConfigHash, StackName};
 use crate::store::{self, StackRecord};
 
 use apply::Log;
-use plan::{Kind, Order, Plan, Summary, Wanted};
+use plan::{Kind, Plan, Summary, Wanted};
 
 /// The file at the repository root that pauses all deploys while it exists.
 pub const SUSPEND_FILE: &str = ".stackhook-suspend";
@@ -519,19 +519,26 @@ impl Deployer {
                     |image| image.reference.clone(),
                 );
                 let image = image.map(|image| image.id.clone());
-                let spec = labels::container_spec(
-                    project,
-                    service,
-                    &reference,
-                    image.as_ref(),
-                    hash,
-                    &origin,
-                );
+                let specs = (1..=labels::replicas(project, service))
+                    .map(|number| {
+                        labels::container_spec(
+                            project,
+                            service,
+                            number,
+                            &reference,
+                            image.as_ref(),
+                            hash,
+                            &origin,
+                        )
+                    })
+                    .collect();
                 let want = Wanted {
                     config_hash: hash.clone(),
                     image,
-                    spec,
-                    order: Order::StopFirst,
+                    specs,
+                    order: project.services[service]
+                        .update_order
+                        .unwrap_or(UpdateOrder::StopFirst),
                 };
                 (service.clone(), want)
             })
@@ -577,6 +584,10 @@ impl Deployer {
                         .label(labels::SERVICE)
                         .unwrap_or_default()
                         .to_owned(),
+                    number: container
+                        .label(labels::CONTAINER_NUMBER)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1),
                     kind: Kind::Remove,
                     reason: Some("stack is no longer in the repository".into()),
                 });

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::engine::{Container, ContainerSpec, ImageId, State};
 use crate::stack::ConfigHash;
-use crate::stack::compose::Project;
+use crate::stack::compose::{Project, UpdateOrder};
 
 use super::labels;
 
@@ -20,10 +20,12 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// One service's step, with the reason shown to users in `--dry-run` and in reports.
+/// One container's step, with the reason shown to users in `--dry-run` and in reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub service: String,
+    /// The container's number within its service (`com.docker.compose.container-number`).
+    pub number: u32,
     pub action: Action,
     /// Why, for anything but `Keep`.
     pub reason: Option<String>,
@@ -35,10 +37,13 @@ pub enum Action {
         spec: ContainerSpec,
     },
     /// Replaces `old`, which may already be renamed aside by a pass that was interrupted.
+    /// Stop-first (Compose's way) stops the old container before the new one starts, since the
+    /// new one may need its host ports; start-first leaves it running until the new one passes
+    /// its gate (`deploy.update_config.order`).
     Recreate {
         old: Container,
         spec: ContainerSpec,
-        order: Order,
+        order: UpdateOrder,
     },
     /// Starts `old` (stopped, or left renamed aside by an interrupted pass: it gets `name` back).
     Start {
@@ -53,22 +58,13 @@ pub enum Action {
     },
 }
 
-/// How a recreate hands over from the old container to the new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Order {
-    /// Stop the old container, then start the new one (Compose's way; the new one may need the
-    /// old one's host ports or name).
-    StopFirst,
-    /// Start the new container while the old one still runs, and stop the old one only once the
-    /// new one is healthy (`deploy.update_config.order: start-first`).
-    StartFirst,
-}
-
 /// What a report shows of a step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub service: String,
+    /// The container's number, shown for any but the first.
+    #[serde(skip_serializing_if = "is_first")]
+    pub number: u32,
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -85,14 +81,15 @@ pub enum Kind {
     Keep,
 }
 
-/// What one service should be: the container to create, and what it is compared by.
+/// What one service should be: the containers to create, and what they are compared by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
     pub config_hash: ConfigHash,
     /// `None` only in a dry run, for an image that is not present yet.
     pub image: Option<ImageId>,
-    pub spec: ContainerSpec,
-    pub order: Order,
+    /// One per container the service runs, numbered from 1 (`scale`, `deploy.replicas`).
+    pub specs: Vec<ContainerSpec>,
+    pub order: UpdateOrder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +123,7 @@ impl Step {
     pub fn summary(&self) -> Summary {
         Summary {
             service: self.service.clone(),
+            number: self.number,
             kind: self.kind(),
             reason: self.reason.clone(),
         }
@@ -169,66 +167,69 @@ pub fn plan(
     for service in start_order(project)? {
         let want = &wanted[&service];
         let mut containers = by_service.remove(service.as_str()).unwrap_or_default();
-        containers.sort_by_key(|c| (container_number(c), c.name != want.spec.name));
-        let current = containers
-            .iter()
-            .position(|c| c.name == want.spec.name)
-            .map(|i| containers.remove(i));
-        let aside = containers
-            .iter()
-            .position(|c| is_aside(c, &want.spec.name))
-            .map(|i| containers.remove(i));
+        containers.sort_by_key(|c| (container_number(c), c.name.clone()));
+        for (spec, number) in want.specs.iter().zip(1..) {
+            let mut take = |matches: &dyn Fn(&Container) -> bool| {
+                let found = containers.iter().position(|c| matches(c))?;
+                Some(containers.remove(found))
+            };
+            let current = take(&|c| c.name == spec.name);
+            let aside = take(&|c| is_aside(c, &spec.name));
+            let step = |action: Action, reason: Option<String>| Step {
+                service: service.clone(),
+                number,
+                action,
+                reason,
+            };
+            steps.push(match (current, aside) {
+                (None, None) => step(
+                    Action::Create { spec: spec.clone() },
+                    Some("no container yet".into()),
+                ),
+                (Some(current), None) => decide(want, spec, current, false, step),
+                (None, Some(aside)) => decide(want, spec, aside, true, step),
+                // The replacement got as far as running: the old container is what is left
+                // over.
+                (Some(current), Some(aside)) if current.state == State::Running => {
+                    removals.push(step(
+                        Action::Remove { old: aside.clone() },
+                        Some("left over from an interrupted recreate".into()),
+                    ));
+                    decide(want, spec, current, false, step)
+                }
+                // The replacement never got running: remove it and start over from the old one.
+                (Some(current), Some(aside)) => {
+                    removals.push(step(
+                        Action::Remove {
+                            old: current.clone(),
+                        },
+                        Some("unfinished replacement from an interrupted recreate".into()),
+                    ));
+                    decide(want, spec, aside, true, step)
+                }
+            });
+        }
         for surplus in containers {
-            removals.push(step(
-                &service,
-                Action::Remove {
+            removals.push(Step {
+                service: service.clone(),
+                number: container_number(surplus),
+                action: Action::Remove {
                     old: surplus.clone(),
                 },
-                format!("container {} is a surplus replica", surplus.name),
-            ));
+                reason: Some(format!("container {} is a surplus replica", surplus.name)),
+            });
         }
-        let action = match (current, aside) {
-            (None, None) => step(
-                &service,
-                Action::Create {
-                    spec: want.spec.clone(),
-                },
-                "no container yet",
-            ),
-            (Some(current), None) => decide(&service, want, current, false),
-            (None, Some(aside)) => decide(&service, want, aside, true),
-            // The replacement got as far as running: the old container is what is left over.
-            (Some(current), Some(aside)) if current.state == State::Running => {
-                removals.push(step(
-                    &service,
-                    Action::Remove { old: aside.clone() },
-                    "left over from an interrupted recreate",
-                ));
-                decide(&service, want, current, false)
-            }
-            // The replacement never got running: remove it and start over from the old one.
-            (Some(current), Some(aside)) => {
-                removals.push(step(
-                    &service,
-                    Action::Remove {
-                        old: current.clone(),
-                    },
-                    "unfinished replacement from an interrupted recreate",
-                ));
-                decide(&service, want, aside, true)
-            }
-        };
-        steps.push(action);
     }
     for (service, containers) in by_service {
         for container in containers {
-            removals.push(step(
-                service,
-                Action::Remove {
+            removals.push(Step {
+                service: service.to_owned(),
+                number: container_number(container),
+                action: Action::Remove {
                     old: container.clone(),
                 },
-                "service is no longer in the compose file",
-            ));
+                reason: Some("service is no longer in the compose file".into()),
+            });
         }
     }
     removals.extend(steps);
@@ -296,44 +297,45 @@ fn differs(want: &Wanted, container: &Container) -> Option<&'static str> {
     None
 }
 
-fn decide(service: &str, want: &Wanted, container: &Container, aside: bool) -> Step {
+fn decide(
+    want: &Wanted,
+    spec: &ContainerSpec,
+    container: &Container,
+    aside: bool,
+    step: impl Fn(Action, Option<String>) -> Step,
+) -> Step {
     if let Some(reason) = differs(want, container) {
         let action = Action::Recreate {
             old: container.clone(),
-            spec: want.spec.clone(),
+            spec: spec.clone(),
             order: want.order,
         };
-        return step(service, action, reason);
+        return step(action, Some(reason.into()));
     }
     let start = |reason: String| {
         let action = Action::Start {
             old: container.clone(),
-            name: want.spec.name.clone(),
+            name: spec.name.clone(),
         };
-        step(service, action, reason)
+        step(action, Some(reason))
     };
     match &container.state {
         _ if aside => start(format!(
             "restoring {} from an interrupted recreate",
-            want.spec.name
+            spec.name
         )),
-        State::Running | State::Restarting => Step {
-            service: service.to_owned(),
-            action: Action::Keep {
+        State::Running | State::Restarting => step(
+            Action::Keep {
                 current: container.clone(),
             },
-            reason: None,
-        },
+            None,
+        ),
         state => start(format!("container is {}", state_name(state))),
     }
 }
 
-fn step(service: &str, action: Action, reason: impl Into<String>) -> Step {
-    Step {
-        service: service.to_owned(),
-        action,
-        reason: Some(reason.into()),
-    }
+fn is_first(number: &u32) -> bool {
+    *number == 1
 }
 
 fn container_number(container: &Container) -> u32 {
@@ -420,6 +422,7 @@ mod tests {
                 let spec = labels::container_spec(
                     project,
                     service,
+                    1,
                     "busybox",
                     image.as_ref(),
                     &config_hash,
@@ -428,8 +431,8 @@ mod tests {
                 let want = Wanted {
                     config_hash,
                     image,
-                    spec,
-                    order: Order::StopFirst,
+                    specs: vec![spec],
+                    order: UpdateOrder::StopFirst,
                 };
                 (service.to_string(), want)
             })
@@ -626,5 +629,74 @@ mod tests {
                 web      Keep demo-web-1: -
             "#]],
         );
+    }
+
+    #[test]
+    fn replicas_are_created_kept_and_removed_by_number() {
+        let mut project = project(&[("web", &[]), ("worker", &[])]);
+        project.services.get_mut("web").unwrap().scale = Some(3);
+        project.services.get_mut("worker").unwrap().scale = Some(1);
+        let origin = labels::Origin {
+            stack: "demo",
+            commit: "c1",
+        };
+        let hash = ConfigHash::new("h");
+        let wanted: BTreeMap<String, Wanted> = ["web", "worker"]
+            .into_iter()
+            .map(|service| {
+                let specs = (1..=labels::replicas(&project, service))
+                    .map(|n| {
+                        labels::container_spec(
+                            &project, service, n, "busybox", None, &hash, &origin,
+                        )
+                    })
+                    .collect();
+                let want = Wanted {
+                    config_hash: hash.clone(),
+                    image: None,
+                    specs,
+                    order: UpdateOrder::StopFirst,
+                };
+                (service.to_owned(), want)
+            })
+            .collect();
+        let container = |service: &str, number: u32| {
+            let spec =
+                labels::container_spec(&project, service, number, "busybox", None, &hash, &origin);
+            Container {
+                id: format!("{service}{number:011}"),
+                name: spec.name,
+                image: "busybox".into(),
+                image_id: ImageId::new("img"),
+                labels: spec.labels,
+                state: State::Running,
+            }
+        };
+        let observed = [
+            container("web", 1),
+            container("worker", 1),
+            container("worker", 2),
+        ];
+        let plan = plan(&project, &wanted, &observed).unwrap();
+        let steps: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|step| {
+                let summary = serde_json::to_string(&step.summary()).unwrap();
+                format!(
+                    "{summary} {}",
+                    step.current().map_or("-", |c| c.name.as_str())
+                )
+            })
+            .collect();
+        expect![[r#"
+            [
+                "{\"service\":\"worker\",\"number\":2,\"kind\":\"remove\",\"reason\":\"container demo-worker-2 is a surplus replica\"} demo-worker-2",
+                "{\"service\":\"web\",\"kind\":\"unchanged\"} demo-web-1",
+                "{\"service\":\"web\",\"number\":2,\"kind\":\"create\",\"reason\":\"no container yet\"} -",
+                "{\"service\":\"web\",\"number\":3,\"kind\":\"create\",\"reason\":\"no container yet\"} -",
+                "{\"service\":\"worker\",\"kind\":\"unchanged\"} demo-worker-1",
+            ]
+        "#]].assert_debug_eq(&steps);
     }
 }

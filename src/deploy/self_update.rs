@@ -78,7 +78,7 @@ impl Deployer {
             steps: vec![step.clone()],
         };
         let applied = apply::containers(self.engine.as_ref(), project, &plan, log).await;
-        let name = labels::container_name(project, service);
+        let name = labels::container_name(project, service, 1);
         let container = self
             .engine
             .containers(Some(&project.name))

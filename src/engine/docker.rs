@@ -588,7 +588,15 @@ impl Engine for Docker {
             (EngineKind::Podman, Some(health @ (Health::Healthy | Health::Unhealthy))) => {
                 Ok(health)
             }
-            _ => self.exec_check(id, check).await.with_context(context),
+            _ => match self.exec_check(id, check).await {
+                Ok(health) => Ok(health),
+                // The container may stop between the inspect and the exec; that is a reading,
+                // not an error.
+                Err(error) => match self.inspect(id).await {
+                    Ok(status) if status.state != State::Running => Ok(Health::Unhealthy),
+                    _ => Err(error).with_context(context),
+                },
+            },
         }
     }
 

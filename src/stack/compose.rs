@@ -111,6 +111,11 @@ pub struct Service {
     pub shm_size: Option<i64>,
     pub pids_limit: Option<i64>,
     pub container_name: Option<String>,
+    /// How many containers run the service (`scale`, `deploy.replicas`); `None` is one. Left
+    /// out of the config hash, as Compose leaves it out: scaling adds or removes containers and
+    /// recreates none.
+    #[serde(skip)]
+    pub scale: Option<u32>,
     // The keys below came after services were first deployed: left out of the model's JSON
     // while unset, so that the config hashes of services that do not use them stay as they were
     // and an upgrade of stackhook recreates nothing.
@@ -192,6 +197,10 @@ pub struct Service {
     /// `deploy.update_config.order`: how a changed service is replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_order: Option<UpdateOrder>,
+    /// `deploy.update_config.monitor`: how long a new container must keep running before its
+    /// update counts as done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_monitor: Option<Duration>,
 }
 
 /// A secret or config as one service uses it. Without Swarm, Compose bind-mounts a `file:`

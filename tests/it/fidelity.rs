@@ -23,6 +23,7 @@ const FIXTURES: &[&str] = &[
     "named",
     "namespaces",
     "paperless",
+    "replicas",
     "vaultwarden",
 ];
 

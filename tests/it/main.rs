@@ -31,5 +31,6 @@ mod packaging;
 mod pipeline;
 mod registry;
 mod safety;
+mod scale;
 mod self_update;
 mod support;

@@ -328,7 +328,90 @@ async fn sigterm_lets_the_running_deployment_finish(engine: TestEngine) {
     h.cleanup().await;
 }
 
+/// When the engine last started a container.
+fn started_at(engine: TestEngine, id: &str) -> String {
+    crate::support::image::cli_output(engine, &["inspect", "-f", "{{.State.StartedAt}}", id])
+}
+
+async fn start_first_never_stops_the_old_container_for_a_bad_update(engine: TestEngine) {
+    let h = harness(engine, "startfirst").await;
+    let start_first = |yaml: String| {
+        format!("{yaml}    deploy:\n      update_config:\n        order: start-first\n")
+    };
+    h.compose("web", &start_first(app("1", "true")));
+    h.repo.commit("a start-first app");
+    let server = h.start().await;
+    server.settled().await;
+    let old = all_containers(&h, "web").await.remove(0);
+    let old_start = started_at(engine, &old.id);
+
+    h.compose("web", &start_first(app("2", "false")));
+    h.repo
+        .commit("a start-first update that never gets healthy");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 500, "{report}");
+    let log = report["report"]["stacks"][0]["log"].to_string();
+    assert!(log.contains("start-first"), "{log}");
+    let after = all_containers(&h, "web").await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        (after[0].id.as_str(), after[0].state.clone()),
+        (old.id.as_str(), State::Running)
+    );
+    assert_eq!(
+        started_at(engine, &old.id),
+        old_start,
+        "never stopped, never restarted"
+    );
+
+    h.compose("web", &start_first(app("3", "true")));
+    h.repo.commit("a good start-first update");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+    let after = all_containers(&h, "web").await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].id, old.id);
+    server.stop().await;
+    h.cleanup().await;
+}
+
+async fn a_container_that_dies_within_the_monitor_period_is_rolled_back(engine: TestEngine) {
+    let h = harness(engine, "monitor").await;
+    let service = |command: &str| {
+        format!(
+            "services:\n  app:\n    image: {IMAGE}\n    init: true\n    command: {command}\n    deploy:\n      update_config:\n        monitor: 3s\n"
+        )
+    };
+    h.compose("web", &service("[\"sleep\", \"3600\"]"));
+    h.repo.commit("an app without a health check");
+    let server = h.start().await;
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+    let old = all_containers(&h, "web").await.remove(0);
+
+    h.compose(
+        "web",
+        &service("[\"sh\", \"-c\", \"sleep 1; echo dying; exit 4\"]"),
+    );
+    h.repo.commit("an update that dies after a second");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 500, "{report}");
+    let failure = failure(&report);
+    assert!(failure.contains("it exited with code 4"), "{failure}");
+    assert!(failure.contains("dying"), "{failure}");
+    let after = all_containers(&h, "web").await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        (after[0].id.as_str(), after[0].state.clone()),
+        (old.id.as_str(), State::Running)
+    );
+    server.stop().await;
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    start_first_never_stops_the_old_container_for_a_bad_update,
+    a_container_that_dies_within_the_monitor_period_is_rolled_back,
     sigterm_lets_the_running_deployment_finish,
     a_remote_that_never_answers_fails_the_pass_in_bounded_time,
     an_update_that_never_gets_healthy_leaves_the_old_container_running,

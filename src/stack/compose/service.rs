@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::node::Node;
 use super::project::{Context, Definition, strings_map};
@@ -107,8 +108,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("read_only", Support::Applied),
     ("restart", Support::Applied),
     ("runtime", Support::Applied),
-    // Replicas touch the planner (issue 11): refused until it creates several containers.
-    ("scale", Support::Refused),
+    ("scale", Support::Applied),
     ("secrets", Support::Applied),
     ("security_opt", Support::Applied),
     ("shm_size", Support::Applied),
@@ -219,6 +219,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "shm_size" => service.shm_size = Some(value.bytes()?),
             "pids_limit" => service.pids_limit = Some(value.integer()?),
             "container_name" => service.container_name = Some(value.string()?),
+            "scale" => service.scale = Some(replicas(value)?),
             "platform" => service.platform = Some(value.string()?),
             "pid" => service.pid = Some(value.string()?),
             "ipc" => service.ipc = Some(value.string()?),
@@ -288,6 +289,29 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     {
         // The service's platform is the one built for ("build.platforms").
         build.platform.clone_from(&service.platform);
+    }
+    if service.scale.is_some_and(|scale| scale > 1)
+        && let Some(container_name) = &service.container_name
+    {
+        return Err(node.invalid(format!(
+            "can't set container_name and scale or replicas above 1, as container name {container_name} must be unique"
+        )));
+    }
+    if service.update_order == Some(UpdateOrder::StartFirst) {
+        // Start-first runs the old and the new container side by side for a moment.
+        let fixed = match (
+            &service.container_name,
+            service.ports.iter().find_map(|p| p.published.as_ref()),
+        ) {
+            (Some(container_name), _) => Some(format!("its fixed container_name {container_name}")),
+            (None, Some(port)) => Some(format!("its published host port {port}")),
+            (None, None) => None,
+        };
+        if let Some(fixed) = fixed {
+            return Err(node.invalid(format!(
+                "deploy.update_config.order: start-first runs the old and the new container at once, which {fixed} does not allow; use stop-first"
+            )));
+        }
     }
     implicit_dependencies(&mut service);
     service.environment = environment(env_files, environment_node, context)?;
@@ -1125,8 +1149,17 @@ fn deploy(
 ) -> Result<(), Error> {
     for (key, value) in node.entries()? {
         match key.as_str() {
-            "replicas" if value.integer()? == 1 => {}
-            "replicas" => return Err(value.invalid("only one replica is supported by stackhook")),
+            "replicas" => {
+                let replicas = replicas(&value)?;
+                // compose-go's loader: "can't set distinct values on 'scale' and
+                // 'deploy.replicas'".
+                if service.scale.is_some_and(|scale| scale != replicas) {
+                    return Err(
+                        value.invalid("can't set distinct values on 'scale' and 'deploy.replicas'")
+                    );
+                }
+                service.scale = Some(replicas);
+            }
             "resources" => resources(&value, service, unsupported)?,
             "restart_policy" => restart_policy(&value, service, unsupported)?,
             "mode" => match value.string()?.as_str() {
@@ -1137,9 +1170,9 @@ fn deploy(
             },
             "placement" | "endpoint_mode" | "labels" => {}
             "update_config" => {
-                if let Some(order) = update_config(&value)? {
-                    service.update_order = Some(order);
-                }
+                let (order, monitor) = update_config(&value)?;
+                service.update_order = order;
+                service.update_monitor = monitor;
             }
             "rollback_config" => {
                 update_config(&value)?;
@@ -1150,10 +1183,17 @@ fn deploy(
     Ok(())
 }
 
-/// `update_config` and `rollback_config` share their keys; only `order` changes what a
-/// deployment without Swarm does.
-fn update_config(node: &Node) -> Result<Option<UpdateOrder>, Error> {
+/// A number of containers: `scale` or `deploy.replicas`.
+fn replicas(node: &Node) -> Result<u32, Error> {
+    let count = node.integer()?;
+    u32::try_from(count).map_err(|_| node.invalid(format!("{count} is not a number of containers")))
+}
+
+/// `update_config` and `rollback_config` share their keys; `order` and `monitor` shape how
+/// stackhook replaces a container (issue 9), the others only matter to Swarm.
+fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
     let mut order = None;
+    let mut monitor = None;
     for (key, value) in node.entries()? {
         match key.as_str() {
             "order" => {
@@ -1169,7 +1209,8 @@ fn update_config(node: &Node) -> Result<Option<UpdateOrder>, Error> {
             "parallelism" => {
                 value.integer()?;
             }
-            "delay" | "monitor" => {
+            "monitor" => monitor = Some(value.duration()?),
+            "delay" => {
                 value.duration()?;
             }
             "failure_action" => {
@@ -1181,7 +1222,7 @@ fn update_config(node: &Node) -> Result<Option<UpdateOrder>, Error> {
             _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
         }
     }
-    Ok(order)
+    Ok((order, monitor))
 }
 
 fn resources(

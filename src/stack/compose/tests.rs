@@ -149,6 +149,7 @@ fn minimal_project() {
                         shm_size: None,
                         pids_limit: None,
                         container_name: None,
+                        scale: None,
                         platform: None,
                         pid: None,
                         ipc: None,
@@ -182,6 +183,7 @@ fn minimal_project() {
                         device_requests: [],
                         files: [],
                         update_order: None,
+                        update_monitor: None,
                     },
                 },
                 networks: {
@@ -1173,6 +1175,7 @@ services:
                     container_name: Some(
                         "the-web",
                     ),
+                    scale: None,
                     platform: None,
                     pid: None,
                     ipc: None,
@@ -1206,6 +1209,7 @@ services:
                     device_requests: [],
                     files: [],
                     update_order: None,
+                    update_monitor: None,
                 },
             )"#]],
     );
@@ -1259,12 +1263,6 @@ services:
                     ],
                 ),
             )"#]],
-    );
-    error(
-        "services: {web: {image: nginx, deploy: {replicas: 3}}}",
-        &expect![
-            "error: /stack/compose.yaml: services.web.deploy.replicas: only one replica is supported by stackhook"
-        ],
     );
     error(
         "services: {web: {image: nginx, deploy: {mode: global}}}",
@@ -1540,12 +1538,6 @@ services:
         &expect![[
             r#"error: /stack/compose.yaml: services.web.depends_on: depends on service "db" which is not defined"#
         ]],
-    );
-    error(
-        "services: {web: {image: nginx, scale: 2}}",
-        &expect![
-            "error: /stack/compose.yaml: service web: key scale is not supported by stackhook"
-        ],
     );
     error(
         "services: {web: {image: nginx, no_such_key: 2}}",
@@ -1904,6 +1896,102 @@ fn readme_lists_the_service_keys() {
     assert_eq!(
         listed, expected,
         "README.md's list of service keys is out of date"
+    );
+}
+
+#[test]
+fn scale_and_replicas() {
+    for (compose, expected) in [
+        (
+            "    scale: 3\n",
+            expect![[r#"
+            Some(
+                Some(
+                    3,
+                ),
+            )"#]],
+        ),
+        (
+            "    deploy: {replicas: 0}\n",
+            expect![[r#"
+            Some(
+                Some(
+                    0,
+                ),
+            )"#]],
+        ),
+        (
+            "    scale: 2\n    deploy: {replicas: 2}\n",
+            expect![[r#"
+                Some(
+                    Some(
+                        2,
+                    ),
+                )"#]],
+        ),
+        (
+            "",
+            expect![[r#"
+            Some(
+                None,
+            )"#]],
+        ),
+    ] {
+        check_web(
+            &format!("services:\n  web:\n    image: app\n{compose}"),
+            |web| web.scale,
+            &expected,
+        );
+    }
+    error(
+        "services:\n  web:\n    image: app\n    scale: 2\n    deploy: {replicas: 3}\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.deploy.replicas: can't set distinct values on 'scale' and 'deploy.replicas'"#
+        ]],
+    );
+    error(
+        "services:\n  web:\n    image: app\n    container_name: web\n    scale: 2\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web: can't set container_name and scale or replicas above 1, as container name web must be unique"#
+        ]],
+    );
+    error(
+        "services:\n  web:\n    image: app\n    scale: -1\n",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.scale: -1 is not a number of containers"#
+        ]],
+    );
+}
+
+#[test]
+fn start_first_needs_a_service_that_can_run_twice() {
+    let start_first = "    deploy: {update_config: {order: start-first, monitor: 5s}}\n";
+    check_web(
+        &format!("services:\n  web:\n    image: app\n{start_first}"),
+        |web| (web.update_order, web.update_monitor),
+        &expect![[r#"
+            Some(
+                (
+                    Some(
+                        StartFirst,
+                    ),
+                    Some(
+                        5s,
+                    ),
+                ),
+            )"#]],
+    );
+    error(
+        &format!("services:\n  web:\n    image: app\n    container_name: web\n{start_first}"),
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its fixed container_name web does not allow; use stop-first"#
+        ]],
+    );
+    error(
+        &format!("services:\n  web:\n    image: app\n    ports: [\"8080:80\"]\n{start_first}"),
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its published host port 8080 does not allow; use stop-first"#
+        ]],
     );
 }
 
