@@ -468,6 +468,8 @@ pub enum Error {
         name: String,
         message: String,
     },
+    #[error("{file}: larger than 1 MiB, the most stackhook reads from one file")]
+    TooLarge { file: PathBuf },
     #[error("{file}: invalid interpolation format for {key}: {value:?}")]
     Interpolation {
         file: PathBuf,
@@ -548,11 +550,55 @@ fn find_file(dir: &Path) -> Result<PathBuf, Error> {
         })
 }
 
+/// The largest compose or env file stackhook reads. Real ones are a few kilobytes; the limit
+/// keeps a careless (or hostile) commit from taking the deployer's memory (issue 9).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The most YAML nodes a compose file may hold once its aliases are expanded.
+pub const MAX_NODES: usize = 100_000;
+
 fn read(file: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(file).map_err(|source| Error::Io {
+    use std::io::Read;
+    let io = |source| Error::Io {
         file: file.to_path_buf(),
         source,
-    })
+    };
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::TooLarge {
+            file: file.to_path_buf(),
+        });
+    }
+    Ok(text)
+}
+
+/// How many nodes a YAML value holds, counting up to `limit + 1` at most.
+fn count_nodes(value: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        count += 1;
+        if count > limit {
+            break;
+        }
+        match value {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(mapping) => {
+                for (key, child) in mapping {
+                    stack.push(key);
+                    stack.push(child);
+                }
+            }
+            Value::Tagged(tagged) => stack.push(&tagged.value),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Reads a dotenv file (`.env` or an `env_file`) into variables.
@@ -583,11 +629,20 @@ fn parse(file: &Path, text: &str) -> Result<Value, Error> {
         file: file.to_path_buf(),
         message: error.to_string(),
     };
+    // yaml_serde refuses aliases that repeat more than a hundred times the document's events
+    // ("repetition limit exceeded"), which stops exponential expansions; this bounds the rest.
     let mut document: Value = yaml_serde::from_str(text).map_err(yaml_error)?;
     resolve_merges(&mut document).map_err(|message| Error::Yaml {
         file: file.to_path_buf(),
         message,
     })?;
+    if count_nodes(&document, MAX_NODES) > MAX_NODES {
+        return Err(Error::Invalid {
+            file: file.to_path_buf(),
+            at: "(root)".to_owned(),
+            message: format!("more than {MAX_NODES} YAML nodes once its aliases are expanded"),
+        });
+    }
     match document {
         Value::Mapping(_) => Ok(document),
         Value::Null => Err(Error::Invalid {
@@ -696,6 +751,14 @@ fn interpolate_value(
                     file: file.to_path_buf(),
                     name,
                     message,
+                },
+                interpolate::Error::TooDeep => Error::Invalid {
+                    file: file.to_path_buf(),
+                    at,
+                    message: format!(
+                        "variables nest deeper than {} levels",
+                        interpolate::MAX_NESTING
+                    ),
                 },
             })?;
             Ok(())

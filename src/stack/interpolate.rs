@@ -14,7 +14,13 @@ pub enum Error {
     Syntax,
     /// `${NAME?message}` or `${NAME:?message}` found no value.
     Missing { name: String, message: String },
+    /// Defaults nested deeper than `MAX_NESTING`: refused rather than recursed into until the
+    /// stack overflows (issue 9, "Hostile or careless input").
+    TooDeep,
 }
+
+/// How deep `${A:-${B:-...}}` may nest. Real files nest two or three levels.
+pub const MAX_NESTING: usize = 32;
 
 /// Replaces every variable expression in `text` with its value from `lookup`.
 ///
@@ -25,6 +31,17 @@ pub fn interpolate(
     text: &str,
     lookup: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<String, Error> {
+    expand(text, lookup, 0)
+}
+
+fn expand(
+    text: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, Error> {
+    if depth > MAX_NESTING {
+        return Err(Error::TooDeep);
+    }
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
@@ -35,7 +52,7 @@ pub fn interpolate(
             rest = tail;
         } else if let Some(inside) = after.strip_prefix('{') {
             let end = closing_brace(inside).ok_or(Error::Syntax)?;
-            output.push_str(&braced(&inside[..end], lookup)?);
+            output.push_str(&braced(&inside[..end], lookup, depth)?);
             rest = &inside[end + 1..];
         } else {
             let length = name_length(after);
@@ -63,7 +80,11 @@ enum Operator {
 }
 
 /// Evaluates the inside of `${...}`.
-fn braced(inside: &str, lookup: &mut dyn FnMut(&str) -> Option<String>) -> Result<String, Error> {
+fn braced(
+    inside: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, Error> {
     let length = name_length(inside);
     if length == 0 {
         return Err(Error::Syntax);
@@ -81,11 +102,13 @@ fn braced(inside: &str, lookup: &mut dyn FnMut(&str) -> Option<String>) -> Resul
     };
     match (operator, is_set) {
         (Operator::Default, true) | (Operator::Required, true) => Ok(value.unwrap_or_default()),
-        (Operator::Default, false) | (Operator::Alternative, true) => interpolate(argument, lookup),
+        (Operator::Default, false) | (Operator::Alternative, true) => {
+            expand(argument, lookup, depth + 1)
+        }
         (Operator::Alternative, false) => Ok(String::new()),
         (Operator::Required, false) => Err(Error::Missing {
             name: name.to_owned(),
-            message: interpolate(argument, lookup)?,
+            message: expand(argument, lookup, depth + 1)?,
         }),
     }
 }

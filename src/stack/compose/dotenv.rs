@@ -206,6 +206,13 @@ fn expand(
             name,
             message,
         },
+        interpolate::Error::TooDeep => Error::Syntax {
+            line,
+            message: format!(
+                "variables nest deeper than {} levels",
+                interpolate::MAX_NESTING
+            ),
+        },
     })
 }
 

@@ -1995,6 +1995,61 @@ fn start_first_needs_a_service_that_can_run_twice() {
     );
 }
 
+/// "Limits on compose input" (issue 9): each gives a clear error, never an out-of-memory or a
+/// stack overflow.
+#[test]
+fn hostile_input_is_refused_with_a_clear_error() {
+    let mut laughs = String::from("x-a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        let items = vec![format!("*{previous}"); 10].join(", ");
+        laughs.push_str(&format!("x-{name}: &{name} [{items}]\n"));
+    }
+    laughs
+        .push_str("services:\n  web:\n    image: app\n    labels: {x: \"1\"}\n    x-laughs: *i\n");
+    error(
+        &laughs,
+        &expect!["error: /stack/compose.yaml: invalid YAML: repetition limit exceeded"],
+    );
+
+    let deep = format!(
+        "services:\n  web:\n    image: \"{}x{}\"\n",
+        "${A:-".repeat(10_000),
+        "}".repeat(10_000)
+    );
+    error(
+        &deep,
+        &expect![
+            "error: /stack/compose.yaml: services.web.image: variables nest deeper than 32 levels"
+        ],
+    );
+
+    let big = format!(
+        "services:\n  web:\n    image: app\n{}",
+        "# padding\n".repeat(200_000)
+    );
+    error(
+        &big,
+        &expect![
+            "error: /stack/compose.yaml: larger than 1 MiB, the most stackhook reads from one file"
+        ],
+    );
+
+    let mut many = String::from("x-a: &a [");
+    many.push_str(&vec!["1"; 2_000].join(", "));
+    many.push_str("]\nx-b: [");
+    many.push_str(&vec!["*a"; 60].join(", "));
+    many.push_str("]\nservices:\n  web:\n    image: app\n");
+    error(
+        &many,
+        &expect![
+            "error: /stack/compose.yaml: (root): more than 100000 YAML nodes once its aliases are expanded"
+        ],
+    );
+}
+
 #[test]
 fn error_messages() {
     error(
