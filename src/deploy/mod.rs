@@ -93,6 +93,10 @@ pub struct Report {
     /// A failure of the whole pass (the repository could not be synced, the lock not taken).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The pass failed for a reason that may pass by itself (the lock, the git remote): the
+    /// worker tries it again.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 impl Report {
@@ -109,6 +113,7 @@ impl Report {
             dry_run,
             stacks: Vec::new(),
             error: None,
+            transient: false,
         }
     }
 
@@ -218,7 +223,11 @@ impl Deployer {
     }
 
     async fn pass(&self, request: &Request, report: &mut Report) -> anyhow::Result<()> {
-        let _lock = self.lock().await?;
+        let transient = |error: anyhow::Error, report: &mut Report| {
+            report.transient = true;
+            error
+        };
+        let _lock = self.lock().await.map_err(|e| transient(e, report))?;
         if !self.slots.is_active() {
             anyhow::bail!(
                 "this instance (slot {}) is not the active one; slot {} deploys",
@@ -226,7 +235,7 @@ impl Deployer {
                 self.slots.active()
             );
         }
-        let checkout = self.sync().await?;
+        let checkout = self.sync().await.map_err(|e| transient(e, report))?;
         report.commit = Some(checkout.commit.to_string());
         report.branch = Some(checkout.branch.clone());
         if checkout.dir.join(SUSPEND_FILE).exists() {
