@@ -366,32 +366,34 @@ async fn recreate(
             .await
             .with_context(|| format!("renaming {} aside", old.name))?;
     }
-    let was_running = matches!(old.state, State::Running | State::Restarting);
+    let running = matches!(old.state, State::Running | State::Restarting);
     let mut replaced = Replaced {
         old: old.clone(),
+        // A container left aside by an interrupted recreate was the running one until that
+        // recreate stopped it: a roll-back starts it again.
+        was_running: running || old.name == aside,
         aside,
         name: spec.name.clone(),
-        was_running,
-        running: was_running,
+        running,
     };
     let new_id = match engine.create(spec).await {
         Ok(id) => id,
         Err(error) => {
-            restore(engine, &replaced).await;
+            restore_after(engine, &replaced).await;
             return Err(error);
         }
     };
-    if order == UpdateOrder::StopFirst && was_running {
+    if order == UpdateOrder::StopFirst && running {
         if let Err(error) = engine.stop(&old.id, spec.service.stop_grace_period).await {
             let _ = engine.remove(&new_id).await;
-            restore(engine, &replaced).await;
+            restore_after(engine, &replaced).await;
             return Err(error).context(format!("stopping {}", old.name));
         }
         replaced.running = false;
     }
     if let Err(error) = engine.start(&new_id).await {
         let _ = engine.remove(&new_id).await;
-        restore(engine, &replaced).await;
+        restore_after(engine, &replaced).await;
         return Err(error).context(format!("starting {}", spec.name));
     }
     Ok((new_id, replaced))
@@ -403,12 +405,16 @@ async fn roll_back(engine: &dyn Engine, new_id: &str, replaced: &Replaced) -> an
         .remove(new_id)
         .await
         .context("removing the new container")?;
-    if replaced.old.name != replaced.name || replaced.aside != replaced.name {
-        engine
-            .rename(&replaced.old.id, &replaced.name)
-            .await
-            .with_context(|| format!("renaming {} back to {}", replaced.aside, replaced.name))?;
-    }
+    restore(engine, replaced).await
+}
+
+/// Gives the old container back its name and, if it was stopped for the recreate, starts it
+/// again.
+async fn restore(engine: &dyn Engine, replaced: &Replaced) -> anyhow::Result<()> {
+    engine
+        .rename(&replaced.old.id, &replaced.name)
+        .await
+        .with_context(|| format!("renaming {} back to {}", replaced.aside, replaced.name))?;
     if replaced.was_running && !replaced.running {
         engine
             .start(&replaced.old.id)
@@ -418,17 +424,11 @@ async fn roll_back(engine: &dyn Engine, new_id: &str, replaced: &Replaced) -> an
     Ok(())
 }
 
-/// Gives the old container back its name and, if it was stopped for the recreate, starts it
-/// again. Failures here are logged: the original error is the one to report.
-async fn restore(engine: &dyn Engine, replaced: &Replaced) {
-    if let Err(error) = engine.rename(&replaced.old.id, &replaced.name).await {
+/// Brings the old container back after a failed step of its recreate. A failure here is logged:
+/// the step's own error is the one to report.
+async fn restore_after(engine: &dyn Engine, replaced: &Replaced) {
+    if let Err(error) = restore(engine, replaced).await {
         tracing::error!("restoring {}: {error:#}", replaced.name);
-    }
-    if replaced.was_running
-        && !replaced.running
-        && let Err(error) = engine.start(&replaced.old.id).await
-    {
-        tracing::error!("restarting {}: {error:#}", replaced.name);
     }
 }
 
