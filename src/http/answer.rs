@@ -117,12 +117,18 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
     }
 }
 
-/// An error's first line. `deploy::apply` appends a failed container's last output to its error
-/// ("; last output:" and lines indented with "  | "), which is the container's to say, not the
-/// API's: the whole error is in the server log.
+/// What `deploy` writes before a failed container's output, which follows on the next lines.
+const OUTPUT_INTRODUCTIONS: [&str; 2] = ["; last output:", "; its last output:"];
+
+/// An error's first line. `deploy::apply` and `deploy::self_update` append a failed container's
+/// last output to its error, on lines of their own; that output is the container's to say, not
+/// the API's (it may hold secrets). The whole error is in the server log.
 fn summary(error: &str) -> String {
     let first = error.lines().next().unwrap_or_default();
-    let first = first.strip_suffix("; last output:").unwrap_or(first);
+    let first = OUTPUT_INTRODUCTIONS
+        .iter()
+        .find_map(|introduction| first.strip_suffix(introduction))
+        .unwrap_or(first);
     if first.len() == error.len() {
         first.to_owned()
     } else {
@@ -161,6 +167,11 @@ mod tests {
                     "theirs",
                     Outcome::Failed,
                     Some("service web: exited with 1; last output:\n  | secret=hunter2"),
+                ),
+                stack(
+                    "self",
+                    Outcome::Failed,
+                    Some("service stackhook-b: exited; its last output:\nsecret=hunter2"),
                 ),
             ],
             error: None,
@@ -205,7 +216,8 @@ mod tests {
                 500 Internal Server Error {
                   "deployment": "1-1",
                   "failures": [
-                    "theirs: service web: exited with 1 (more in the server log)"
+                    "theirs: service web: exited with 1 (more in the server log)",
+                    "self: service stackhook-b: exited (more in the server log)"
                   ],
                   "report": {
                     "branch": "main",
@@ -224,6 +236,12 @@ mod tests {
                         "outcome": "failed",
                         "project": "theirs",
                         "stack": "theirs"
+                      },
+                      {
+                        "error": "service stackhook-b: exited (more in the server log)",
+                        "outcome": "failed",
+                        "project": "self",
+                        "stack": "self"
                       }
                     ],
                     "started_at": "t0",
