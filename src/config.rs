@@ -78,6 +78,14 @@ pub struct Config {
     /// How long a slot that handed over then keeps serving (answering 503 on `/health`) so that the
     /// proxy sees the change before it stops.
     pub drain: Duration,
+    /// How long a client may take to send a request's headers, on a new connection or between
+    /// requests on a kept-alive one; then the connection is closed (slowloris, issue 9).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a deploy request's body, counted from its arrival.
+    /// Waiting for a `?wait=true` deploy is not counted.
+    pub request_timeout: Duration,
+    /// How many connections are served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -120,6 +128,9 @@ struct File {
     peer_url: Option<String>,
     handover: Option<String>,
     drain: Option<String>,
+    header_read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -132,6 +143,9 @@ enum TomlPrune {
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1337";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/stackhook";
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_ENGINE_HOSTS: [&str; 2] = [
     "unix:///var/run/docker.sock",
     "unix:///run/podman/podman.sock",
@@ -250,6 +264,38 @@ impl Config {
                 anyhow::anyhow!("STACKHOOK_DRAIN: {text:?} is not a duration like 5s: {error}")
             })?,
         };
+        let duration = |name: &str, from_file: Option<String>, default: Duration| match setting(
+            name, from_file,
+        ) {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(&text).map_err(|error| {
+                anyhow::anyhow!("STACKHOOK_{name}: {text:?} is not a duration like 10s: {error}")
+            }),
+        };
+        let header_read_timeout = duration(
+            "HEADER_READ_TIMEOUT",
+            file.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?;
+        let request_timeout = duration(
+            "REQUEST_TIMEOUT",
+            file.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        if header_read_timeout.is_zero() || request_timeout.is_zero() {
+            anyhow::bail!(
+                "STACKHOOK_HEADER_READ_TIMEOUT and STACKHOOK_REQUEST_TIMEOUT must be longer than 0"
+            );
+        }
+        let max_connections = match env("MAX_CONNECTIONS") {
+            None => file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            Some(text) => text.parse().map_err(|_| {
+                anyhow::anyhow!("STACKHOOK_MAX_CONNECTIONS: {text:?} is not a whole number")
+            })?,
+        };
+        if max_connections == 0 {
+            anyhow::bail!("STACKHOOK_MAX_CONNECTIONS must be at least 1");
+        }
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -299,6 +345,9 @@ impl Config {
             peer: setting("PEER_URL", file.peer_url),
             handover,
             drain,
+            header_read_timeout,
+            request_timeout,
+            max_connections,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))
@@ -456,6 +505,9 @@ mod tests {
         assert_eq!(config.services_dir, PathBuf::from("services"));
         assert_eq!(config.poll_interval, None);
         assert_eq!(config.prune, Prune::On);
+        assert_eq!(config.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert!(config.git_check_host_keys);
         assert_eq!(config.engine_hosts, DEFAULT_ENGINE_HOSTS.map(String::from));
         assert_eq!(config.environment.keys().collect::<Vec<_>>(), ["HOME"]);
@@ -525,6 +577,21 @@ mod tests {
             expect![[
                 r#"STACKHOOK_POLL_INTERVAL: "soon" is not a duration like 30s: expected number at 0"#
             ]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_REQUEST_TIMEOUT", "0s")],
+            None,
+            expect![[
+                r#"STACKHOOK_HEADER_READ_TIMEOUT and STACKHOOK_REQUEST_TIMEOUT must be longer than 0"#
+            ]],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_MAX_CONNECTIONS", "many"),
+            ],
+            None,
+            expect![[r#"STACKHOOK_MAX_CONNECTIONS: "many" is not a whole number"#]],
         );
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_PRUNE", "maybe")],

@@ -101,7 +101,7 @@ pub struct Report {
 
 impl Report {
     /// The report of a pass that starts now.
-    fn new(deployment: String, dry_run: bool) -> Report {
+    pub(crate) fn new(deployment: String, dry_run: bool) -> Report {
         let at = now();
         Report {
             deployment,

@@ -33,6 +33,25 @@ pub enum ApiError {
     UnknownStack(String),
     #[error("pull must be always, missing or never, not {0:?}")]
     BadPull(String),
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    RequestTimeout(std::time::Duration),
+    #[error("the request body is larger than 25 MB")]
+    TooLarge,
+    #[error("the request body could not be read")]
+    BodyRead,
+    #[error(
+        "a signed request to a single-stack endpoint must be a GitHub release event, or have an empty body and an X-GitHub-Delivery id; send Authorization: Bearer <api token> otherwise"
+    )]
+    SignedNotRelease,
+    #[error(
+        "a signed request with an empty body must carry a fresh X-GitHub-Delivery id, so that it cannot be replayed"
+    )]
+    DeliveryRequired,
+    #[error(
+        "X-GitHub-Delivery must be text of at most {} characters",
+        super::delivery::MAX_ID_LEN
+    )]
+    BadDelivery,
     #[error("the deploy worker stopped")]
     WorkerGone,
 }
@@ -44,9 +63,15 @@ impl ApiError {
             ApiError::Signature(_) | ApiError::BadToken | ApiError::Unauthenticated => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Payload(_) | ApiError::StackName(_) | ApiError::BadPull(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Payload(_)
+            | ApiError::StackName(_)
+            | ApiError::BadPull(_)
+            | ApiError::BodyRead
+            | ApiError::SignedNotRelease
+            | ApiError::DeliveryRequired
+            | ApiError::BadDelivery => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownStack(_) => StatusCode::NOT_FOUND,
             ApiError::WorkerGone => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -4,18 +4,23 @@
 //! into `deploy::Request`s for the worker, and answer with short JSON bodies. Details of failures
 //! go to the log, never into a response.
 
+mod answer;
+mod caller;
+mod delivery;
 mod error;
+mod server;
 mod standby;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +38,8 @@ use crate::stack::StackName;
 use crate::stack::compose::PullPolicy;
 use crate::webhook::{self, Event};
 
+use caller::Caller;
+use delivery::Deliveries;
 pub use error::ApiError;
 
 /// GitHub sends webhook payloads of up to 25 MB.
@@ -46,37 +53,73 @@ pub struct AppState {
     pub slots: Slots,
 }
 
+/// `AppState` and what the router adds to it, made once per router.
+#[derive(Clone)]
+struct Shared {
+    app: AppState,
+    deliveries: Arc<Deliveries>,
+    /// The client that hands requests on to the active slot (`standby`), shared so that its
+    /// connections are reused.
+    peer: reqwest::Client,
+}
+
+impl FromRef<Shared> for AppState {
+    fn from_ref(shared: &Shared) -> AppState {
+        shared.app.clone()
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    // Only the active slot deploys; the others hand these requests on (see `standby`).
-    let deploys = Router::new()
+    let shared = Shared {
+        peer: standby::client(&state.config),
+        deliveries: Arc::new(Deliveries::new(delivery::WINDOW, delivery::CAPACITY)),
+        app: state,
+    };
+    // Layers run outside in: the caller is checked and the body read (`caller`) before a standby
+    // hands the request on (`standby`), so that neither slot buffers a stranger's body.
+    let github = Router::new()
         .route("/hooks/github", post(github))
         .route("/deploy-all-changed", post(github))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            standby::guard,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            caller::signed,
+        ));
+    let stacks = Router::new()
         .route("/stacks/{stack}/deploy", post(deploy_stack))
         .route("/redeploy-and-update/{stack}", post(redeploy_and_update))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            shared.clone(),
             standby::guard,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            caller::token_or_signed,
         ));
     Router::new()
-        .merge(deploys)
+        .merge(github)
+        .merge(stacks)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(shared)
 }
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Serves until `shutdown` completes, then finishes in-flight requests. At most
+/// `config.max_connections` connections are served at once, and each must send its headers
+/// within `config.header_read_timeout` (see `server`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let config = Arc::clone(&state.config);
+    server::run(listener, router(state), &config, shutdown).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,24 +131,19 @@ struct DeployQuery {
 
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 const EVENT_HEADER: &str = "x-github-event";
+const DELIVERY_HEADER: &str = "x-github-delivery";
 
-/// `POST /hooks/github` (and `/deploy-all-changed`): a signed GitHub delivery.
+/// `POST /hooks/github` (and `/deploy-all-changed`): a signed GitHub delivery; `caller` checked
+/// the signature.
 async fn github(
-    State(state): State<AppState>,
+    State(shared): State<Shared>,
     Query(query): Query<DeployQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let secret = state
-        .config
-        .webhook_secret
-        .as_ref()
-        .ok_or(ApiError::NoWebhookSecret)?;
-    webhook::verify(
-        secret,
-        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-        &body,
-    )?;
+    if let Some(duplicate) = shared.replayed(&headers)? {
+        return Ok(duplicate);
+    }
     let event_name = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok());
     // gitops-deploy-server's callers post an empty signed body to mean "deploy what changed".
     let event = if body.is_empty() && event_name.is_none() {
@@ -116,25 +154,26 @@ async fn github(
     match event {
         Some(Event::Ping) => Ok(Json(json!({ "pong": true })).into_response()),
         Some(Event::Push { branch, .. }) => {
-            let tracked = state.tracked_branch();
+            let tracked = shared.app.tracked_branch();
             match tracked {
                 Some(tracked) if tracked != branch => Ok(ignored(format!(
                     "push to branch {branch}; stackhook follows {tracked}"
                 ))),
-                _ => Ok(state.start(Request::all_changed(), query.wait).await),
+                _ => Ok(shared.start(Request::all_changed(), query.wait).await),
             }
         }
         Some(Event::OtherRef(reference)) => Ok(ignored(format!(
             "push to {reference}, which is not a branch"
         ))),
         Some(Event::Other(name)) => Ok(ignored(format!("event {name} does not deploy"))),
-        None => Ok(state.start(Request::all_changed(), query.wait).await),
+        None => Ok(shared.start(Request::all_changed(), query.wait).await),
     }
 }
 
 /// `POST /stacks/{stack}/deploy`: redeploy one stack, for a curl or an app's release webhook.
 async fn deploy_stack(
-    State(state): State<AppState>,
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(stack): Path<String>,
     Query(query): Query<DeployQuery>,
     headers: HeaderMap,
@@ -147,22 +186,23 @@ async fn deploy_stack(
         Some("never") => Some(PullPolicy::Never),
         Some(other) => return Err(ApiError::BadPull(other.to_owned())),
     };
-    state
-        .redeploy(stack, pull, query.wait, &headers, &body)
+    shared
+        .redeploy(caller, stack, pull, query.wait, &headers, &body)
         .await
 }
 
 /// `POST /redeploy-and-update/{stack}`: gitops-deploy-server's path, which pulls newer images.
 async fn redeploy_and_update(
-    State(state): State<AppState>,
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(stack): Path<String>,
     Query(query): Query<DeployQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pull = Some(PullPolicy::Always);
-    state
-        .redeploy(stack, pull, query.wait, &headers, &body)
+    shared
+        .redeploy(caller, stack, pull, query.wait, &headers, &body)
         .await
 }
 
@@ -200,56 +240,71 @@ async fn ready(State(state): State<AppState>) -> Response {
     Json(json!({ "ready": true, "slot": state.slots.own() })).into_response()
 }
 
-impl AppState {
+impl Shared {
+    /// A single-stack redeploy. A signed request redeploys only for a published GitHub release,
+    /// or, with an empty body, under a fresh delivery id: any other signed body was meant for
+    /// another endpoint, and reusing it here would force a redeploy (issue 9).
     async fn redeploy(
         &self,
+        caller: Caller,
         stack: String,
         pull: Option<PullPolicy>,
         wait: bool,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, ApiError> {
-        self.authorize(headers, body)?;
-        let name = StackName::parse(&stack)?;
-        if let Some(action) = webhook::action(body)
-            && action != "published"
-        {
-            return Ok(ignored(format!("action {action} does not deploy")));
+        if caller == Caller::Signed {
+            let event = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok());
+            if body.is_empty() {
+                if !headers.contains_key(DELIVERY_HEADER) {
+                    return Err(ApiError::DeliveryRequired);
+                }
+            } else if event != Some("release") {
+                return Err(ApiError::SignedNotRelease);
+            }
         }
-        if !self.stack_dir(&name).is_dir() {
+        if let Some(duplicate) = self.replayed(headers)? {
+            return Ok(duplicate);
+        }
+        let name = StackName::parse(&stack)?;
+        match webhook::action(body) {
+            Some(action) if action != "published" => {
+                return Ok(ignored(format!("action {action} does not deploy")));
+            }
+            None if caller == Caller::Signed && !body.is_empty() => {
+                return Ok(ignored(
+                    "a release event without an action does not deploy".into(),
+                ));
+            }
+            _ => {}
+        }
+        if !self.app.stack_dir(&name).is_dir() {
             return Err(ApiError::UnknownStack(name.to_string()));
         }
         Ok(self.start(Request::stack(name, pull), wait).await)
     }
 
-    /// A bearer API token, or a GitHub signature made with the webhook secret.
-    fn authorize(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match (bearer, &self.config.api_token) {
-            (Some(given), Some(token))
-                if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) =>
-            {
-                return Ok(());
-            }
-            (Some(_), _) => return Err(ApiError::BadToken),
-            (None, _) => {}
-        }
-        match (headers.get(SIGNATURE_HEADER), &self.config.webhook_secret) {
-            (Some(signature), Some(secret)) => {
-                Ok(webhook::verify(secret, Some(signature.as_bytes()), body)?)
-            }
-            _ if self.config.api_token.is_none() && self.config.webhook_secret.is_none() => {
-                Err(ApiError::NoCredentials)
-            }
-            _ => Err(ApiError::Unauthenticated),
+    /// An answer for a delivery whose `X-GitHub-Delivery` id was seen within the window; `None`
+    /// for a new one, which is remembered from now on, and for a request without an id.
+    fn replayed(&self, headers: &HeaderMap) -> Result<Option<Response>, ApiError> {
+        let Some(id) = headers.get(DELIVERY_HEADER) else {
+            return Ok(None);
+        };
+        let id = id
+            .to_str()
+            .ok()
+            .filter(|id| !id.is_empty() && id.len() <= delivery::MAX_ID_LEN)
+            .ok_or(ApiError::BadDelivery)?;
+        if self.deliveries.first_sighting(id, Instant::now()) {
+            Ok(None)
+        } else {
+            tracing::info!("delivery {id} was seen before; ignored");
+            Ok(Some(ignored(format!("duplicate delivery {id}"))))
         }
     }
 
     async fn start(&self, request: Request, wait: bool) -> Response {
-        let Ticket { deployment, report } = self.worker.trigger(request);
+        let Ticket { deployment, report } = self.app.worker.trigger(request.clone());
         if !wait {
             return (
                 StatusCode::ACCEPTED,
@@ -257,21 +312,16 @@ impl AppState {
             )
                 .into_response();
         }
+        // Waiting is not bounded by `config.request_timeout`, which covers only receiving the
+        // request: a deploy that pulls images or waits for health checks takes minutes.
         match report.await {
-            Ok(report) if report.succeeded() => (StatusCode::OK, Json(&*report)).into_response(),
-            Ok(report) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({
-                    "deployment": report.deployment,
-                    "failures": report.failures(),
-                    "report": &*report,
-                })),
-            )
-                .into_response(),
+            Ok(report) => answer::answer(&report, &request),
             Err(_) => ApiError::WorkerGone.into_response(),
         }
     }
+}
 
+impl AppState {
     /// The configured branch, else the one the last pass followed (the remote's default).
     fn tracked_branch(&self) -> Option<String> {
         self.config
@@ -299,7 +349,323 @@ fn ignored(reason: String) -> Response {
     (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
 }
 
-/// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::deploy::Deployer;
+    use crate::engine::fake::Fake;
+
+    const SECRET: &str = "test secret";
+    const TOKEN: &str = "test token";
+
+    /// A server state whose passes fail at once (the repository does not exist), with `extra`
+    /// settings; the directory holds the state directory.
+    fn state(extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings: BTreeMap<String, String> = [
+            (
+                "STACKHOOK_REPO",
+                dir.path().join("nowhere").display().to_string(),
+            ),
+            ("STACKHOOK_STATE_DIR", dir.path().display().to_string()),
+            ("STACKHOOK_WEBHOOK_SECRET", SECRET.into()),
+            ("STACKHOOK_API_TOKEN", TOKEN.into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
+        for (name, value) in extra {
+            settings.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let config = Arc::new(Config::from_sources(None, &settings).unwrap());
+        let slots = Slots::new(config.slot, config.state_dir.clone());
+        let deployer = Deployer {
+            config: Arc::clone(&config),
+            engine: Arc::new(Fake::default()),
+            holder: "a test".into(),
+            slots: slots.clone(),
+        };
+        let state = AppState {
+            config,
+            worker: Worker::new(deployer),
+            slots,
+        };
+        (state, dir)
+    }
+
+    fn post(path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> HttpRequest<Body> {
+        let mut request = HttpRequest::post(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body.into()).unwrap()
+    }
+
+    /// A signed request, with an event name and a delivery id when given.
+    fn signed(
+        path: &str,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        body: &str,
+    ) -> HttpRequest<Body> {
+        let signature = webhook::sign(&Secret::new(SECRET), body.as_bytes());
+        let mut headers = vec![("X-Hub-Signature-256", signature.as_str())];
+        headers.extend(event.map(|e| ("X-GitHub-Event", e)));
+        headers.extend(delivery.map(|d| ("X-GitHub-Delivery", d)));
+        post(path, &headers, body.to_owned())
+    }
+
+    /// A body that never arrives.
+    fn endless() -> Body {
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>())
+    }
+
+    /// Sends `request` through a router of its own, sharing nothing but `router`'s state.
+    async fn send(app: &Router, request: HttpRequest<Body>) -> (u16, Value) {
+        let response = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(request))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn credentials_are_checked_before_the_body_is_read() {
+        let (state, _dir) = state(&[]);
+        let app = router(state);
+        let malformed = [("X-Hub-Signature-256", "sha256=not-hex")];
+        let wrong_token = [("Authorization", "Bearer nope")];
+        for (path, headers, error) in [
+            (
+                "/hooks/github",
+                &[][..],
+                "missing X-Hub-Signature-256 header",
+            ),
+            (
+                "/deploy-all-changed",
+                &malformed[..],
+                "X-Hub-Signature-256 is not of the form sha256=<64 hex digits>",
+            ),
+            (
+                "/stacks/app/deploy",
+                &wrong_token[..],
+                "the bearer token is not the API token",
+            ),
+            (
+                "/redeploy-and-update/app",
+                &[][..],
+                "send Authorization: Bearer <api token> or a valid X-Hub-Signature-256",
+            ),
+        ] {
+            let (status, body) = send(&app, post(path, headers, endless())).await;
+            assert_eq!((status, body), (401, json!({ "error": error })), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_refused() {
+        let (state, _dir) = state(&[("STACKHOOK_REQUEST_TIMEOUT", "200ms")]);
+        let app = router(state);
+        let signature = webhook::sign(&Secret::new(SECRET), b"");
+        let request = post(
+            "/hooks/github",
+            &[("X-Hub-Signature-256", &signature)],
+            endless(),
+        );
+        let (status, body) = send(&app, request).await;
+        assert_eq!(
+            (status, body),
+            (
+                408,
+                json!({ "error": "the request body did not arrive within 200ms" })
+            )
+        );
+        let request = post(
+            "/stacks/app/deploy",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            endless(),
+        );
+        assert_eq!(send(&app, request).await.0, 408);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_delivery_runs_once() {
+        let (state, _dir) = state(&[]);
+        let app = router(state);
+        let push = json!({ "ref": "refs/heads/main" }).to_string();
+        let (status, body) = send(
+            &app,
+            signed("/hooks/github", Some("push"), Some("d-1"), &push),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let (status, body) = send(
+            &app,
+            signed("/hooks/github", Some("push"), Some("d-1"), &push),
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            (200, json!({ "ignored": "duplicate delivery d-1" }))
+        );
+        let (status, body) = send(
+            &app,
+            signed("/hooks/github", Some("push"), Some("d-2"), &push),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let long = "x".repeat(delivery::MAX_ID_LEN + 1);
+        let (status, _) = send(
+            &app,
+            signed("/hooks/github", Some("push"), Some(&long), &push),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn a_signed_single_stack_request_is_a_release_or_a_fresh_empty_delivery() {
+        let (state, _dir) = state(&[]);
+        let stack_dir = state.stack_dir(&StackName::parse("app").unwrap());
+        std::fs::create_dir_all(stack_dir).unwrap();
+        let app = router(state);
+        let path = "/stacks/app/deploy";
+        let push = json!({ "ref": "refs/heads/main" }).to_string();
+        let published = json!({ "action": "published" }).to_string();
+        let created = json!({ "action": "created" }).to_string();
+        let cases = [
+            (signed(path, Some("push"), Some("p-1"), &push), 400),
+            (signed(path, None, None, &push), 400),
+            (signed(path, None, None, ""), 400),
+            (signed(path, None, Some("e-1"), ""), 202),
+            (signed(path, None, Some("e-1"), ""), 200),
+            (signed(path, Some("release"), Some("r-1"), &published), 202),
+            (signed(path, Some("release"), Some("r-2"), &created), 200),
+            (
+                post(
+                    path,
+                    &[("Authorization", &format!("Bearer {TOKEN}"))],
+                    push.clone(),
+                ),
+                202,
+            ),
+        ];
+        let mut answers = Vec::new();
+        for (request, expected) in cases {
+            let (status, body) = send(&app, request).await;
+            assert_eq!(status, expected, "{body}");
+            answers.push(
+                body["error"]
+                    .as_str()
+                    .or(body["ignored"].as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        expect_test::expect![[r#"
+            [
+                "a signed request to a single-stack endpoint must be a GitHub release event, or have an empty body and an X-GitHub-Delivery id; send Authorization: Bearer <api token> otherwise",
+                "a signed request to a single-stack endpoint must be a GitHub release event, or have an empty body and an X-GitHub-Delivery id; send Authorization: Bearer <api token> otherwise",
+                "a signed request with an empty body must carry a fresh X-GitHub-Delivery id, so that it cannot be replayed",
+                "",
+                "duplicate delivery e-1",
+                "",
+                "action created does not deploy",
+                "",
+            ]
+        "#]]
+        .assert_debug_eq(&answers);
+    }
+
+    /// A peer that answers with the names of the headers it was sent.
+    async fn echo_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let echo = Router::new().fallback(|headers: HeaderMap| async move {
+            let mut names: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+            names.sort();
+            Json(json!(names))
+        });
+        tokio::spawn(async move { axum::serve(listener, echo).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_standby_hands_on_only_the_headers_the_active_slot_reads() {
+        let peer = echo_peer().await;
+        let (state, _dir) = state(&[("STACKHOOK_SLOT", "B"), ("STACKHOOK_PEER_URL", &peer)]);
+        let app = router(state);
+        let body = "{}";
+        let signature = webhook::sign(&Secret::new(SECRET), body.as_bytes());
+        let request = post(
+            "/hooks/github",
+            &[
+                ("X-Hub-Signature-256", &signature),
+                ("X-GitHub-Event", "ping"),
+                ("X-GitHub-Delivery", "h-1"),
+                ("Content-Type", "application/json"),
+                ("Cookie", "session=1"),
+                ("X-Forwarded-For", "10.0.0.1"),
+                ("Connection", "keep-alive, x-private"),
+            ],
+            body,
+        );
+        let (status, names) = send(&app, request).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            names,
+            json!([
+                "accept",
+                "content-length",
+                "content-type",
+                "host",
+                "x-github-delivery",
+                "x-github-event",
+                "x-hub-signature-256",
+                "x-stackhook-handed-on"
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standby_gives_up_on_a_peer_that_does_not_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts connections and keeps them, silent.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let (state, _dir) = state(&[
+            ("STACKHOOK_SLOT", "B"),
+            ("STACKHOOK_PEER_URL", &peer),
+            ("STACKHOOK_REQUEST_TIMEOUT", "300ms"),
+        ]);
+        let app = router(state);
+        let (status, body) = send(&app, signed("/hooks/github", Some("ping"), None, "{}")).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("and it could not be reached"),
+            "{body}"
+        );
+        silent.abort();
+    }
 }

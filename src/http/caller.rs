@@ -1,0 +1,161 @@
+//! Admission to the deploy routes: who is calling, proven before the request is acted on.
+//!
+//! The credentials in the headers are checked before a byte of the body is read, so that a
+//! stranger cannot make the server buffer 25 MB (issue 9): a bearer token is checked whole, a
+//! signature header for its form. Then the body is read within `config.request_timeout` of the
+//! request's arrival, and a signature checked over it. Handlers find the `Caller` in the
+//! request's extensions. This module does not decide what a caller may ask for.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+use super::{ApiError, BODY_LIMIT, SIGNATURE_HEADER, Shared};
+use crate::config::Secret;
+use crate::webhook::{self, SignatureError};
+
+/// How a request to a deploy route proved itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// `Authorization: Bearer <api token>`.
+    Token,
+    /// `X-Hub-Signature-256` made with the webhook secret over the body.
+    Signed,
+}
+
+/// For GitHub's routes, which take only signed deliveries.
+pub async fn signed(
+    State(shared): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    admit(&shared, request, next, false).await
+}
+
+/// For the single-stack routes, which take a bearer token or a signature.
+pub async fn token_or_signed(
+    State(shared): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    admit(&shared, request, next, true).await
+}
+
+async fn admit(
+    shared: &Shared,
+    request: Request,
+    next: Next,
+    takes_token: bool,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let config = &shared.app.config;
+    let caller = from_headers(
+        request.headers(),
+        takes_token.then_some(config.api_token.as_ref()).flatten(),
+        config.webhook_secret.as_ref(),
+        takes_token,
+    )?;
+    let (mut parts, body) = request.into_parts();
+    let body = read(
+        body,
+        arrived + config.request_timeout,
+        config.request_timeout,
+    )
+    .await?;
+    if caller == Caller::Signed {
+        let secret = config
+            .webhook_secret
+            .as_ref()
+            .ok_or(ApiError::NoWebhookSecret)?;
+        let signature = parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
+        webhook::verify(secret, signature, &body)?;
+    }
+    parts.extensions.insert(caller);
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+}
+
+/// Decides the caller from the headers alone.
+fn from_headers(
+    headers: &HeaderMap,
+    token: Option<&Secret>,
+    secret: Option<&Secret>,
+    takes_token: bool,
+) -> Result<Caller, ApiError> {
+    if takes_token {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match (bearer, token) {
+            (Some(given), Some(token)) if same_token(given, token) => return Ok(Caller::Token),
+            (Some(_), _) => return Err(ApiError::BadToken),
+            (None, _) => {}
+        }
+    }
+    let signature = headers.get(SIGNATURE_HEADER);
+    match (signature, secret) {
+        (Some(signature), Some(_)) => {
+            well_formed(signature.as_bytes())?;
+            Ok(Caller::Signed)
+        }
+        (None, Some(_)) if !takes_token => Err(SignatureError::Missing.into()),
+        (_, None) if !takes_token => Err(ApiError::NoWebhookSecret),
+        _ if token.is_none() && secret.is_none() => Err(ApiError::NoCredentials),
+        _ => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// Compares digests of the two, so that the time taken says nothing of either's bytes or length.
+fn same_token(given: &str, token: &Secret) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let token = Sha256::digest(token.expose().as_bytes());
+    given.as_slice().ct_eq(token.as_slice()).into()
+}
+
+/// `sha256=` and 64 hex digits, the form `webhook::verify` checks again with the body.
+fn well_formed(signature: &[u8]) -> Result<(), SignatureError> {
+    match signature.strip_prefix(b"sha256=") {
+        Some(hex) if hex.len() == 64 && hex.iter().all(u8::is_ascii_hexdigit) => Ok(()),
+        _ => Err(SignatureError::Malformed),
+    }
+}
+
+/// Reads the body whole, by `deadline`. The router's `RequestBodyLimitLayer` refuses a body over
+/// `BODY_LIMIT` by its `Content-Length` before this; the count here catches one sent chunked.
+async fn read(body: Body, deadline: Instant, timeout: Duration) -> Result<Bytes, ApiError> {
+    let collect = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| {
+                let too_large = std::iter::successors(
+                    Some(&error as &(dyn std::error::Error + 'static)),
+                    |error| error.source(),
+                )
+                .any(|error| error.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    ApiError::TooLarge
+                } else {
+                    tracing::info!("reading a request body: {error}");
+                    ApiError::BodyRead
+                }
+            })?;
+            if bytes.len() + chunk.len() > BODY_LIMIT {
+                return Err(ApiError::TooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    };
+    tokio::time::timeout_at(deadline, collect)
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout))?
+}
