@@ -51,8 +51,9 @@ pub struct Project {
     pub networks: BTreeMap<String, Network>,
     /// Named volumes by their key in the file.
     pub volumes: BTreeMap<String, Volume>,
-    /// Every file outside the compose file that shaped this project (env files, `.env`),
-    /// absolute; fingerprints hash them.
+    /// Every file outside the compose file that shaped this project (`.env`, env and label
+    /// files, extended and included compose files), absolute. Fingerprints do not hash them:
+    /// what they changed shows in the services' config hashes and in `variables`.
     pub files_read: Vec<PathBuf>,
     /// Every variable interpolation looked up, with the value it found (None when unset).
     /// Fingerprints hash these so that a change of the environment is a change of the stack.
