@@ -16,6 +16,8 @@ use self::node::Node;
 use super::interpolate;
 
 mod dotenv;
+mod extends;
+mod include;
 mod node;
 mod project;
 mod service;
@@ -49,8 +51,9 @@ pub struct Project {
     pub networks: BTreeMap<String, Network>,
     /// Named volumes by their key in the file.
     pub volumes: BTreeMap<String, Volume>,
-    /// Every file outside the compose file that shaped this project (env files, `.env`),
-    /// absolute; fingerprints hash them.
+    /// Every file outside the compose file that shaped this project (`.env`, env and label
+    /// files, extended and included compose files), absolute. Fingerprints do not hash them:
+    /// what they changed shows in the services' config hashes and in `variables`.
     pub files_read: Vec<PathBuf>,
     /// Every variable interpolation looked up, with the value it found (None when unset).
     /// Fingerprints hash these so that a change of the environment is a change of the stack.
@@ -503,40 +506,175 @@ pub enum Error {
 /// environment, which wins as in Compose ("Environment variables precedence").
 pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Project, Error> {
     let file = find_file(dir)?;
-    let text = read(&file)?;
-    let mut files_read = Vec::new();
-    let mut variables = BTreeMap::new();
+    let mut sources = Sources::default();
     let mut interpolation_environment = BTreeMap::new();
     let dotenv_file = dir.join(".env");
     if dotenv_file.is_file() {
         let mut lookup = |name: &str| environment.get(name).cloned();
         interpolation_environment = read_dotenv(&dotenv_file, &mut lookup)?;
-        files_read.push(dotenv_file);
+        sources.read(&dotenv_file);
     }
     interpolation_environment.extend(environment.clone());
-    let mut document = parse(&file, &text)?;
-    check_top_level_keys(&file, &document)?;
-    interpolate_document(
-        &file,
-        &mut document,
-        &interpolation_environment,
-        &mut variables,
-    )?;
+    let document = document(&file, dir, &interpolation_environment, &mut sources, &[])?;
     let mut context = project::Context {
         file: &file,
         dir,
         environment: &interpolation_environment,
-        files_read,
-        variables,
+        files_read: sources.files_read,
+        variables: sources.variables,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
     };
     project::project(&Node::new(&file, "", &document), &mut context)
 }
 
+/// What reading a project's compose files gathered besides them, for its fingerprint.
+#[derive(Default)]
+struct Sources {
+    /// Every other file read: `.env`, extended and included compose files, their env files.
+    files_read: Vec<PathBuf>,
+    variables: BTreeMap<String, Option<String>>,
+}
+
+impl Sources {
+    fn read(&mut self, file: &Path) {
+        if !self.files_read.iter().any(|read| read == file) {
+            self.files_read.push(file.to_path_buf());
+        }
+    }
+}
+
+/// One compose file parsed and interpolated, its services' `extends` merged and its `include`s
+/// imported, in compose-go's order. `dir` is where its relative paths resolve; `including` are
+/// the files that include it, outermost first.
+fn document(
+    file: &Path,
+    dir: &Path,
+    environment: &BTreeMap<String, String>,
+    sources: &mut Sources,
+    including: &[PathBuf],
+) -> Result<Value, Error> {
+    let text = read(file)?;
+    let mut document = parse(file, &text)?;
+    check_top_level_keys(file, &document)?;
+    interpolate_document(file, &mut document, environment, &mut sources.variables)?;
+    extends::apply(&mut document, file, dir, environment, sources)?;
+    include::apply(&mut document, file, dir, environment, sources, including)?;
+    Ok(document)
+}
+
+/// Makes the relative paths of a compose document absolute against `dir`, as compose-go's
+/// `ResolveRelativePaths` does for a file read from another directory than the project's:
+/// build contexts, env and label files, bind mount sources, `extends.file`, and the files of
+/// secrets and configs. With `default_context`, a `build` without a context builds in `dir`.
+fn relocate(document: &mut Value, dir: &Path, default_context: bool) {
+    let absolute = |value: &mut Value| {
+        if let Value::String(path) = value
+            && !path.starts_with('~')
+            && !Path::new(path.as_str()).is_absolute()
+        {
+            *path = normalise_path(&dir.join(&*path))
+                .to_string_lossy()
+                .into_owned();
+        }
+    };
+    if let Some(Value::Mapping(services)) = document.get_mut("services") {
+        for service in services.values_mut() {
+            let Value::Mapping(service) = service else {
+                continue;
+            };
+            for (key, value) in service.iter_mut() {
+                match (key.as_str().unwrap_or_default(), value) {
+                    ("build", Value::Mapping(build)) => match build.get_mut("context") {
+                        Some(context) if !is_remote(context) => absolute(context),
+                        Some(_) => {}
+                        None if default_context => {
+                            let context = dir.to_string_lossy().into_owned();
+                            build.insert("context".into(), context.into());
+                        }
+                        None => {}
+                    },
+                    ("build", context) if !is_remote(context) => absolute(context),
+                    ("env_file" | "label_file", Value::Sequence(items)) => {
+                        for item in items {
+                            match item {
+                                Value::Mapping(entry) => {
+                                    entry.get_mut("path").map(absolute);
+                                }
+                                path => absolute(path),
+                            }
+                        }
+                    }
+                    ("env_file" | "label_file", path) => absolute(path),
+                    ("volumes", Value::Sequence(mounts)) => {
+                        for mount in mounts {
+                            match mount {
+                                Value::Mapping(long)
+                                    if long.get("type").and_then(Value::as_str) == Some("bind") =>
+                                {
+                                    long.get_mut("source").map(absolute);
+                                }
+                                // The short syntax: a source starting with `.` is a relative
+                                // host path.
+                                Value::String(short) if short.starts_with('.') => {
+                                    let (source, rest) =
+                                        short.split_once(':').unwrap_or((short.as_str(), ""));
+                                    let mut source = Value::String(source.to_owned());
+                                    absolute(&mut source);
+                                    let source = source.as_str().unwrap_or_default();
+                                    *short = match rest {
+                                        "" => source.to_owned(),
+                                        rest => format!("{source}:{rest}"),
+                                    };
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    ("extends", Value::Mapping(extends)) => {
+                        extends.get_mut("file").map(absolute);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for section in ["secrets", "configs"] {
+        if let Some(Value::Mapping(definitions)) = document.get_mut(section) {
+            for definition in definitions.values_mut() {
+                if let Value::Mapping(definition) = definition {
+                    definition.get_mut("file").map(absolute);
+                }
+            }
+        }
+    }
+}
+
+/// A build context given by URL (a git repository), which no directory qualifies.
+fn is_remote(context: &Value) -> bool {
+    context
+        .as_str()
+        .is_some_and(|context| context.contains("://") || context.starts_with("git@"))
+}
+
+/// Folds `.` and `..` as Compose does with relative paths.
+fn normalise_path(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
 /// Top-level keys `up -d` honours.
-const TOP_LEVEL_KEYS: [&str; 7] = [
-    "version", "name", "services", "networks", "volumes", "configs", "secrets",
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "version", "name", "include", "services", "networks", "volumes", "configs", "secrets",
 ];
 
 /// The first of `FILE_NAMES` present in `dir`: Compose uses only one of them.
@@ -699,14 +837,6 @@ fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
     };
     for key in mapping.keys() {
         let key = key.as_str().unwrap_or_default();
-        if key == "include" {
-            // Valid Compose, but it would pull in files from outside the stack's own.
-            return Err(Error::Invalid {
-                file: file.to_path_buf(),
-                at: "include".to_owned(),
-                message: "include is not supported by stackhook".to_owned(),
-            });
-        }
         let allowed = TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-");
         if !allowed {
             return Err(Error::UnknownTopLevelKey {

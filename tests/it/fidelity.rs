@@ -17,6 +17,7 @@ const IMAGE: &str = "stackhook-test/busybox:latest";
 /// The fixture stacks, by directory name under `tests/fixtures/fidelity/`.
 const FIXTURES: &[&str] = &[
     "anchors",
+    "extends",
     "kitchen",
     "legacy",
     "links",

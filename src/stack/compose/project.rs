@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::node::Node;
+use super::normalise_path;
 use super::service;
 use super::{
     Error, FileKind, FileSource, Ipam, IpamPool, MountKind, Network, Project, Service, Volume,
@@ -148,21 +149,6 @@ fn definition(kind: FileKind, node: &Node, context: &mut Context) -> Result<Defi
     source
         .map(Definition::Source)
         .ok_or_else(|| node.invalid(format!("a {what} needs file, content or environment")))
-}
-
-/// Folds `.` and `..` as Compose does with relative paths.
-fn normalise_path(path: &Path) -> PathBuf {
-    let mut clean = PathBuf::new();
-    for component in path.components() {
-        match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                clean.pop();
-            }
-            other => clean.push(other),
-        }
-    }
-    clean
 }
 
 /// The entries of a top-level section; absent or null means none.

@@ -69,7 +69,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("env_file", Support::Applied),
     ("environment", Support::Applied),
     ("expose", Support::Applied),
-    ("extends", Support::Refused),
+    ("extends", Support::Applied),
     ("external_links", Support::Applied),
     ("extra_hosts", Support::Applied),
     ("gpus", Support::Applied),
@@ -329,7 +329,74 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     } else if !service.networks.is_empty() && service.network_mode.is_some() {
         return Err(node.invalid("network_mode and networks cannot be combined"));
     }
+    enforce_unicity(&mut service);
     Ok(Some(service))
+}
+
+/// Compose keeps one entry per key in these lists, the last one in the place of the first
+/// (compose-go's `EnforceUnicity`), whether the duplicates come from `extends` or are written
+/// twice in one service.
+fn enforce_unicity(service: &mut Service) {
+    unique_by(&mut service.ports, |port| {
+        let Port {
+            target,
+            published,
+            host_ip,
+            protocol,
+        } = port;
+        (
+            *target,
+            published.clone(),
+            host_ip.clone(),
+            protocol.clone(),
+        )
+    });
+    unique_by(&mut service.volumes, |mount| mount.target.clone());
+    unique_by(&mut service.files, |file| (file.kind, file.target.clone()));
+    unique_by(&mut service.devices, |device| {
+        let mut parts = device.split(':');
+        let source = parts.next().unwrap_or_default();
+        parts.next().unwrap_or(source).to_owned()
+    });
+    let lists = [
+        &mut service.expose,
+        &mut service.cap_add,
+        &mut service.cap_drop,
+        &mut service.dns,
+        &mut service.dns_opt,
+        &mut service.dns_search,
+        &mut service.links,
+        &mut service.tmpfs,
+    ];
+    for list in lists {
+        // compose-go's `keyValueIndexer`: what comes before a `=`.
+        unique_by(list, |entry| {
+            entry
+                .split_once('=')
+                .map_or(entry.as_str(), |(key, _)| key)
+                .to_owned()
+        });
+    }
+    for network in service.networks.values_mut() {
+        unique_by(&mut network.aliases, String::clone);
+        unique_by(&mut network.link_local_ips, String::clone);
+    }
+}
+
+fn unique_by<T, K: PartialEq>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    let mut keys: Vec<K> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let item_key = key(&item);
+        match keys.iter().position(|known| *known == item_key) {
+            Some(index) => kept[index] = item,
+            None => {
+                keys.push(item_key);
+                kept.push(item);
+            }
+        }
+    }
+    *items = kept;
 }
 
 fn build(node: &Node, context: &Context) -> Result<Build, Error> {

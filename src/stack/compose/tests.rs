@@ -2075,16 +2075,6 @@ fn error_messages() {
         &expect!["error: /stack/compose.yaml: additional properties 'extra' not allowed"],
     );
     error(
-        "include: [other.yaml]\nservices: {}\n",
-        &expect!["error: /stack/compose.yaml: include: include is not supported by stackhook"],
-    );
-    error(
-        "services: {web: {image: nginx, extends: {service: base}}}",
-        &expect![
-            "error: /stack/compose.yaml: service web: key extends is not supported by stackhook"
-        ],
-    );
-    error(
         "services: {web: {command: echo}}",
         &expect![
             "error: /stack/compose.yaml: service web has neither an image nor a build context specified"
@@ -2102,4 +2092,499 @@ fn error_messages() {
             r#"error: /stack/compose.yaml: name: "!!!" gives an empty project name once normalised; set name:"#
         ]],
     );
+}
+
+/// `extends` in one file merges as `docker compose config` shows it: mappings key by key, lists
+/// appended with duplicates dropped, `command` and `healthcheck.test` replaced, `ulimits`
+/// entries replaced, `logging` options merged for the same driver, `depends_on` inherited.
+#[test]
+fn extends_in_the_same_file() {
+    let compose = r#"
+services:
+  base:
+    image: busybox
+    command: ["sleep", "1"]
+    environment: {A: "1", B: "2"}
+    labels: [x=1]
+    ports: ["8080:80", "9090:90"]
+    expose: ["81"]
+    dns: [8.8.8.8]
+    cap_add: [NET_ADMIN]
+    volumes: ["./data:/data", "named:/v"]
+    depends_on: [db]
+    healthcheck: {test: ["CMD", "true"], interval: 5s}
+    networks: [front]
+    logging: {driver: json-file, options: {max-size: 1m}}
+    ulimits: {nofile: {soft: 10, hard: 20}}
+    extra_hosts: ["a:1.1.1.1"]
+    tmpfs: /run
+  middle:
+    extends: base
+    environment: [C]
+  db:
+    image: busybox
+  web:
+    extends: {service: middle}
+    command: echo hi
+    environment: [B=3]
+    labels: {y: "2"}
+    ports: ["8080:80", "7070:70"]
+    expose: ["81", "82"]
+    dns: 1.1.1.1
+    cap_add: [NET_ADMIN, SYS_TIME]
+    volumes: ["./other:/data"]
+    healthcheck: {test: ["CMD", "false"]}
+    networks: {back: {aliases: [w]}}
+    logging: {options: {max-file: "2"}}
+    ulimits: {nofile: 30}
+    extra_hosts: {b: 2.2.2.2}
+    tmpfs: [/tmp]
+networks: {front: {}, back: {}}
+volumes: {named: {}}
+"#;
+    check_web(
+        compose,
+        |web| {
+            let ports: Vec<String> = web
+                .ports
+                .iter()
+                .map(|port| {
+                    format!(
+                        "{}:{}",
+                        port.published.as_deref().unwrap_or("-"),
+                        port.target
+                    )
+                })
+                .collect();
+            let volumes: Vec<String> = web
+                .volumes
+                .iter()
+                .map(|mount| {
+                    format!(
+                        "{}:{}",
+                        mount.source.as_deref().unwrap_or("-"),
+                        mount.target
+                    )
+                })
+                .collect();
+            Shown(format!(
+                "command: {:?}\nenvironment: {:?}\nlabels: {:?}\nports: {ports:?}\nexpose: {:?}\n\
+                 dns: {:?}\ncap_add: {:?}\nvolumes: {volumes:?}\ndepends_on: {:?}\n\
+                 healthcheck: {:?}\nnetworks: {:?}\nlogging: {:?}\nulimits: {:?}\n\
+                 extra_hosts: {:?}\ntmpfs: {:?}",
+                web.command,
+                web.environment,
+                web.labels,
+                web.expose,
+                web.dns,
+                web.cap_add,
+                web.depends_on.keys().collect::<Vec<_>>(),
+                web.healthcheck.as_ref().map(|h| (&h.test, h.interval)),
+                web.networks
+                    .iter()
+                    .map(|(key, network)| (key, &network.aliases))
+                    .collect::<Vec<_>>(),
+                web.logging,
+                web.ulimits,
+                web.extra_hosts,
+                web.tmpfs,
+            ))
+        },
+        &expect![[r#"
+            Some(
+                command: Some(["echo", "hi"])
+                environment: {"A": Some("1"), "B": Some("3"), "C": None}
+                labels: {"x": "1", "y": "2"}
+                ports: ["8080:80", "9090:90", "7070:70"]
+                expose: ["81", "82"]
+                dns: ["8.8.8.8", "1.1.1.1"]
+                cap_add: ["NET_ADMIN", "SYS_TIME"]
+                volumes: ["/stack/other:/data", "named:/v"]
+                depends_on: ["db"]
+                healthcheck: Some((["CMD", "false"], Some(5s)))
+                networks: [("back", ["w"]), ("front", [])]
+                logging: Some(Logging { driver: Some("json-file"), options: {"max-file": "2", "max-size": "1m"} })
+                ulimits: {"nofile": Ulimit { soft: 30, hard: 30 }}
+                extra_hosts: ["a:1.1.1.1", "b:2.2.2.2"]
+                tmpfs: ["/run", "/tmp"],
+            )"#]],
+    );
+}
+
+/// `extends: {file: ...}` reads the other file with the same variables and resolves its relative
+/// paths against its own directory; a chain may continue in that file. Only the service comes
+/// along, and the file counts as read.
+#[test]
+fn extends_another_file() {
+    let files = [
+        (
+            "compose.yaml",
+            "services:\n  web:\n    extends: {file: ../common/base.yaml, service: app}\n    environment: {OWN: mine}\n",
+        ),
+        (
+            "../common/base.yaml",
+            r#"
+services:
+  app:
+    extends: root
+    image: "busybox:${TAG:-latest}"
+    env_file: app.env
+    volumes: ["./data:/data", {type: bind, source: ../common/conf, target: /conf}]
+  root:
+    build: {context: ./ctx, args: [A=1]}
+    labels: {origin: root}
+"#,
+        ),
+        ("../common/app.env", "FROM_FILE=1\n"),
+    ];
+    check_files(
+        &files,
+        &[("TAG", "1.36")],
+        |project| {
+            let web = &project.services["web"];
+            Shown(format!(
+                "image: {:?}\nbuild: {:?}\nenvironment: {:?}\nlabels: {:?}\nvolumes: {:?}\n\
+                 services: {:?}\nfiles_read: {:?}\nvariables: {:?}",
+                web.image,
+                web.build
+                    .as_ref()
+                    .map(|build| (&build.context, &build.args)),
+                web.environment,
+                web.labels,
+                web.volumes
+                    .iter()
+                    .map(|mount| (&mount.source, &mount.target))
+                    .collect::<Vec<_>>(),
+                project.services.keys().collect::<Vec<_>>(),
+                project.files_read,
+                project.variables,
+            ))
+        },
+        &expect![[r#"
+            image: Some("busybox:1.36")
+            build: Some(("/parent/common/ctx", {"A": "1"}))
+            environment: {"FROM_FILE": Some("1"), "OWN": Some("mine")}
+            labels: {"origin": "root"}
+            volumes: [(Some("/parent/common/data"), "/data"), (Some("/parent/common/conf"), "/conf")]
+            services: ["web"]
+            files_read: ["/parent/common/base.yaml", "/parent/common/app.env"]
+            variables: {"COMPOSE_PROJECT_NAME": None, "TAG": Some("1.36")}"#]],
+    );
+}
+
+/// `include` joins another file's resources, each file read as a project of its own: its paths
+/// relative to its directory (or `project_directory`), its `.env` (or `env_file`) for variables
+/// the including project leaves unset.
+#[test]
+fn include_short_and_long() {
+    let files = [
+        (
+            "compose.yaml",
+            r#"
+include:
+  - sub/inc.yaml
+  - path: sub/inc2.yaml
+    project_directory: pd
+    env_file: sub/inc.env
+services:
+  web:
+    image: busybox
+    depends_on: [api]
+"#,
+        ),
+        (
+            "sub/inc.yaml",
+            r#"
+name: ignored
+services:
+  api:
+    image: "busybox:${TAG:-x}"
+    env_file: a.env
+    volumes: ["./data:/data"]
+    networks: [inner]
+    secrets: [s]
+networks:
+  inner: {}
+secrets:
+  s: {file: ./s.txt}
+"#,
+        ),
+        (
+            "sub/inc2.yaml",
+            "services:\n  other:\n    image: \"busybox:${TAG2}\"\n    volumes: [\"./d2:/d2\"]\n    build: {dockerfile: X}\n",
+        ),
+        ("sub/a.env", "A=1\n"),
+        ("sub/inc.env", "TAG2=from-env-file\n"),
+        ("sub/.env", "TAG=from-dotenv\n"),
+        ("sub/s.txt", "secret\n"),
+    ];
+    check_files(
+        &files,
+        &[],
+        |project| {
+            let services: Vec<String> = project
+                .services
+                .iter()
+                .map(|(name, service)| {
+                    format!(
+                        "{name}: image {:?}, build {:?}, environment {:?}, volumes {:?}, \
+                         networks {:?}, files {:?}, depends_on {:?}",
+                        service.image,
+                        service.build.as_ref().map(|build| &build.context),
+                        service.environment,
+                        service
+                            .volumes
+                            .iter()
+                            .map(|mount| &mount.source)
+                            .collect::<Vec<_>>(),
+                        service.networks.keys().collect::<Vec<_>>(),
+                        service
+                            .files
+                            .iter()
+                            .map(|file| &file.source)
+                            .collect::<Vec<_>>(),
+                        service.depends_on.keys().collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            Shown(format!(
+                "name: {}\n{}\nnetworks: {:?}\nconfig_files: {:?}\nfiles_read: {:?}",
+                project.name,
+                services.join("\n"),
+                project
+                    .networks
+                    .values()
+                    .map(|network| &network.name)
+                    .collect::<Vec<_>>(),
+                project.config_files,
+                project.files_read,
+            ))
+        },
+        &expect![[r#"
+            name: demo
+            api: image Some("busybox:from-dotenv"), build None, environment {"A": Some("1")}, volumes [Some("/stack/sub/data")], networks ["inner"], files [File("/stack/sub/s.txt")], depends_on []
+            other: image Some("busybox:from-env-file"), build Some("/stack/pd"), environment {}, volumes [Some("/stack/pd/d2")], networks ["default"], files [], depends_on []
+            web: image Some("busybox"), build None, environment {}, volumes [], networks ["default"], files [], depends_on ["api"]
+            networks: ["demo_default", "demo_inner"]
+            config_files: ["/stack/compose.yaml"]
+            files_read: ["/stack/sub/.env", "/stack/sub/inc.yaml", "/stack/sub/inc.env", "/stack/sub/inc2.yaml", "/stack/sub/a.env"]"#]],
+    );
+}
+
+/// Compose keeps one entry per port, mount, device, secret or DNS server, the last in the place
+/// of the first, in any service.
+#[test]
+fn duplicate_list_entries_are_kept_once() {
+    let compose = r#"
+services:
+  web:
+    image: busybox
+    ports: ["8080:80", {target: 80, published: "8080"}, "9000-9001:90-91", "9001:91"]
+    volumes: ["./a:/x", {type: bind, source: ./c, target: /x}, "named:/y", "/h:/y:ro"]
+    expose: ["81", 81]
+    cap_add: [A, A]
+    tmpfs: ["/run:size=1m", "/run:size=2m"]
+    devices: ["/dev/a:/dev/x", "/dev/b:/dev/x"]
+    secrets: [s, {source: s, target: /run/secrets/s, mode: 0400}]
+    networks: {default: {aliases: [a, a]}}
+    links: [db, "db:alias"]
+    security_opt: [a=1, a=2]
+    dns_opt: ["ndots:1", "ndots:1"]
+  db: {image: busybox}
+secrets: {s: {file: ./f}}
+volumes: {named: {}}
+"#;
+    check_web(
+        compose,
+        |web| {
+            Shown(format!(
+                "ports: {:?}\nvolumes: {:?}\nexpose: {:?}\ncap_add: {:?}\ntmpfs: {:?}\n\
+                 devices: {:?}\nsecrets: {:?}\naliases: {:?}\nlinks: {:?}\nsecurity_opt: {:?}\n\
+                 dns_opt: {:?}",
+                web.ports
+                    .iter()
+                    .map(|port| format!(
+                        "{}:{}",
+                        port.published.as_deref().unwrap_or("-"),
+                        port.target
+                    ))
+                    .collect::<Vec<_>>(),
+                web.volumes
+                    .iter()
+                    .map(|mount| {
+                        let source = mount.source.as_deref().unwrap_or("-");
+                        format!("{source}:{}:{}", mount.target, mount.read_only)
+                    })
+                    .collect::<Vec<_>>(),
+                web.expose,
+                web.cap_add,
+                web.tmpfs,
+                web.devices,
+                web.files
+                    .iter()
+                    .map(|file| (&file.target, file.mode))
+                    .collect::<Vec<_>>(),
+                web.networks["default"].aliases,
+                web.links,
+                web.security_opt,
+                web.dns_opt,
+            ))
+        },
+        &expect![[r#"
+            Some(
+                ports: ["8080:80", "9000:90", "9001:91"]
+                volumes: ["/stack/c:/x:false", "/h:/y:true"]
+                expose: ["81"]
+                cap_add: ["A"]
+                tmpfs: ["/run:size=2m"]
+                devices: ["/dev/b:/dev/x"]
+                secrets: [("/run/secrets/s", Some(256))]
+                aliases: ["a"]
+                links: ["db", "db:alias"]
+                security_opt: ["a=1", "a=2"]
+                dns_opt: ["ndots:1"],
+            )"#]],
+    );
+}
+
+#[test]
+fn extends_and_include_errors() {
+    let show = |_: &Project| ();
+    let environment = [];
+    for (files, expected) in [
+        (
+            vec![(
+                "compose.yaml",
+                "services:\n  web: {image: busybox, extends: nope}\n",
+            )],
+            expect![[
+                r#"error: /stack/compose.yaml: services.web.extends: cannot extend service "web": service "nope" not found"#
+            ]],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "services:\n  web: {image: busybox, extends: {file: c/b.yaml, service: nope}}\n",
+                ),
+                ("c/b.yaml", "services:\n  x: {image: busybox}\n"),
+            ],
+            expect![[
+                r#"error: /stack/compose.yaml: services.web.extends: cannot extend service "web": service "nope" not found in c/b.yaml"#
+            ]],
+        ),
+        (
+            vec![(
+                "compose.yaml",
+                "services:\n  web: {image: busybox, extends: {file: c/missing.yaml, service: x}}\n",
+            )],
+            expect![
+                "error: /stack/compose.yaml: services.web.extends: /stack/c/missing.yaml: No such file or directory (os error 2)"
+            ],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "services:\n  web: {image: busybox, extends: {file: c/b.yaml, service: x}}\n",
+                ),
+                ("c/b.yaml", "networks: {}\n"),
+            ],
+            expect![
+                "error: /stack/compose.yaml: services.web.extends: cannot extend from /stack/c/b.yaml: it has no services section"
+            ],
+        ),
+        (
+            vec![(
+                "compose.yaml",
+                "services:\n  web: {image: busybox, extends: a}\n  a: {extends: b}\n  b: {extends: web}\n",
+            )],
+            expect![
+                "error: /stack/compose.yaml: services.b.extends: circular reference: web in /stack/compose.yaml extends a in /stack/compose.yaml extends b in /stack/compose.yaml extends web in /stack/compose.yaml"
+            ],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "services:\n  web: {image: busybox, extends: {file: c/b.yaml, service: x}}\n",
+                ),
+                (
+                    "c/b.yaml",
+                    "services:\n  x: {extends: {file: ../compose.yaml, service: web}}\n",
+                ),
+            ],
+            expect![
+                "error: /stack/c/b.yaml: services.x.extends: circular reference: web in /stack/compose.yaml extends x in /stack/c/b.yaml extends web in /stack/compose.yaml"
+            ],
+        ),
+        (
+            vec![(
+                "compose.yaml",
+                "services:\n  web: {image: busybox, extends: {file: c.yaml}}\n",
+            )],
+            expect!["error: /stack/compose.yaml: services.web.extends: needs a service"],
+        ),
+        (
+            vec![(
+                "compose.yaml",
+                "include: [missing.yaml]\nservices:\n  api: {image: busybox}\n",
+            )],
+            expect!["error: /stack/compose.yaml: include[0]: /stack/missing.yaml is not a file"],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [inc.yaml]\nservices:\n  api: {image: busybox}\n",
+                ),
+                ("inc.yaml", "services:\n  api: {image: \"busybox:2\"}\n"),
+            ],
+            expect![
+                "error: /stack/compose.yaml: include[0]: services.api conflicts with imported resource from /stack/inc.yaml"
+            ],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [inc.yaml]\nservices:\n  api: {image: busybox}\n",
+                ),
+                ("inc.yaml", "services:\n  api: {image: busybox}\n"),
+            ],
+            expect!["()"],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [inc.yaml]\nnetworks:\n  n: {driver: bridge}\nservices: {}\n",
+                ),
+                ("inc.yaml", "networks:\n  n: {}\n"),
+            ],
+            expect![
+                "error: /stack/compose.yaml: include[0]: networks.n conflicts with imported resource from /stack/inc.yaml"
+            ],
+        ),
+        (
+            vec![
+                ("compose.yaml", "include: [inc.yaml]\nservices: {}\n"),
+                ("inc.yaml", "include: [compose.yaml]\n"),
+            ],
+            expect![
+                "error: /stack/inc.yaml: include[0]: include cycle detected: /stack/compose.yaml include /stack/inc.yaml include /stack/compose.yaml"
+            ],
+        ),
+        (
+            vec![(
+                "compose.yaml",
+                "include: [{path: [a.yaml, b.yaml]}]\nservices: {}\n",
+            )],
+            expect![
+                "error: /stack/compose.yaml: include[0]: more than one path is not supported by stackhook"
+            ],
+        ),
+    ] {
+        check_files(&files, &environment, show, &expected);
+    }
 }
