@@ -1,9 +1,11 @@
 //! The answer to a `?wait=true` request: the pass that served it, cut down to the stacks that
 //! request asked for, with short error summaries (issue 9).
 //!
-//! A pass can serve several requests folded together, and its report holds what every stack's
-//! containers printed; neither belongs in another caller's response body. Container output goes
-//! to the server log instead. `deploy::Report` itself stays whole for the CLI and `/health`.
+//! A pass can serve several requests folded together; another caller's stacks do not belong in
+//! this caller's response body. A failed container's output, which `deploy` appends to its error,
+//! goes to the server log instead: the answer carries each error's first line and the
+//! deployment's own log lines (what was pulled, created, removed), which hold no container
+//! output. `deploy::Report` itself stays whole for the CLI and `/health`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -92,7 +94,7 @@ struct Pass<'a> {
     error: Option<String>,
 }
 
-/// `deploy::StackReport` without its log, and with its error's summary.
+/// `deploy::StackReport` with its error's summary.
 #[derive(Serialize)]
 struct Stack<'a> {
     stack: &'a str,
@@ -103,6 +105,8 @@ struct Stack<'a> {
     actions: &'a [Summary],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    log: &'a [String],
 }
 
 impl<'a> From<&'a StackReport> for Stack<'a> {
@@ -113,6 +117,7 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
             outcome: report.outcome,
             actions: &report.actions,
             error: report.error.as_deref().map(summary),
+            log: &report.log,
         }
     }
 }
@@ -148,7 +153,7 @@ mod tests {
             outcome,
             actions: Vec::new(),
             error: error.map(str::to_owned),
-            log: vec![format!("{name}: container output")],
+            log: vec![format!("creating {name}-web-1 (no container yet)")],
         }
     }
 
@@ -197,6 +202,9 @@ mod tests {
                   "finished_at": "t1",
                   "stacks": [
                     {
+                      "log": [
+                        "creating mine-web-1 (no container yet)"
+                      ],
                       "outcome": "deployed",
                       "project": "mine",
                       "stack": "mine"
@@ -224,18 +232,27 @@ mod tests {
                     "finished_at": "t1",
                     "stacks": [
                       {
+                        "log": [
+                          "creating mine-web-1 (no container yet)"
+                        ],
                         "outcome": "deployed",
                         "project": "mine",
                         "stack": "mine"
                       },
                       {
                         "error": "service web: exited with 1 (more in the server log)",
+                        "log": [
+                          "creating theirs-web-1 (no container yet)"
+                        ],
                         "outcome": "failed",
                         "project": "theirs",
                         "stack": "theirs"
                       },
                       {
                         "error": "service stackhook-b: exited (more in the server log)",
+                        "log": [
+                          "creating self-web-1 (no container yet)"
+                        ],
                         "outcome": "failed",
                         "project": "self",
                         "stack": "self"
