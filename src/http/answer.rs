@@ -30,11 +30,6 @@ pub fn answer(report: &Report, request: &Request) -> Response {
                     .any(|name| name.as_str() == stack.stack)
         })
         .collect();
-    for stack in &stacks {
-        for line in &stack.log {
-            tracing::info!(deployment = %report.deployment, stack = %stack.stack, "{line}");
-        }
-    }
     let pass = Pass {
         deployment: &report.deployment,
         commit: report.commit.as_deref(),

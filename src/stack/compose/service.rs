@@ -1362,17 +1362,7 @@ fn resolve(context: &Context, path: &str) -> PathBuf {
         }
         _ => context.dir.join(path),
     };
-    let mut clean = PathBuf::new();
-    for component in joined.components() {
-        match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                clean.pop();
-            }
-            other => clean.push(other),
-        }
-    }
-    clean
+    super::normalise_path(&joined)
 }
 
 #[cfg(test)]
