@@ -111,6 +111,7 @@ pub async fn serve_on(
     let background = tokio::spawn(trigger_while_active(
         worker.clone(),
         slots.clone(),
+        config.state_dir.clone(),
         config.poll_interval,
     ));
     let drained = {
@@ -176,15 +177,25 @@ pub async fn serve_on(
 const FINISH_PASS: Duration = Duration::from_secs(25);
 
 /// Triggers a pass whenever this instance becomes active (at start, and when the other slot
-/// hands over to it, so that nothing that reached the old slot is missed) and at every poll.
-async fn trigger_while_active(worker: Worker, slots: Slots, poll: Option<Duration>) {
+/// hands over to it, so that nothing that reached the old slot is missed), at every poll, and
+/// while the slot that handed over left requests in the inbox.
+async fn trigger_while_active(
+    worker: Worker,
+    slots: Slots,
+    state_dir: PathBuf,
+    poll: Option<Duration>,
+) {
     const CHECK: Duration = Duration::from_millis(250);
     let mut was_active = false;
     let mut last_pass = Instant::now();
+    let mut inbox_seen = None;
     loop {
         let active = slots.is_active();
         let poll_due = poll.is_some_and(|poll| last_pass.elapsed() >= poll);
-        if active && (!was_active || poll_due) {
+        let inbox = store::inbox_written(&state_dir);
+        let inbox_new = inbox.is_some() && inbox != inbox_seen;
+        if active && (!was_active || poll_due || inbox_new) {
+            inbox_seen = inbox;
             worker.trigger(Request::all_changed());
             last_pass = Instant::now();
         }

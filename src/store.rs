@@ -43,6 +43,82 @@ pub struct StackRecord {
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "deploy.lock";
 const ACTIVE_FILE: &str = "active-slot";
+const INBOX_FILE: &str = "inbox.json";
+
+/// What a slot that has handed over was still asked to deploy, left for the active slot (issue 9:
+/// a push queued on a slot that just handed over is never dropped). Read and written only under
+/// the deploy lock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inbox {
+    /// A pass over every changed stack was asked for.
+    #[serde(default)]
+    pub all_changed: bool,
+    /// Stacks named, each with the pull policy asked for.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, Option<crate::stack::compose::PullPolicy>>,
+}
+
+impl Inbox {
+    pub fn is_empty(&self) -> bool {
+        !self.all_changed && self.stacks.is_empty()
+    }
+}
+
+/// Adds `more` to the inbox.
+pub fn post_to_inbox(state_dir: &Path, more: Inbox) -> anyhow::Result<()> {
+    let mut inbox = read_inbox(state_dir)?;
+    inbox.all_changed |= more.all_changed;
+    for (stack, pull) in more.stacks {
+        let entry = inbox.stacks.entry(stack).or_default();
+        *entry = pull.or(*entry);
+    }
+    let path = state_dir.join(INBOX_FILE);
+    let json = serde_json::to_vec(&inbox).context("serialising the inbox")?;
+    write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
+}
+
+/// When the inbox was last written, if anything waits in it.
+pub fn inbox_written(state_dir: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(state_dir.join(INBOX_FILE))
+        .and_then(|metadata| metadata.modified())
+        .ok()
+}
+
+/// Empties the inbox and returns what it held.
+pub fn take_inbox(state_dir: &Path) -> anyhow::Result<Inbox> {
+    let inbox = read_inbox(state_dir)?;
+    let path = state_dir.join(INBOX_FILE);
+    match fs::remove_file(&path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(inbox),
+    }
+}
+
+fn read_inbox(state_dir: &Path) -> anyhow::Result<Inbox> {
+    let path = state_dir.join(INBOX_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}: not a stackhook inbox", path.display())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Inbox::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Serialises read-modify-write cycles of the state within this process: stacks finish deploying
+/// in lanes of their own, each recording itself. Across processes the deploy lock does it.
+static STATE_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Reads the state, lets `change` edit it, and writes it back atomically.
+pub fn update(state_dir: &Path, change: impl FnOnce(&mut State)) -> anyhow::Result<()> {
+    let _guard = STATE_WRITE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = load(state_dir)?;
+    change(&mut state);
+    save(state_dir, &state)
+}
 
 /// Reads the state; a state directory without a state file is an empty state.
 pub fn load(state_dir: &Path) -> anyhow::Result<State> {

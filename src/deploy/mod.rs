@@ -25,7 +25,7 @@ use crate::engine::Engine;
 use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy, UpdateOrder};
-use crate::stack::{self, ConfigHash, StackName};
+use crate::stack::{self, ConfigHash, Fingerprint, StackName};
 use crate::store::{self, StackRecord};
 
 use apply::Log;
@@ -77,6 +77,34 @@ impl Request {
     }
 }
 
+impl From<&Request> for store::Inbox {
+    fn from(request: &Request) -> store::Inbox {
+        store::Inbox {
+            all_changed: request.all_changed,
+            stacks: request
+                .forced
+                .iter()
+                .map(|(name, pull)| (name.to_string(), *pull))
+                .collect(),
+        }
+    }
+}
+
+impl From<store::Inbox> for Request {
+    /// The stacks of an inbox; a name that is no valid stack name is dropped, it never was one.
+    fn from(inbox: store::Inbox) -> Request {
+        Request {
+            all_changed: inbox.all_changed,
+            forced: inbox
+                .stacks
+                .into_iter()
+                .filter_map(|(name, pull)| Some((StackName::parse(&name).ok()?, pull)))
+                .collect(),
+            dry_run: false,
+        }
+    }
+}
+
 /// The outcome of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -123,6 +151,22 @@ impl Report {
             error: Some(error),
             ..Report::new(deployment, false)
         }
+    }
+
+    /// Ends the report of a pass with its stacks' reports and, if gone stacks were not taken
+    /// down, why.
+    pub(crate) fn finish(&mut self, stacks: Vec<StackReport>, refused: Option<String>) {
+        self.stacks.extend(stacks);
+        self.stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
+        self.error = refused;
+        self.finished_at = now();
+    }
+
+    /// Ends the report of a pass that failed as a whole.
+    pub(crate) fn fail(&mut self, error: anyhow::Error) {
+        tracing::error!(deployment = %self.deployment, "{error:#}");
+        self.error = Some(format!("{error:#}"));
+        self.finished_at = now();
     }
 
     pub fn succeeded(&self) -> bool {
@@ -189,21 +233,158 @@ pub struct Deployer {
     pub slots: Slots,
 }
 
-/// What one pass works on: one commit of the repository, checked out.
-struct Commit<'a> {
-    id: &'a CommitId,
-    tree: &'a Tree,
+/// One commit of the repository, checked out: what a pass works on.
+pub(crate) struct Snapshot {
+    id: CommitId,
+    tree: Tree,
     /// The checkout's work tree.
-    dir: &'a Path,
-    dry_run: bool,
+    dir: PathBuf,
 }
 
 /// A stack found in the commit.
-struct Found {
+/// What one stack's deployment aims at.
+struct Target<'a> {
+    commit: &'a Snapshot,
+    /// Service name → config hash.
+    hashes: BTreeMap<String, ConfigHash>,
+    fingerprint: Fingerprint,
+    dry_run: bool,
+}
+
+pub(crate) struct Found {
     name: StackName,
     tree_id: String,
     dir: PathBuf,
     forced: Option<Option<PullPolicy>>,
+}
+
+/// What a pass asks of one stack: carried out in that stack's lane (`worker`), where two jobs of
+/// one stack never overlap.
+pub(crate) struct Job {
+    pub(crate) stack: String,
+    work: Work,
+    dry_run: bool,
+    /// The stack was as recorded when the pass was prepared.
+    unchanged: bool,
+    /// The deploy lock, held until every job of the passes that took it is done.
+    _lock: Arc<store::Lock>,
+}
+
+enum Work {
+    Deploy {
+        snapshot: Arc<Snapshot>,
+        found: Found,
+        project: Box<Project>,
+        hashes: BTreeMap<String, ConfigHash>,
+        fingerprint: Fingerprint,
+    },
+    /// The stack is gone from the repository: take down its project.
+    Prune { project: String },
+}
+
+impl Job {
+    pub(crate) fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// What the stack will look like once deployed; `None` for a stack to take down.
+    pub(crate) fn fingerprint(&self) -> Option<&Fingerprint> {
+        match &self.work {
+            Work::Deploy { fingerprint, .. } => Some(fingerprint),
+            Work::Prune { .. } => None,
+        }
+    }
+
+    /// The commit the job's pass was prepared at; `None` for a stack to take down.
+    pub(crate) fn commit(&self) -> Option<&CommitId> {
+        match &self.work {
+            Work::Deploy { snapshot, .. } => Some(&snapshot.id),
+            Work::Prune { .. } => None,
+        }
+    }
+
+    /// What the job deploys: its fingerprint and commit; `None` for a stack to take down.
+    pub(crate) fn target(&self) -> Option<(Fingerprint, CommitId)> {
+        Some((self.fingerprint()?.clone(), self.commit()?.clone()))
+    }
+
+    /// Whether the stack was named, so that it deploys even if unchanged.
+    pub(crate) fn forced(&self) -> bool {
+        matches!(&self.work, Work::Deploy { found, .. } if found.forced.is_some())
+    }
+
+    /// The report of a job that need not run: its stack was as recorded when the pass was
+    /// prepared, and not named. Only true while no other job of the stack runs or waits.
+    pub(crate) fn unchanged(&self) -> Option<StackReport> {
+        let Work::Deploy { project, .. } = &self.work else {
+            return None;
+        };
+        (self.unchanged && !self.forced()).then(|| StackReport {
+            project: Some(project.name.clone()),
+            ..StackReport::new(&self.stack, Outcome::Unchanged)
+        })
+    }
+
+    /// Folds a later job for the same stack into this one, which has not started: the later
+    /// commit wins, and a stack named by either (with `pull: always` by either) stays named.
+    pub(crate) fn merge(self, later: Job) -> Job {
+        let work = match (self.work, later.work) {
+            (
+                Work::Deploy { found: earlier, .. },
+                Work::Deploy {
+                    snapshot,
+                    mut found,
+                    project,
+                    hashes,
+                    fingerprint,
+                },
+            ) => {
+                found.forced = match (earlier.forced, found.forced) {
+                    (None, later) => later,
+                    (earlier, None) => earlier,
+                    (Some(earlier), Some(later)) => Some(
+                        [earlier, later]
+                            .into_iter()
+                            .find(|pull| *pull == Some(PullPolicy::Always))
+                            .unwrap_or(later.or(earlier)),
+                    ),
+                };
+                Work::Deploy {
+                    snapshot,
+                    found,
+                    project,
+                    hashes,
+                    fingerprint,
+                }
+            }
+            (_, later) => later,
+        };
+        Job { work, ..later }
+    }
+
+    /// The stack named with the pull policy asked for, for the inbox of the active slot.
+    fn as_inbox(&self) -> store::Inbox {
+        let pull = match &self.work {
+            Work::Deploy { found, .. } => found.forced.flatten(),
+            Work::Prune { .. } => None,
+        };
+        store::Inbox {
+            all_changed: matches!(self.work, Work::Prune { .. }),
+            stacks: match self.work {
+                Work::Deploy { .. } => BTreeMap::from([(self.stack.clone(), pull)]),
+                Work::Prune { .. } => BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// A pass up to its stacks' jobs: the lock taken, the commit checked out, the compose files
+/// loaded, what to do with each stack decided.
+pub(crate) struct Prepared {
+    pub(crate) jobs: Vec<Job>,
+    /// Why stacks that are gone from the repository were not taken down.
+    pub(crate) refused: Option<String>,
+    pub(crate) lock: Arc<store::Lock>,
 }
 
 impl Deployer {
@@ -211,29 +392,50 @@ impl Deployer {
         store::checkout_dir(&self.config.state_dir)
     }
 
-    /// Runs one pass. Never fails as a whole: failures are in the report.
+    /// Runs one whole pass, its stacks a few at a time, holding the deploy lock throughout: for
+    /// the CLI. The server's worker runs `prepare` and then each job in its stack's lane. Never
+    /// fails as a whole: failures are in the report.
     pub async fn run(&self, deployment: String, request: &Request) -> Report {
         let mut report = Report::new(deployment, request.dry_run);
-        if let Err(error) = self.pass(request, &mut report).await {
-            tracing::error!(deployment = %report.deployment, "{error:#}");
-            report.error = Some(format!("{error:#}"));
+        match self.prepare(request, None, &mut report).await {
+            Ok(Some(prepared)) => {
+                let stacks = stream::iter(prepared.jobs)
+                    .map(|job| async {
+                        match job.unchanged() {
+                            Some(report) => report,
+                            None => self.execute(job).await,
+                        }
+                    })
+                    .buffer_unordered(STACKS_IN_FLIGHT)
+                    .collect()
+                    .await;
+                report.finish(stacks, prepared.refused);
+            }
+            Ok(None) => report.finished_at = now(),
+            Err(error) => report.fail(error),
         }
-        report.finished_at = now();
         report
     }
 
-    async fn pass(&self, request: &Request, report: &mut Report) -> anyhow::Result<()> {
+    /// The first half of a pass, one at a time: takes the deploy lock (unless this process
+    /// already holds it, `held`), syncs the repository, loads the compose files of the stacks to
+    /// deploy and says what each stack's job is. `None` when deploys are suspended.
+    pub(crate) async fn prepare(
+        &self,
+        request: &Request,
+        held: Option<Arc<store::Lock>>,
+        report: &mut Report,
+    ) -> anyhow::Result<Option<Prepared>> {
         let transient = |error: anyhow::Error, report: &mut Report| {
             report.transient = true;
             error
         };
-        let _lock = self.lock().await.map_err(|e| transient(e, report))?;
+        let lock = match held {
+            Some(lock) => lock,
+            None => Arc::new(self.lock().await.map_err(|e| transient(e, report))?),
+        };
         if !self.slots.is_active() {
-            anyhow::bail!(
-                "this instance (slot {}) is not the active one; slot {} deploys",
-                self.slots.own().map_or("-".into(), |s| s.to_string()),
-                self.slots.active()
-            );
+            return Err(self.hand_on(store::Inbox::from(request)));
         }
         let checkout = self.sync().await.map_err(|e| transient(e, report))?;
         report.commit = Some(checkout.commit.to_string());
@@ -244,21 +446,31 @@ impl Deployer {
                 checkout.commit
             );
             report.suspended = true;
-            return Ok(());
+            return Ok(None);
+        }
+        // What a slot that handed over was still asked to deploy (issue 9).
+        let mut request = request.clone();
+        if !request.dry_run {
+            request.merge(store::take_inbox(&self.config.state_dir)?.into());
         }
 
-        let commit = &checkout.commit;
-        let tree = {
+        let snapshot = {
             let dir = checkout.dir.clone();
-            let commit = commit.to_string();
-            tokio::task::spawn_blocking(move || repo::tree::read(&dir, &commit)).await??
+            let commit = checkout.commit.clone();
+            let tree = tokio::task::spawn_blocking(move || repo::tree::read(&dir, commit.as_str()))
+                .await??;
+            Arc::new(Snapshot {
+                id: checkout.commit,
+                tree,
+                dir: checkout.dir,
+            })
         };
-        let mut state = store::load(&self.config.state_dir)?;
+        let state = store::load(&self.config.state_dir)?;
         let mut unknown: BTreeSet<&StackName> = request.forced.keys().collect();
         let mut found = Vec::new();
-        let present = tree.stacks(&self.config.services_dir);
+        let present = snapshot.tree.stacks(&self.config.services_dir);
         for (name, tree_id) in &present {
-            let dir = checkout.dir.join(&self.config.services_dir).join(name);
+            let dir = snapshot.dir.join(&self.config.services_dir).join(name);
             let Ok(name) = StackName::parse(name) else {
                 report
                     .stacks
@@ -292,21 +504,46 @@ impl Deployer {
             .collect()
             .await;
         let clashes = project_clashes(&loaded, &state);
-        let commit = Commit {
-            id: &checkout.commit,
-            tree: &tree,
-            dir: &checkout.dir,
+        let job = |stack: String, work: Work, unchanged: bool| Job {
+            stack,
+            work,
             dry_run: request.dry_run,
+            unchanged,
+            _lock: Arc::clone(&lock),
         };
-        let mut deploys = Vec::new();
+        let content_id = |path: &Path| {
+            let relative = path.strip_prefix(&snapshot.dir).ok()?;
+            snapshot.tree.content_id(relative).map(str::to_owned)
+        };
+        let mut jobs = Vec::new();
         let mut deployed = BTreeSet::new();
         for (found, project) in loaded {
             deployed.insert(found.name.to_string());
             let error = match project {
                 Ok(project) => match clashes.get(found.name.as_str()) {
                     None => {
-                        let record = state.stacks.get(found.name.as_str()).cloned();
-                        deploys.push(self.deploy_stack(&commit, found, project, record));
+                        let hashes: BTreeMap<String, ConfigHash> = project
+                            .services
+                            .keys()
+                            .map(|service| {
+                                let hash = stack::config_hash(&project, service, &content_id);
+                                (service.clone(), hash)
+                            })
+                            .collect();
+                        let fingerprint = stack::fingerprint(&found.tree_id, &project, &hashes);
+                        let stack = found.name.to_string();
+                        let unchanged = state
+                            .stacks
+                            .get(&stack)
+                            .is_some_and(|r| r.fingerprint == fingerprint);
+                        let work = Work::Deploy {
+                            snapshot: Arc::clone(&snapshot),
+                            found,
+                            project: Box::new(project),
+                            hashes,
+                            fingerprint,
+                        };
+                        jobs.push(job(stack, work, unchanged));
                         continue;
                     }
                     Some(error) => error.clone(),
@@ -315,16 +552,6 @@ impl Deployer {
             };
             tracing::error!(stack = %found.name, "{error}");
             report.stacks.push(failed(found.name.as_str(), error));
-        }
-        let results: Vec<(StackReport, Option<StackRecord>)> = stream::iter(deploys)
-            .buffer_unordered(STACKS_IN_FLIGHT)
-            .collect()
-            .await;
-        for (stack_report, record) in results {
-            if let Some(record) = record {
-                state.stacks.insert(stack_report.stack.clone(), record);
-            }
-            report.stacks.push(stack_report);
         }
 
         let mut refused = None;
@@ -336,7 +563,7 @@ impl Deployer {
                 .filter(|name| **name != self.config.self_stack)
                 .cloned()
                 .collect();
-            match self.prune_refusal(&tree, &present, &gone, &state) {
+            match self.prune_refusal(&snapshot.tree, &present, &gone, &state) {
                 Some(reason) => {
                     tracing::error!("{reason}");
                     refused = Some(reason);
@@ -344,22 +571,100 @@ impl Deployer {
                 None => {
                     for name in gone {
                         let project = state.stacks[&name].project.clone();
-                        let stack_report = self.prune(&name, &project, request.dry_run).await;
-                        if stack_report.outcome == Outcome::Pruned {
-                            state.stacks.remove(&name);
-                        }
-                        report.stacks.push(stack_report);
+                        jobs.push(job(name, Work::Prune { project }, false));
                     }
                 }
             }
         }
-        report.stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
-        if !request.dry_run {
-            store::save(&self.config.state_dir, &state)?;
+        Ok(Some(Prepared {
+            jobs,
+            refused,
+            lock,
+        }))
+    }
+
+    /// The error of a pass or job that reached a slot which is not (or no longer) the active
+    /// one: what it was asked goes to the inbox, for the active slot to deploy (issue 9).
+    fn hand_on(&self, inbox: store::Inbox) -> anyhow::Error {
+        let own = self.slots.own().map_or("-".into(), |s| s.to_string());
+        let active = self.slots.active();
+        let not_active = format!("this instance (slot {own}) is not the active one");
+        if self.slots.own().is_none() || inbox.is_empty() {
+            return anyhow::anyhow!("{not_active}; slot {active} deploys");
         }
-        match refused {
-            Some(reason) => Err(anyhow::anyhow!(reason)),
-            None => Ok(()),
+        match store::post_to_inbox(&self.config.state_dir, inbox) {
+            Ok(()) => anyhow::anyhow!("{not_active}; handed on to slot {active}"),
+            Err(error) => error.context(format!(
+                "{not_active}; handing the request on to slot {active}"
+            )),
+        }
+    }
+
+    /// Carries out one stack's job and records the result in the state.
+    pub(crate) async fn execute(&self, job: Job) -> StackReport {
+        if !job.dry_run && !self.slots.is_active() {
+            let error = self.hand_on(job.as_inbox());
+            return failed(&job.stack, format!("{error:#}"));
+        }
+        let Job {
+            stack,
+            work,
+            dry_run,
+            ..
+        } = job;
+        let (report, change): (StackReport, Option<Option<StackRecord>>) = match work {
+            Work::Deploy {
+                snapshot,
+                found,
+                project,
+                hashes,
+                fingerprint,
+            } => {
+                // Fresh from disk: an earlier job of this stack may have finished meanwhile.
+                let record = match store::load(&self.config.state_dir) {
+                    Ok(state) => state.stacks.get(&stack).cloned(),
+                    Err(error) => return failed(&stack, format!("{error:#}")),
+                };
+                let wanted = Target {
+                    commit: &snapshot,
+                    hashes,
+                    fingerprint,
+                    dry_run,
+                };
+                let (report, record) = self.deploy_stack(wanted, found, *project, record).await;
+                (report, record.map(Some))
+            }
+            Work::Prune { project } => {
+                let report = self.prune(&stack, &project, dry_run).await;
+                let pruned = report.outcome == Outcome::Pruned;
+                (report, pruned.then_some(None))
+            }
+        };
+        let Some(change) = change.filter(|_| !dry_run) else {
+            return report;
+        };
+        let state_dir = self.config.state_dir.clone();
+        let name = stack.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            store::update(&state_dir, |state| match change {
+                Some(record) => {
+                    state.stacks.insert(name, record);
+                }
+                None => {
+                    state.stacks.remove(&name);
+                }
+            })
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|saved| saved);
+        match saved {
+            Ok(()) => report,
+            Err(error) => StackReport {
+                outcome: Outcome::Failed,
+                error: Some(format!("recording stack {stack}: {error:#}")),
+                ..report
+            },
         }
     }
 
@@ -433,7 +738,7 @@ impl Deployer {
     /// Brings one stack to what `commit` wants, unless nothing about it changed.
     async fn deploy_stack(
         &self,
-        commit: &Commit<'_>,
+        target: Target<'_>,
         found: Found,
         project: Project,
         record: Option<StackRecord>,
@@ -443,13 +748,13 @@ impl Deployer {
         report.project = Some(project.name.clone());
         let result = async {
             let Some((plan, record)) = self
-                .plan_stack(commit, &found, &project, record.as_ref(), &log)
+                .plan_stack(&target, &found, &project, record.as_ref(), &log)
                 .await?
             else {
                 return Ok((Outcome::Unchanged, None));
             };
             report.actions = plan.summaries();
-            if commit.dry_run {
+            if target.dry_run {
                 return Ok((Outcome::Planned, None));
             }
             if plan.changes_anything() {
@@ -485,31 +790,24 @@ impl Deployer {
     /// dry run; touches no container.
     async fn plan_stack(
         &self,
-        commit: &Commit<'_>,
+        target: &Target<'_>,
         found: &Found,
         project: &Project,
         record: Option<&StackRecord>,
         log: &Log,
     ) -> anyhow::Result<Option<(Plan, StackRecord)>> {
-        let content_id = |path: &Path| {
-            let relative = path.strip_prefix(commit.dir).ok()?;
-            commit.tree.content_id(relative).map(str::to_owned)
-        };
-        let hashes: BTreeMap<String, ConfigHash> = project
-            .services
-            .keys()
-            .map(|service| {
-                let hash = stack::config_hash(project, service, &content_id);
-                (service.clone(), hash)
-            })
-            .collect();
-        let fingerprint = stack::fingerprint(&found.tree_id, project, &hashes);
-        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == fingerprint) {
+        let Target {
+            commit,
+            hashes,
+            fingerprint,
+            dry_run,
+        } = target;
+        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == *fingerprint) {
             return Ok(None);
         }
 
         let pull = found.forced.flatten();
-        let images = if commit.dry_run {
+        let images = if *dry_run {
             self.present_images(project).await?
         } else {
             apply::images(self.engine.as_ref(), project, pull, log).await?
@@ -556,10 +854,10 @@ impl Deployer {
             .with_context(|| format!("{}", project.config_files[0].display()))?;
         let record = StackRecord {
             commit: commit.id.clone(),
-            fingerprint,
+            fingerprint: fingerprint.clone(),
             project: project.name.clone(),
             deployed_at: now(),
-            services: hashes,
+            services: hashes.clone(),
         };
         Ok(Some((plan, record)))
     }

@@ -1,18 +1,30 @@
-//! The single-flight worker: one pass at a time, and triggers that arrive during a pass folded
-//! into one more pass at the newest commit.
+//! The worker: passes one at a time, and each stack in a lane of its own.
+//!
+//! A pass's first half (lock, git sync, loading compose files, deciding each stack's job) is one
+//! shared step: one runs at a time, and triggers that arrive meanwhile fold into one more pass at
+//! the newest commit. Each stack's job then runs in that stack's lane: one job at a time per
+//! stack, and a job that arrives while one runs waits, folded with any other waiting job so that
+//! the newest commit wins. A push to stack A therefore deploys while stack B still waits for a
+//! slow health check (issue 9), and two deployments of one stack never overlap.
 //!
 //! Every trigger gets the id of the pass that will serve it at once (for a `202` answer) and a
 //! receiver for that pass's report (for `?wait=true`). A pass that failed for a reason that may
 //! pass by itself (the deploy lock, the git remote) is tried again with backoff until it
-//! succeeds or a newer trigger supersedes it, so that a push is never silently dropped (issue 9).
+//! succeeds or a newer trigger supersedes it, so that a push is never silently dropped.
+//! The deploy lock is held while a pass prepares or any job runs; the next pass reuses it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::{StreamExt, stream};
 use tokio::sync::oneshot;
 
-use super::{Deployer, Report, Request};
+use super::{Deployer, Job, Prepared, Report, Request, STACKS_IN_FLIGHT, StackReport, failed};
+use crate::repo::CommitId;
+use crate::stack::Fingerprint;
+use crate::store;
 
 /// A handle to the worker; clones share it.
 #[derive(Clone)]
@@ -23,7 +35,14 @@ pub struct Worker {
 struct Inner {
     deployer: Deployer,
     queue: Mutex<Queue>,
+    /// Stacks whose lane runs a job, with the job waiting behind it, if any.
+    lanes: Mutex<HashMap<String, Lane>>,
+    /// The deploy lock while a pass or a job holds it.
+    lock: Mutex<Weak<store::Lock>>,
     sequence: AtomicU64,
+    /// Counts the jobs that finished: a pass prepared while one finished cannot trust what it
+    /// read of the state then.
+    jobs_done: AtomicU64,
     /// Counts triggers from outside; a retry that finds it changed was superseded.
     triggers: AtomicU64,
     /// The first retry's delay; each next one doubles it, up to `MAX_RETRY_DELAY`.
@@ -35,8 +54,9 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Queue {
+    /// A pass is being prepared.
     running: bool,
-    /// Set by `finish`: no pass starts any more.
+    /// Set by `finish`: no pass and no job starts any more.
     closing: bool,
     pending: Option<Pending>,
     last: Option<Arc<Report>>,
@@ -48,6 +68,27 @@ struct Pending {
     waiters: Vec<oneshot::Sender<Arc<Report>>>,
     /// How many times this request already failed transiently.
     retries: u32,
+}
+
+type Waiters = Vec<oneshot::Sender<Arc<StackReport>>>;
+
+/// A stack's lane: it runs one job, for `waiters`; `next` waits behind it.
+struct Lane {
+    /// The running job's target: its fingerprint and the commit it was prepared at.
+    target: Option<(Fingerprint, CommitId)>,
+    waiters: Waiters,
+    next: Option<(Job, Waiters)>,
+}
+
+/// What became of a job handed to its lane.
+enum Submitted {
+    /// Nothing to do: the stack is as recorded and its lane is idle.
+    Done(StackReport),
+    /// The job running in the lane already deploys what this one wants, for an earlier
+    /// commit: the stack did not change since, so this pass leaves it to the earlier one.
+    Covered,
+    /// The job runs or waits; its report comes here.
+    Queued(oneshot::Receiver<Arc<StackReport>>),
 }
 
 /// What a trigger gets back.
@@ -67,7 +108,10 @@ impl Worker {
             inner: Arc::new(Inner {
                 deployer,
                 queue: Mutex::new(Queue::default()),
+                lanes: Mutex::new(HashMap::new()),
+                lock: Mutex::new(Weak::new()),
                 sequence: AtomicU64::new(0),
+                jobs_done: AtomicU64::new(0),
                 triggers: AtomicU64::new(0),
                 retry_delay,
             }),
@@ -92,24 +136,20 @@ impl Worker {
 
     /// The report of the last finished pass.
     pub fn last_report(&self) -> Option<Arc<Report>> {
-        self.inner
-            .queue
-            .lock()
-            .expect("worker queue lock")
-            .last
-            .clone()
+        self.inner.queue().last.clone()
     }
 
-    /// Whether a pass is running or queued.
+    /// Whether a pass is being prepared or queued, or a stack's job runs.
     pub fn busy(&self) -> bool {
-        self.inner.queue.lock().expect("worker queue lock").running
+        self.inner.queue().running || !self.inner.lanes().is_empty()
     }
 
-    /// Lets the running pass finish, within `patience`, and starts no other: for a clean stop,
-    /// so that SIGTERM never cuts a recreate in half (issue 9). A queued pass is dropped; its
-    /// callers' waits end without a report. Returns whether the worker went idle in time.
+    /// Lets the running pass and jobs finish, within `patience`, and starts no other: for a
+    /// clean stop, so that SIGTERM never cuts a recreate in half (issue 9). Queued passes and
+    /// jobs are dropped; their callers' waits end without a report. Returns whether the worker
+    /// went idle in time.
     pub async fn finish(&self, patience: Duration) -> bool {
-        self.inner.queue.lock().expect("worker queue lock").closing = true;
+        self.inner.queue().closing = true;
         let deadline = tokio::time::Instant::now() + patience;
         while self.busy() {
             if tokio::time::Instant::now() >= deadline {
@@ -122,6 +162,14 @@ impl Worker {
 }
 
 impl Inner {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("worker queue lock")
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
+        self.lanes.lock().expect("worker lanes lock")
+    }
+
     /// Queues a pass, or folds `request` into the one already queued; returns the pass's id.
     fn enqueue(
         self: &Arc<Self>,
@@ -129,7 +177,7 @@ impl Inner {
         waiter: Option<oneshot::Sender<Arc<Report>>>,
         retries: u32,
     ) -> String {
-        let mut queue = self.queue.lock().expect("worker queue lock");
+        let mut queue = self.queue();
         let deployment = match &mut queue.pending {
             Some(pending) => {
                 pending.request.merge(request);
@@ -170,7 +218,7 @@ impl Inner {
         );
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let closing = inner.queue.lock().expect("worker queue lock").closing;
+            let closing = inner.queue().closing;
             if !closing && inner.triggers.load(Ordering::SeqCst) == triggers {
                 inner.enqueue(request, None, retries + 1);
             }
@@ -186,36 +234,12 @@ impl Inner {
         format!("{seconds}-{sequence}")
     }
 
-    /// Runs one pass in a task of its own, so that a panic inside it fails that deployment
-    /// instead of the worker: later triggers still deploy (issue 9, "Crash safety").
-    async fn run(&self, id: String, request: Request) -> Report {
-        let deployer = self.deployer.clone();
-        let pass_id = id.clone();
-        let pass = tokio::spawn(async move { deployer.run(pass_id, &request).await });
-        match pass.await {
-            Ok(report) => report,
-            Err(error) => {
-                let reason = match error.try_into_panic() {
-                    Ok(panic) => panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into()),
-                    Err(error) => error.to_string(),
-                };
-                tracing::error!(deployment = %id, "the deployment panicked: {reason}");
-                Report::failed(
-                    id,
-                    format!("internal error: the deployment panicked: {reason}"),
-                )
-            }
-        }
-    }
-
+    /// Prepares passes one at a time; each prepared pass's jobs go to the lanes, and the pass's
+    /// report is gathered in a task of its own, so that the next pass can start at once.
     async fn drain(self: Arc<Self>) {
         loop {
             let pending = {
-                let mut queue = self.queue.lock().expect("worker queue lock");
+                let mut queue = self.queue();
                 match queue.pending.take() {
                     Some(pending) if !queue.closing => pending,
                     _ => {
@@ -224,20 +248,213 @@ impl Inner {
                     }
                 }
             };
-            let report = Arc::new(self.run(pending.id, pending.request.clone()).await);
-            if report.transient {
-                self.retry_later(pending.request, pending.retries);
-            }
-            tracing::info!(
-                deployment = %report.deployment,
-                succeeded = report.succeeded(),
-                "deployment finished"
-            );
-            self.queue.lock().expect("worker queue lock").last = Some(Arc::clone(&report));
-            for waiter in pending.waiters {
-                let _ = waiter.send(Arc::clone(&report));
+            let jobs_done = self.jobs_done.load(Ordering::SeqCst);
+            let (report, prepared) = self.prepare(pending.id.clone(), &pending.request).await;
+            match prepared {
+                Some(prepared) => {
+                    *self.lock.lock().expect("worker lock slot") = Arc::downgrade(&prepared.lock);
+                    let gather =
+                        Arc::clone(&self).gather(report, prepared, jobs_done, pending.waiters);
+                    tokio::spawn(gather);
+                }
+                None => {
+                    if report.transient {
+                        self.retry_later(pending.request, pending.retries);
+                    }
+                    self.done(report, pending.waiters);
+                }
             }
         }
+    }
+
+    /// Prepares one pass in a task of its own, so that a panic inside it fails that
+    /// deployment instead of the worker (issue 9, "Crash safety").
+    async fn prepare(&self, id: String, request: &Request) -> (Report, Option<Prepared>) {
+        let deployer = self.deployer.clone();
+        let held = self.lock.lock().expect("worker lock slot").upgrade();
+        let request = request.clone();
+        let pass_id = id.clone();
+        let pass = tokio::spawn(async move {
+            let mut report = Report::new(pass_id, request.dry_run);
+            let prepared = deployer.prepare(&request, held, &mut report).await;
+            (report, prepared)
+        });
+        match pass.await {
+            Ok((report, Ok(Some(prepared)))) => (report, Some(prepared)),
+            Ok((mut report, Ok(None))) => {
+                report.finished_at = super::now();
+                (report, None)
+            }
+            Ok((mut report, Err(error))) => {
+                report.fail(error);
+                (report, None)
+            }
+            Err(error) => {
+                let reason = panic_reason(error);
+                tracing::error!(deployment = %id, "the deployment panicked: {reason}");
+                let error = format!("internal error: the deployment panicked: {reason}");
+                (Report::failed(id, error), None)
+            }
+        }
+    }
+
+    /// Sends a pass's jobs to their lanes, a few at a time, and reports when all are done.
+    /// `jobs_done` is the count of finished jobs when the pass began to be prepared.
+    async fn gather(
+        self: Arc<Self>,
+        mut report: Report,
+        prepared: Prepared,
+        jobs_done: u64,
+        waiters: Vec<oneshot::Sender<Arc<Report>>>,
+    ) {
+        let Prepared { jobs, refused, .. } = prepared;
+        let stacks: Vec<Option<StackReport>> = stream::iter(jobs)
+            .map(|job| {
+                let inner = Arc::clone(&self);
+                async move {
+                    let stack = job.stack.clone();
+                    if job.dry_run() {
+                        return Some(inner.deployer.execute(job).await);
+                    }
+                    let state_read = inner.jobs_done.load(Ordering::SeqCst) == jobs_done;
+                    match inner.submit(job, state_read) {
+                        Submitted::Done(report) => Some(report),
+                        Submitted::Covered => None,
+                        Submitted::Queued(done) => Some(match done.await {
+                            Ok(report) => (*report).clone(),
+                            Err(_) => {
+                                failed(&stack, "stackhook stopped before deploying it".into())
+                            }
+                        }),
+                    }
+                }
+            })
+            .buffer_unordered(STACKS_IN_FLIGHT)
+            .collect()
+            .await;
+        report.finish(stacks.into_iter().flatten().collect(), refused);
+        self.done(report, waiters);
+    }
+
+    fn done(&self, report: Report, waiters: Vec<oneshot::Sender<Arc<Report>>>) {
+        let report = Arc::new(report);
+        tracing::info!(
+            deployment = %report.deployment,
+            succeeded = report.succeeded(),
+            "deployment finished"
+        );
+        self.queue().last = Some(Arc::clone(&report));
+        for waiter in waiters {
+            let _ = waiter.send(Arc::clone(&report));
+        }
+    }
+
+    /// Hands `job` to its stack's lane: it runs at once if the lane is free, else it waits,
+    /// folded into the job already waiting there. A job the running one already carries out
+    /// (same fingerprint, not named) waits for its report if both were prepared at one commit,
+    /// and is `Covered` if not. A job whose stack was as recorded is `Done` at once if the lane
+    /// is free and `state_read`: no job finished since its pass read the state. The receiver
+    /// gets the report of the job that carried it out; it ends without one if the worker stops
+    /// first.
+    fn submit(self: &Arc<Self>, job: Job, state_read: bool) -> Submitted {
+        let (waiter, receiver) = oneshot::channel();
+        if self.queue().closing {
+            return Submitted::Queued(receiver);
+        }
+        let mut lanes = self.lanes();
+        match lanes.get_mut(&job.stack) {
+            Some(lane) => {
+                let same_target = lane
+                    .target
+                    .as_ref()
+                    .is_some_and(|(fingerprint, _)| Some(fingerprint) == job.fingerprint());
+                if lane.next.is_none() && same_target && !job.forced() {
+                    let same_commit = lane
+                        .target
+                        .as_ref()
+                        .is_some_and(|(_, commit)| Some(commit) == job.commit());
+                    if !same_commit {
+                        return Submitted::Covered;
+                    }
+                    lane.waiters.push(waiter);
+                    return Submitted::Queued(receiver);
+                }
+                lane.next = Some(match lane.next.take() {
+                    Some((waiting, mut waiters)) => {
+                        waiters.push(waiter);
+                        (waiting.merge(job), waiters)
+                    }
+                    None => (job, vec![waiter]),
+                });
+            }
+            None => {
+                if let Some(report) = job.unchanged().filter(|_| state_read) {
+                    return Submitted::Done(report);
+                }
+                let lane = Lane {
+                    target: job.target(),
+                    waiters: vec![waiter],
+                    next: None,
+                };
+                lanes.insert(job.stack.clone(), lane);
+                tokio::spawn(Arc::clone(self).run_lane(job));
+            }
+        }
+        Submitted::Queued(receiver)
+    }
+
+    /// Runs a stack's jobs one after the other until none waits.
+    async fn run_lane(self: Arc<Self>, mut job: Job) {
+        let stack = job.stack.clone();
+        loop {
+            let report = Arc::new(self.execute(job).await);
+            self.jobs_done.fetch_add(1, Ordering::SeqCst);
+            let closing = self.queue().closing;
+            let mut lanes = self.lanes();
+            let lane = lanes.get_mut(&stack).expect("a running lane is listed");
+            for waiter in lane.waiters.drain(..) {
+                let _ = waiter.send(Arc::clone(&report));
+            }
+            match lane.next.take() {
+                Some((next, waiters)) if !closing => {
+                    lane.target = next.target();
+                    lane.waiters = waiters;
+                    job = next;
+                }
+                _ => {
+                    lanes.remove(&stack);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out one job in a task of its own: a panic fails that stack only.
+    async fn execute(&self, job: Job) -> StackReport {
+        let deployer = self.deployer.clone();
+        let stack = job.stack.clone();
+        match tokio::spawn(async move { deployer.execute(job).await }).await {
+            Ok(report) => report,
+            Err(error) => {
+                let reason = panic_reason(error);
+                tracing::error!(stack, "deploying the stack panicked: {reason}");
+                failed(
+                    &stack,
+                    format!("internal error: deploying the stack panicked: {reason}"),
+                )
+            }
+        }
+    }
+}
+
+fn panic_reason(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(error) => error.to_string(),
     }
 }
 
@@ -248,21 +465,30 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::deploy::Outcome;
     use crate::engine::fake::{Fake, Operation};
-    use crate::slot::Slots;
+    use crate::slot::{Slot, Slots};
+    use crate::stack::StackName;
+    use crate::stack::compose::PullPolicy;
 
     /// A repository with one stack, committed with the git CLI.
     fn repository(dir: &std::path::Path) {
-        let stack = dir.join("services/web");
-        std::fs::create_dir_all(&stack).unwrap();
-        std::fs::write(
-            stack.join("compose.yaml"),
-            "services:\n  web:\n    image: web:1\n",
-        )
-        .unwrap();
-        for args in [
-            &["init", "-q", "-b", "main"][..],
-            &["add", "."],
+        git(dir, &["init", "-q", "-b", "main"]);
+        commit(dir, &[("web", "web:1")]);
+    }
+
+    /// Writes each stack's compose file, with one service of the stack's name on `image`, and
+    /// commits.
+    fn commit(dir: &std::path::Path, stacks: &[(&str, &str)]) {
+        for (stack, image) in stacks {
+            let stack_dir = dir.join("services").join(stack);
+            std::fs::create_dir_all(&stack_dir).unwrap();
+            let compose = format!("services:\n  {stack}:\n    image: {image}\n");
+            std::fs::write(stack_dir.join("compose.yaml"), compose).unwrap();
+        }
+        git(dir, &["add", "."]);
+        git(
+            dir,
             &[
                 "-c",
                 "user.name=t",
@@ -270,16 +496,188 @@ mod tests {
                 "user.email=t@t",
                 "commit",
                 "-qm",
-                "web",
+                "change",
             ],
-        ] {
-            let status = Command::new("git")
-                .args(args)
-                .current_dir(dir)
-                .status()
-                .unwrap();
-            assert!(status.success(), "git {args:?}");
+        );
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// A worker deploying from `repo` to `engine`, its state in `state`.
+    fn worker(repo: &std::path::Path, state: &std::path::Path, engine: Arc<Fake>) -> Worker {
+        let environment = BTreeMap::from([
+            ("STACKHOOK_REPO".to_owned(), repo.display().to_string()),
+            (
+                "STACKHOOK_STATE_DIR".to_owned(),
+                state.display().to_string(),
+            ),
+        ]);
+        let config = Config::from_sources(None, &environment).unwrap();
+        Worker::new(Deployer {
+            slots: Slots::new(None, config.state_dir.clone()),
+            config: Arc::new(config),
+            engine,
+            holder: "test".into(),
+        })
+    }
+
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn image_of(engine: &Fake, container: &str) -> Option<String> {
+        engine.by_name().get(container).map(|c| c.image.clone())
+    }
+
+    #[tokio::test]
+    async fn a_push_to_one_stack_deploys_while_another_stack_is_still_deploying() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        commit(repo.path(), &[("slow", "slow:1"), ("fast", "fast:1")]);
+        let engine = Arc::new(Fake::default());
+        let slow = engine.hold("slow");
+        let worker = worker(repo.path(), state.path(), engine.clone());
+
+        let first = worker.trigger(Request::all_changed());
+        until("fast deployed", || {
+            image_of(&engine, "fast-fast-1").as_deref() == Some("fast:1")
+        })
+        .await;
+        commit(repo.path(), &[("fast", "fast:2")]);
+        let second = worker.trigger(Request::all_changed()).report;
+        let second = tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("the push to fast waited for slow")
+            .unwrap();
+
+        let stacks: Vec<(&str, Outcome)> = second
+            .stacks
+            .iter()
+            .map(|s| (s.stack.as_str(), s.outcome))
+            .collect();
+        assert_eq!(stacks, [("fast", Outcome::Deployed)], "{second:?}");
+        assert_eq!(image_of(&engine, "fast-fast-1").as_deref(), Some("fast:2"));
+        assert_eq!(image_of(&engine, "slow-slow-1"), None, "slow is still held");
+
+        slow.release();
+        let first = first.report.await.unwrap();
+        assert!(first.succeeded(), "{first:?}");
+        assert_eq!(image_of(&engine, "slow-slow-1").as_deref(), Some("slow:1"));
+        let recorded = crate::store::load(state.path()).unwrap();
+        assert_eq!(
+            recorded.stacks.keys().collect::<Vec<_>>(),
+            ["fast", "slow"],
+            "both stacks recorded"
+        );
+    }
+
+    #[tokio::test]
+    async fn deployments_of_one_stack_never_overlap_and_the_newest_commit_wins() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        commit(repo.path(), &[("slow", "slow:1")]);
+        let engine = Arc::new(Fake::default());
+        let slow = engine.hold("slow");
+        let worker = worker(repo.path(), state.path(), engine.clone());
+
+        let first = worker.trigger(Request::all_changed());
+        until("slow's first job runs", || {
+            worker.inner.lanes().contains_key("slow")
+        })
+        .await;
+        commit(repo.path(), &[("slow", "slow:2")]);
+        let second = worker.trigger(Request::all_changed());
+        until("the second job waits in the lane", || {
+            worker.inner.lanes()["slow"].next.is_some()
+        })
+        .await;
+        commit(repo.path(), &[("slow", "slow:3")]);
+        let third = worker.trigger(Request::all_changed());
+        until("the third pass is prepared", || {
+            !worker.inner.queue().running
+        })
+        .await;
+        slow.release();
+
+        for ticket in [first, second, third] {
+            let report = ticket.report.await.unwrap();
+            assert!(report.succeeded(), "{report:?}");
+        }
+        assert_eq!(image_of(&engine, "slow-slow-1").as_deref(), Some("slow:3"));
+        let creates: Vec<String> = engine
+            .history()
+            .into_iter()
+            .filter(|operation| operation.starts_with("create "))
+            .collect();
+        assert_eq!(
+            creates,
+            ["create slow-slow-1", "create slow-slow-1"],
+            "slow:1, then slow:3; slow:2 was superseded before it started"
+        );
+        assert!(!worker.busy());
+    }
+
+    #[tokio::test]
+    async fn a_slot_that_handed_over_leaves_what_it_was_asked_for_the_active_one() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        repository(repo.path());
+        let engine = Arc::new(Fake::default());
+        let deployer = |slot| {
+            let environment = BTreeMap::from([
+                (
+                    "STACKHOOK_REPO".to_owned(),
+                    repo.path().display().to_string(),
+                ),
+                (
+                    "STACKHOOK_STATE_DIR".to_owned(),
+                    state.path().display().to_string(),
+                ),
+            ]);
+            let config = Config::from_sources(None, &environment).unwrap();
+            Deployer {
+                slots: Slots::new(Some(slot), config.state_dir.clone()),
+                config: Arc::new(config),
+                engine: engine.clone(),
+                holder: "test".into(),
+            }
+        };
+        crate::store::set_active_slot(state.path(), Slot::B).unwrap();
+        let web = || StackName::parse("web").unwrap();
+
+        // A request that reached slot A as it handed over to B.
+        let old = deployer(Slot::A);
+        let request = Request::stack(web(), Some(PullPolicy::Always));
+        let report = old.run("1".into(), &request).await;
+        assert_eq!(
+            report.error.as_deref(),
+            Some("this instance (slot A) is not the active one; handed on to slot B")
+        );
+        assert!(engine.by_name().is_empty());
+        assert!(crate::store::inbox_written(state.path()).is_some());
+
+        let new = deployer(Slot::B);
+        let report = new.run("2".into(), &Request::default()).await;
+        let stacks: Vec<(&str, Outcome)> = report
+            .stacks
+            .iter()
+            .map(|s| (s.stack.as_str(), s.outcome))
+            .collect();
+        assert_eq!(stacks, [("web", Outcome::Deployed)], "{report:?}");
+        assert_eq!(crate::store::inbox_written(state.path()), None, "taken");
     }
 
     #[tokio::test]
@@ -309,8 +707,8 @@ mod tests {
 
         let first = worker.trigger(Request::all_changed()).report.await.unwrap();
         assert_eq!(
-            first.error.as_deref(),
-            Some("internal error: the deployment panicked: injected panic")
+            first.stacks[0].error.as_deref(),
+            Some("internal error: deploying the stack panicked: injected panic")
         );
         let second = worker.trigger(Request::all_changed()).report.await.unwrap();
         assert!(second.succeeded(), "{second:?}");

@@ -5,11 +5,12 @@
 //! real engines are tested in `tests/it`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 
 use super::{
     Container, ContainerSpec, ContainerStatus, Engine, EngineInfo, EngineKind, Health, ImageId,
@@ -42,6 +43,23 @@ struct Inner {
     failing: BTreeSet<Operation>,
     history: Vec<String>,
     next_id: u32,
+    /// Creates of containers whose name holds the key wait until the hold is released.
+    holds: BTreeMap<String, Arc<Semaphore>>,
+}
+
+/// Keeps creates waiting (`Fake::hold`) until released or dropped.
+pub struct Hold(Arc<Semaphore>);
+
+impl Hold {
+    pub fn release(&self) {
+        self.0.close();
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Fake {
@@ -52,6 +70,17 @@ impl Fake {
             .expect("fake lock")
             .failing
             .insert(operation);
+    }
+
+    /// Makes every create of a container whose name contains `fragment` wait until the
+    /// returned hold is released: a slow deploy, as a long health check makes one.
+    pub fn hold(&self, fragment: &str) -> Hold {
+        let semaphore = Arc::new(Semaphore::new(0));
+        let mut inner = self.inner.lock().expect("fake lock");
+        inner
+            .holds
+            .insert(fragment.to_owned(), Arc::clone(&semaphore));
+        Hold(semaphore)
     }
 
     /// Adds a running container, as if an earlier deploy had made it.
@@ -178,6 +207,18 @@ impl Engine for Fake {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        let holds: Vec<Arc<Semaphore>> = {
+            let inner = self.inner.lock().expect("fake lock");
+            let held = inner
+                .holds
+                .iter()
+                .filter(|(key, _)| spec.name.contains(*key));
+            held.map(|(_, hold)| Arc::clone(hold)).collect()
+        };
+        for hold in holds {
+            // A released hold is a closed semaphore: acquiring fails at once.
+            let _ = hold.acquire().await;
+        }
         self.record(format!("create {}", spec.name));
         if self.failing(Operation::Create) {
             bail!("creating {}: injected failure", spec.name);

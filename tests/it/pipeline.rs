@@ -778,7 +778,68 @@ async fn a_redeploy_recreates_only_services_whose_image_changed(engine: TestEngi
         .output();
 }
 
+/// Issue 9, "One slow stack never holds back the others": a push to one stack deploys, and its
+/// `?wait=true` answer comes, while another stack's new container still waits for its first
+/// health probe to pass.
+async fn a_push_to_one_stack_deploys_while_another_waits_for_its_health_check(engine: TestEngine) {
+    let h = harness(engine, "lanes").await;
+    h.compose("fast", &sleeper("1"));
+    h.repo.commit("fast");
+    let server = h.start().await;
+    server.settled().await;
+
+    // Healthy only once the test says so, as GitLab is after its first five minutes.
+    h.compose(
+        "slow",
+        &format!(
+            "services:\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"test -f /tmp/ready\"]\n      interval: 1s\n      timeout: 1s\n      retries: 600\n"
+        ),
+    );
+    h.repo.commit("a slow stack");
+    let push = json!({ "ref": "refs/heads/main" }).to_string();
+    let (status, body) = server.github("/hooks/github", "push", &push).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let slow = loop {
+        if let Some(app) = h.containers("slow").await.remove("app")
+            && app.state == stackhook::engine::State::Running
+        {
+            break app;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slow never started");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    h.compose("fast", &sleeper("2"));
+    h.repo.commit("change fast");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(90), server.push("main"));
+    let (status, report) = answer.await.expect("the push to fast waited for slow");
+    assert_eq!(status, 200, "{report}");
+    let stacks: Vec<(&str, &str)> = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stack"].as_str().unwrap(), s["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stacks, [(h.stack("fast").as_str(), "deployed")], "{report}");
+    let (_, health) = server.get("/health").await;
+    assert_eq!(health["deploying"], true, "slow still waits: {health}");
+
+    crate::support::image::cli_output(engine, &["exec", &slow.id, "touch", "/tmp/ready"]);
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+    let slow_now = h.containers("slow").await;
+    assert_eq!(
+        slow_now["app"].id, slow.id,
+        "slow kept the container it was waiting for"
+    );
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    a_push_to_one_stack_deploys_while_another_waits_for_its_health_check,
     pull_always_builds_rather_than_pulls_a_build_only_service,
     one_shot_dependencies_must_complete_successfully,
     a_redeploy_recreates_only_services_whose_image_changed,
