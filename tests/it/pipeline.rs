@@ -838,7 +838,43 @@ async fn a_push_to_one_stack_deploys_while_another_waits_for_its_health_check(en
     h.cleanup().await;
 }
 
+/// Issue 9: a request that reached a slot just as it handed over is left in the state
+/// directory's inbox; the active server picks it up without another trigger.
+async fn the_active_server_deploys_what_a_slot_that_handed_over_left_in_the_inbox(
+    engine: TestEngine,
+) {
+    let h = harness(engine, "inbox").await;
+    h.compose("app", &sleeper("1"));
+    h.repo.commit("one stack");
+    let server = h.start().await;
+    let before = server.settled().await["last_deployment"]["id"].clone();
+
+    let inbox = stackhook::store::Inbox {
+        all_changed: false,
+        stacks: [(h.stack("app"), None)].into(),
+    };
+    stackhook::store::post_to_inbox(h.state_dir.path(), inbox).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let health = loop {
+        let (_, health) = server.get("/health").await;
+        if health["last_deployment"]["id"] != before && health["deploying"] == false {
+            break health;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the inbox was never read: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+    assert_eq!(stackhook::store::inbox_written(h.state_dir.path()), None);
+
+    server.stop().await;
+    h.cleanup().await;
+}
+
 crate::engine_tests!(
+    the_active_server_deploys_what_a_slot_that_handed_over_left_in_the_inbox,
     a_push_to_one_stack_deploys_while_another_waits_for_its_health_check,
     pull_always_builds_rather_than_pulls_a_build_only_service,
     one_shot_dependencies_must_complete_successfully,
