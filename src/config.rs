@@ -86,6 +86,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How many connections are served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// How many deployments the history keeps, with their logs (`STACKHOOK_HISTORY`).
+    pub history: usize,
+    /// Whether the status page and the read API answer without the API token
+    /// (`STACKHOOK_PUBLIC_STATUS`).
+    pub public_status: bool,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -131,6 +136,8 @@ struct File {
     header_read_timeout: Option<String>,
     request_timeout: Option<String>,
     max_connections: Option<usize>,
+    history: Option<usize>,
+    public_status: Option<bool>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -296,6 +303,21 @@ impl Config {
         if max_connections == 0 {
             anyhow::bail!("STACKHOOK_MAX_CONNECTIONS must be at least 1");
         }
+        let history = match env("HISTORY") {
+            None => file.history.unwrap_or(crate::history::DEFAULT_KEEP),
+            Some(text) => text.parse().map_err(|_| {
+                anyhow::anyhow!("STACKHOOK_HISTORY: {text:?} is not a whole number")
+            })?,
+        };
+        if history == 0 {
+            anyhow::bail!("STACKHOOK_HISTORY must be at least 1");
+        }
+        let public_status = bool_setting(
+            "PUBLIC_STATUS",
+            env("PUBLIC_STATUS"),
+            file.public_status,
+            false,
+        )?;
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -348,6 +370,8 @@ impl Config {
             header_read_timeout,
             request_timeout,
             max_connections,
+            history,
+            public_status,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))

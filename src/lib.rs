@@ -8,8 +8,9 @@
 //! - [`stack`]: what should run: stack discovery, the compose model, fingerprints.
 //! - [`engine`]: the boundary to Docker or Podman.
 //! - [`store`]: what was deployed, persisted atomically; the deploy lock.
+//! - [`history`]: every deployment's record and log, kept across restarts.
 //! - [`slot`]: the A/B slots of a self-updating stackhook and which one is active.
-//! - [`deploy`]: plan (pure), apply, and the single-flight worker.
+//! - [`deploy`]: plan (pure), apply, and the worker with its per-stack lanes.
 //! - [`http`]: the HTTP API, the only module that knows axum.
 //! - [`cli`]: the command line, calling into the modules above.
 
@@ -19,6 +20,7 @@ pub mod repo;
 pub mod stack;
 pub mod engine;
 pub mod store;
+pub mod history;
 pub mod slot;
 pub mod deploy;
 pub mod http;

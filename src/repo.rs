@@ -53,6 +53,8 @@ pub struct Checkout {
     pub dir: PathBuf,
     /// The commit's subject line.
     pub summary: String,
+    /// The commit checked out before, if there was a checkout.
+    pub previous: Option<CommitId>,
 }
 
 impl Source {
@@ -143,6 +145,11 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
     let rejection = RefCell::new(None);
     let url = redactor.url.as_str();
     let repo = open_or_init(source, dir, url)?;
+    let previous = repo
+        .head()
+        .ok()
+        .and_then(|head| head.target())
+        .map(CommitId::from_oid);
     let mut remote = repo
         .find_remote("origin")
         .with_context(|| format!("opening the origin remote in {}", dir.display()))?;
@@ -184,6 +191,7 @@ pub fn sync(source: &Source, dir: &Path) -> anyhow::Result<Checkout> {
         branch,
         dir: dir.to_path_buf(),
         summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+        previous,
     };
     if !is_checked_out(&repo, commit.id())? {
         move_work_tree(&repo, &commit).with_context(|| {
@@ -202,6 +210,40 @@ const FETCH_REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
 
 /// Opens the repository in `dir`, or creates an empty one; keeps its `origin` remote's URL in
 /// step with the source. `shown_url` is the URL as errors may show it.
+/// The files under `dir_in_repo` that differ between commits `from` and `to` of the checkout
+/// at `checkout`, relative to `dir_in_repo`, at most `limit` of them, sorted. Fails if either
+/// commit is not in the repository (after a force push, say).
+pub fn changed_files(
+    checkout: &Path,
+    from: &CommitId,
+    to: &CommitId,
+    dir_in_repo: &Path,
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    let repo = Repository::open(checkout)
+        .with_context(|| format!("opening the checkout {}", checkout.display()))?;
+    let tree = |commit: &CommitId| -> anyhow::Result<git2::Tree<'_>> {
+        let oid = Oid::from_str(commit.as_str())?;
+        Ok(repo
+            .find_commit(oid)
+            .with_context(|| format!("commit {} is not in the repository", commit.short()))?
+            .tree()?)
+    };
+    let (old, new) = (tree(from)?, tree(to)?);
+    let mut options = git2::DiffOptions::new();
+    options.pathspec(dir_in_repo);
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))?;
+    let mut files: Vec<String> = diff
+        .deltas()
+        .filter_map(|delta| delta.new_file().path().or_else(|| delta.old_file().path()))
+        .filter_map(|path| path.strip_prefix(dir_in_repo).ok())
+        .map(|path| path.to_string_lossy().into_owned())
+        .take(limit)
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn open_or_init(source: &Source, dir: &Path, shown_url: &str) -> anyhow::Result<Repository> {
     let repo = if dir.join(".git").exists() {
         Repository::open(dir).with_context(|| format!("opening {}", dir.display()))?
@@ -697,6 +739,7 @@ mod tests {
                 branch: "main".to_string(),
                 dir: dir.clone(),
                 summary: "add web".to_string(),
+                previous: None,
             }
         );
         assert_eq!(files(&dir), expected(&[WEB, DB]));
@@ -796,7 +839,15 @@ mod tests {
         assert!(is_checked_out(&repo, target).unwrap());
         let second = sync(&source, work.path()).unwrap();
 
-        assert_eq!(first, second);
+        assert_eq!(first.previous, None);
+        assert_eq!(second.previous.as_ref(), Some(&first.commit));
+        assert_eq!(
+            Checkout {
+                previous: None,
+                ..second
+            },
+            first
+        );
         assert_eq!(files(work.path()), expected(&[WEB]));
     }
 

@@ -38,6 +38,57 @@ pub struct StackRecord {
     /// Service name → config hash.
     #[serde(default)]
     pub services: BTreeMap<String, ConfigHash>,
+    /// Variable name → a keyed digest of its value (`variable_digests`), so that a later
+    /// deployment can say which variables changed without anything keeping their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+const DIGEST_KEY_FILE: &str = "digest.key";
+
+/// Keyed digests of `variables`' values, one per name: HMAC-SHA256 under a random key made once
+/// per state directory, so that a digest of a short secret cannot be reversed by trying values.
+pub fn variable_digests(
+    state_dir: &Path,
+    variables: &BTreeMap<String, Option<String>>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    use hmac::{Hmac, KeyInit, Mac};
+    if variables.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let key = digest_key(state_dir)?;
+    Ok(variables
+        .iter()
+        .map(|(name, value)| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+            match value {
+                Some(value) => {
+                    mac.update(b"=");
+                    mac.update(value.as_bytes());
+                }
+                None => mac.update(b"unset"),
+            }
+            let digest = hex::encode(mac.finalize().into_bytes());
+            (name.clone(), digest[..16].to_owned())
+        })
+        .collect())
+}
+
+fn digest_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = state_dir.join(DIGEST_KEY_FILE);
+    match fs::read(&path) {
+        Ok(key) if key.len() >= 32 => return Ok(key),
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut key = vec![0; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    write_atomically(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    // Two processes may race to make the key: the one on disk wins.
+    fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 const STATE_FILE: &str = "state.json";
@@ -153,7 +204,7 @@ pub fn set_active_slot(state_dir: &Path, slot: Slot) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let temporary = dir.join(format!(
@@ -259,6 +310,7 @@ mod tests {
                 project: "web".into(),
                 deployed_at: "2026-11-22T00:00:00Z".into(),
                 services: BTreeMap::from([("app".into(), ConfigHash::new("h"))]),
+                variables: BTreeMap::new(),
             },
         );
         save(dir.path(), &state).unwrap();
@@ -268,6 +320,27 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from(STATE_FILE)]);
+    }
+
+    #[test]
+    fn variable_digests_change_with_the_value_and_hide_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let variables = |value: &str| {
+            BTreeMap::from([
+                ("TAG".to_owned(), Some(value.to_owned())),
+                ("UNSET".to_owned(), None),
+            ])
+        };
+        let first = variable_digests(dir.path(), &variables("1.0")).unwrap();
+        let again = variable_digests(dir.path(), &variables("1.0")).unwrap();
+        let second = variable_digests(dir.path(), &variables("1.1")).unwrap();
+        assert_eq!(first, again);
+        assert_ne!(first["TAG"], second["TAG"]);
+        assert_eq!(first["UNSET"], second["UNSET"]);
+        assert!(!first["TAG"].contains("1.0"));
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = variable_digests(other.path(), &variables("1.0")).unwrap();
+        assert_ne!(first["TAG"], elsewhere["TAG"], "keyed per state directory");
     }
 
     #[test]

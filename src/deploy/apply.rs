@@ -14,21 +14,36 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::engine::{Container, ContainerSpec, Engine, Health, ImageId, State};
+use crate::history::LogFile;
 use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy, UpdateOrder};
 
 use super::labels;
 use super::plan::{self, Action, Plan, Step};
 
-/// Lines that tell a user what a deployment did, kept for its report and also traced.
+/// Lines that tell a user what a deployment did, kept for its report, traced, and appended to
+/// the deployment's log in the history as they come.
 #[derive(Debug, Clone, Default)]
 pub struct Log {
     lines: Arc<Mutex<Vec<String>>>,
+    /// The history's log file, and the stack each line is prefixed with there.
+    file: Option<(LogFile, Arc<str>)>,
 }
 
 impl Log {
+    /// A log whose lines also go to `file`, prefixed with `stack`.
+    pub fn to(file: LogFile, stack: &str) -> Log {
+        Log {
+            lines: Arc::default(),
+            file: Some((file, stack.into())),
+        }
+    }
+
     pub fn line(&self, text: impl Into<String>) {
         let text = text.into();
         tracing::info!("{text}");
+        if let Some((file, stack)) = &self.file {
+            file.line(&format!("{stack}: {text}"));
+        }
         self.lines.lock().expect("log lock").push(text);
     }
 

@@ -18,10 +18,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Prune};
 use crate::engine::Engine;
+use crate::history::History;
 use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy, UpdateOrder};
@@ -38,6 +39,58 @@ pub const SUSPEND_FILE: &str = ".stackhook-suspend";
 /// flood the engine, which serialises much of its work anyway.
 const STACKS_IN_FLIGHT: usize = 4;
 
+/// What started a deployment, for its history ("why did it redeploy?").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    /// GitHub's `X-GitHub-Delivery`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// GitHub's `X-GitHub-Event`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Who pushed, from the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<String>,
+    /// The pushed head commit's id and message, from the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// A GitHub delivery.
+    Webhook,
+    /// A single-stack request with a token or a signature.
+    Api,
+    Poll,
+    /// The server started, or became the active slot.
+    Start,
+    /// `stackhook deploy`.
+    Cli,
+    /// What a slot that handed over left for the active one.
+    Inbox,
+}
+
+impl Trigger {
+    pub fn new(kind: TriggerKind) -> Trigger {
+        Trigger {
+            kind,
+            delivery: None,
+            event: None,
+            pusher: None,
+            after: None,
+            message: None,
+        }
+    }
+}
+
+/// A deployment keeps this many of the triggers folded into it, the newest.
+const TRIGGERS_KEPT: usize = 20;
+
 /// What a pass should do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
@@ -48,6 +101,8 @@ pub struct Request {
     pub forced: BTreeMap<StackName, Option<PullPolicy>>,
     /// Plan and report, touch nothing.
     pub dry_run: bool,
+    /// What asked for it, oldest first.
+    pub triggers: Vec<Trigger>,
 }
 
 impl Request {
@@ -65,6 +120,12 @@ impl Request {
         }
     }
 
+    /// The request, recording `trigger` as what asked for it.
+    pub fn by(mut self, trigger: Trigger) -> Request {
+        self.triggers.push(trigger);
+        self
+    }
+
     /// Folds a later trigger into this one, so one pass serves both.
     pub fn merge(&mut self, later: Request) {
         self.all_changed |= later.all_changed;
@@ -74,6 +135,9 @@ impl Request {
                 *entry = pull;
             }
         }
+        self.triggers.extend(later.triggers);
+        let surplus = self.triggers.len().saturating_sub(TRIGGERS_KEPT);
+        self.triggers.drain(..surplus);
     }
 }
 
@@ -101,30 +165,57 @@ impl From<store::Inbox> for Request {
                 .filter_map(|(name, pull)| Some((StackName::parse(&name).ok()?, pull)))
                 .collect(),
             dry_run: false,
+            triggers: vec![Trigger::new(TriggerKind::Inbox)],
         }
     }
 }
 
-/// The outcome of one pass.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of one pass: what `?wait=true`, the CLI and the history show of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub deployment: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Status,
+    /// What asked for the deployment: the triggers folded into it, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The commit's subject line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The commit checked out before this deployment synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     pub started_at: String,
     pub finished_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     pub suspended: bool,
     pub dry_run: bool,
     pub stacks: Vec<StackReport>,
     /// A failure of the whole pass (the repository could not be synced, the lock not taken).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The pass failed for a reason that may pass by itself (the lock, the git remote): the
     /// worker tries it again.
     #[serde(skip)]
     pub transient: bool,
+    /// When the pass started, for its duration.
+    #[serde(skip)]
+    pub(crate) clock: Option<std::time::Instant>,
+}
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    /// stackhook stopped before the deployment ended.
+    Interrupted,
 }
 
 impl Report {
@@ -133,24 +224,30 @@ impl Report {
         let at = now();
         Report {
             deployment,
+            status: Status::Running,
+            triggers: Vec::new(),
             commit: None,
+            message: None,
+            previous_commit: None,
             branch: None,
             started_at: at.clone(),
             finished_at: at,
+            duration_ms: None,
             suspended: false,
             dry_run,
             stacks: Vec::new(),
             error: None,
             transient: false,
+            clock: Some(std::time::Instant::now()),
         }
     }
 
     /// The report of a pass that failed as a whole before it could say more.
     pub fn failed(deployment: String, error: String) -> Report {
-        Report {
-            error: Some(error),
-            ..Report::new(deployment, false)
-        }
+        let mut report = Report::new(deployment, false);
+        report.error = Some(error);
+        report.close();
+        report
     }
 
     /// Ends the report of a pass with its stacks' reports and, if gone stacks were not taken
@@ -159,14 +256,27 @@ impl Report {
         self.stacks.extend(stacks);
         self.stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
         self.error = refused;
-        self.finished_at = now();
+        self.close();
     }
 
     /// Ends the report of a pass that failed as a whole.
     pub(crate) fn fail(&mut self, error: anyhow::Error) {
         tracing::error!(deployment = %self.deployment, "{error:#}");
         self.error = Some(format!("{error:#}"));
+        self.close();
+    }
+
+    /// Ends the report: its end time, duration and status.
+    pub(crate) fn close(&mut self) {
         self.finished_at = now();
+        self.duration_ms = self
+            .clock
+            .map(|clock| u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.status = if self.succeeded() {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        };
     }
 
     pub fn succeeded(&self) -> bool {
@@ -183,18 +293,44 @@ impl Report {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackReport {
     pub stack: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     pub outcome: Outcome,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Summary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What changed in the stack since it was last deployed, by name: why it redeployed.
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub changes: Changes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
+}
+
+/// What changed in a stack between two deployments, by name only (never a variable's value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// The deployed commit before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Files of the stack's directory, relative to it, that differ between the two commits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Variables the compose file reads whose value changed, appeared or went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<String>,
+    /// Services whose configuration hash changed, appeared or went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.variables.is_empty() && self.services.is_empty()
+    }
 }
 
 impl StackReport {
@@ -204,13 +340,14 @@ impl StackReport {
             project: None,
             outcome,
             actions: Vec::new(),
+            changes: Changes::default(),
             error: None,
             log: Vec::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Deployed,
@@ -248,6 +385,8 @@ struct Target<'a> {
     /// Service name → config hash.
     hashes: BTreeMap<String, ConfigHash>,
     fingerprint: Fingerprint,
+    /// Variable name → keyed digest of its value.
+    variables: BTreeMap<String, String>,
     dry_run: bool,
 }
 
@@ -262,6 +401,8 @@ pub(crate) struct Found {
 /// one stack never overlap.
 pub(crate) struct Job {
     pub(crate) stack: String,
+    /// The deployment whose pass made the job: its log gets the job's lines.
+    deployment: String,
     work: Work,
     dry_run: bool,
     /// The stack was as recorded when the pass was prepared.
@@ -277,6 +418,8 @@ enum Work {
         project: Box<Project>,
         hashes: BTreeMap<String, ConfigHash>,
         fingerprint: Fingerprint,
+        /// Keyed digests of the variables' values (`store::variable_digests`).
+        variables: BTreeMap<String, String>,
     },
     /// The stack is gone from the repository: take down its project.
     Prune { project: String },
@@ -337,6 +480,7 @@ impl Job {
                     project,
                     hashes,
                     fingerprint,
+                    variables,
                 },
             ) => {
                 found.forced = match (earlier.forced, found.forced) {
@@ -355,6 +499,7 @@ impl Job {
                     project,
                     hashes,
                     fingerprint,
+                    variables,
                 }
             }
             (_, later) => later,
@@ -392,6 +537,40 @@ impl Deployer {
         store::checkout_dir(&self.config.state_dir)
     }
 
+    pub fn history(&self) -> History {
+        History::new(&self.config.state_dir, self.config.history)
+    }
+
+    /// Records the end of a deployment in the history: its record and the last lines of its log.
+    pub(crate) fn conclude(&self, report: &Report) {
+        if report.dry_run || report.commit.is_none() && report.status == Status::Succeeded {
+            // A dry run changes nothing; a pass that never synced (handed on) has nothing to say.
+            return;
+        }
+        let history = self.history();
+        let log = history.log(&report.deployment);
+        for stack in &report.stacks {
+            match &stack.error {
+                Some(error) => log.line(&format!("{}: failed: {error}", stack.stack)),
+                None if stack.outcome != Outcome::Unchanged => {
+                    log.line(&format!("{}: {:?}", stack.stack, stack.outcome).to_lowercase());
+                }
+                None => {}
+            }
+        }
+        if let Some(error) = &report.error {
+            log.line(&format!("failed: {error}"));
+        }
+        let took = report
+            .duration_ms
+            .map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string())
+            .unwrap_or_default();
+        log.line(&format!("{:?} in {took}", report.status).to_lowercase());
+        if let Err(error) = history.record(report) {
+            tracing::warn!("recording deployment {}: {error:#}", report.deployment);
+        }
+    }
+
     /// Runs one whole pass, its stacks a few at a time, holding the deploy lock throughout: for
     /// the CLI. The server's worker runs `prepare` and then each job in its stack's lane. Never
     /// fails as a whole: failures are in the report.
@@ -411,9 +590,10 @@ impl Deployer {
                     .await;
                 report.finish(stacks, prepared.refused);
             }
-            Ok(None) => report.finished_at = now(),
+            Ok(None) => report.close(),
             Err(error) => report.fail(error),
         }
+        self.conclude(&report);
         report
     }
 
@@ -430,16 +610,43 @@ impl Deployer {
             report.transient = true;
             error
         };
+        report.triggers = request.triggers.clone();
+        let history = self.history();
         let lock = match held {
             Some(lock) => lock,
-            None => Arc::new(self.lock().await.map_err(|e| transient(e, report))?),
+            None => {
+                let lock = Arc::new(self.lock().await.map_err(|e| transient(e, report))?);
+                // With the lock just taken, no deployment of this state directory runs.
+                match history.recover() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!("{n} deployments were interrupted by a stop"),
+                    Err(error) => tracing::warn!("recovering the history: {error:#}"),
+                }
+                lock
+            }
         };
         if !self.slots.is_active() {
             return Err(self.hand_on(store::Inbox::from(request)));
         }
+        if !request.dry_run {
+            // Only while holding the lock: a running record without it was interrupted.
+            if let Err(error) = history.record(report) {
+                tracing::warn!("recording deployment {}: {error:#}", report.deployment);
+            }
+            let log = history.log(&report.deployment);
+            log.line(&format!("started by {}", describe(&report.triggers)));
+        }
         let checkout = self.sync().await.map_err(|e| transient(e, report))?;
         report.commit = Some(checkout.commit.to_string());
         report.branch = Some(checkout.branch.clone());
+        report.message = Some(checkout.summary.clone());
+        report.previous_commit = checkout.previous.as_ref().map(ToString::to_string);
+        history.log(&report.deployment).line(&format!(
+            "{} at {}: {}",
+            checkout.branch,
+            checkout.commit.short(),
+            checkout.summary
+        ));
         if checkout.dir.join(SUSPEND_FILE).exists() {
             tracing::info!(
                 "{SUSPEND_FILE} is present at {}: deploys are paused",
@@ -506,6 +713,7 @@ impl Deployer {
         let clashes = project_clashes(&loaded, &state);
         let job = |stack: String, work: Work, unchanged: bool| Job {
             stack,
+            deployment: report.deployment.clone(),
             work,
             dry_run: request.dry_run,
             unchanged,
@@ -536,12 +744,19 @@ impl Deployer {
                             .stacks
                             .get(&stack)
                             .is_some_and(|r| r.fingerprint == fingerprint);
+                        let variables =
+                            store::variable_digests(&self.config.state_dir, &project.variables)
+                                .unwrap_or_else(|error| {
+                                    tracing::warn!("variable digests: {error:#}");
+                                    BTreeMap::new()
+                                });
                         let work = Work::Deploy {
                             snapshot: Arc::clone(&snapshot),
                             found,
                             project: Box::new(project),
                             hashes,
                             fingerprint,
+                            variables,
                         };
                         jobs.push(job(stack, work, unchanged));
                         continue;
@@ -608,10 +823,15 @@ impl Deployer {
         }
         let Job {
             stack,
+            deployment,
             work,
             dry_run,
             ..
         } = job;
+        let log = match dry_run {
+            true => Log::default(),
+            false => Log::to(self.history().log(&deployment), &stack),
+        };
         let (report, change): (StackReport, Option<Option<StackRecord>>) = match work {
             Work::Deploy {
                 snapshot,
@@ -619,23 +839,35 @@ impl Deployer {
                 project,
                 hashes,
                 fingerprint,
+                variables,
             } => {
                 // Fresh from disk: an earlier job of this stack may have finished meanwhile.
                 let record = match store::load(&self.config.state_dir) {
                     Ok(state) => state.stacks.get(&stack).cloned(),
                     Err(error) => return failed(&stack, format!("{error:#}")),
                 };
+                let stack_dir = self.config.services_dir.join(&stack);
+                let changes = |report: &StackReport| {
+                    let since = record
+                        .as_ref()
+                        .filter(|_| report.outcome != Outcome::Unchanged)?;
+                    Some(changes(since, &snapshot, &stack_dir, &hashes, &variables))
+                };
                 let wanted = Target {
                     commit: &snapshot,
-                    hashes,
+                    hashes: hashes.clone(),
                     fingerprint,
+                    variables: variables.clone(),
                     dry_run,
                 };
-                let (report, record) = self.deploy_stack(wanted, found, *project, record).await;
-                (report, record.map(Some))
+                let (mut report, new_record) = self
+                    .deploy_stack(wanted, found, *project, record.clone(), log)
+                    .await;
+                report.changes = changes(&report).unwrap_or_default();
+                (report, new_record.map(Some))
             }
             Work::Prune { project } => {
-                let report = self.prune(&stack, &project, dry_run).await;
+                let report = self.prune(&stack, &project, dry_run, log).await;
                 let pruned = report.outcome == Outcome::Pruned;
                 (report, pruned.then_some(None))
             }
@@ -742,8 +974,8 @@ impl Deployer {
         found: Found,
         project: Project,
         record: Option<StackRecord>,
+        log: Log,
     ) -> (StackReport, Option<StackRecord>) {
-        let log = Log::default();
         let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
         report.project = Some(project.name.clone());
         let result = async {
@@ -800,6 +1032,7 @@ impl Deployer {
             commit,
             hashes,
             fingerprint,
+            variables,
             dry_run,
         } = target;
         if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == *fingerprint) {
@@ -858,6 +1091,7 @@ impl Deployer {
             project: project.name.clone(),
             deployed_at: now(),
             services: hashes.clone(),
+            variables: variables.clone(),
         };
         Ok(Some((plan, record)))
     }
@@ -879,8 +1113,7 @@ impl Deployer {
 
     /// Takes down a stack that is gone from the repository: its containers and networks, not its
     /// volumes, which may hold the only copy of someone's data.
-    async fn prune(&self, name: &str, project: &str, dry_run: bool) -> StackReport {
-        let log = Log::default();
+    async fn prune(&self, name: &str, project: &str, dry_run: bool, log: Log) -> StackReport {
         let mut report = StackReport::new(name, Outcome::Pruned);
         report.project = Some(project.to_owned());
         let result: anyhow::Result<()> = async {
@@ -975,4 +1208,69 @@ fn failed(stack: &str, error: String) -> StackReport {
 /// RFC 3339, UTC, to the second.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// What changed in a stack since `since` was deployed: its files between the two commits, the
+/// variables whose digest differs and the services whose configuration hash does.
+fn changes(
+    since: &StackRecord,
+    snapshot: &Snapshot,
+    stack_dir: &Path,
+    hashes: &BTreeMap<String, ConfigHash>,
+    variables: &BTreeMap<String, String>,
+) -> Changes {
+    fn differing<V: PartialEq>(
+        old: &BTreeMap<String, V>,
+        new: &BTreeMap<String, V>,
+    ) -> Vec<String> {
+        let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        names
+            .into_iter()
+            .filter(|name| old.get(*name) != new.get(*name))
+            .cloned()
+            .collect()
+    }
+    let files = if since.commit == snapshot.id {
+        Vec::new()
+    } else {
+        repo::changed_files(&snapshot.dir, &since.commit, &snapshot.id, stack_dir, 100)
+            .unwrap_or_else(|error| {
+                tracing::debug!("listing changed files: {error:#}");
+                Vec::new()
+            })
+    };
+    Changes {
+        since: Some(since.commit.to_string()),
+        files,
+        // A record from before digests were kept has none: nothing to compare.
+        variables: match since.variables.is_empty() {
+            true => Vec::new(),
+            false => differing(&since.variables, variables),
+        },
+        services: differing(&since.services, hashes),
+    }
+}
+
+/// The triggers of a deployment, for its log: `webhook push (delivery d1) by alice`, ….
+fn describe(triggers: &[Trigger]) -> String {
+    if triggers.is_empty() {
+        return "a direct call".into();
+    }
+    let described: Vec<String> = triggers
+        .iter()
+        .map(|trigger| {
+            let mut text = format!("{:?}", trigger.kind).to_lowercase();
+            if let Some(event) = &trigger.event {
+                text.push_str(&format!(" {event}"));
+            }
+            if let Some(delivery) = &trigger.delivery {
+                text.push_str(&format!(" (delivery {delivery})"));
+            }
+            if let Some(pusher) = &trigger.pusher {
+                text.push_str(&format!(" by {pusher}"));
+            }
+            text
+        })
+        .collect();
+    described.join(", ")
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Container, ContainerSpec, ImageId, State};
 use crate::stack::ConfigHash;
@@ -59,18 +59,18 @@ pub enum Action {
 }
 
 /// What a report shows of a step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub service: String,
     /// The container's number, shown for any but the first.
-    #[serde(skip_serializing_if = "is_first")]
+    #[serde(skip_serializing_if = "is_first", default = "first")]
     pub number: u32,
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Create,
@@ -336,6 +336,10 @@ fn decide(
 
 fn is_first(number: &u32) -> bool {
     *number == 1
+}
+
+fn first() -> u32 {
+    1
 }
 
 fn container_number(container: &Container) -> u32 {

@@ -83,7 +83,7 @@ struct Lane {
 /// What became of a job handed to its lane.
 enum Submitted {
     /// Nothing to do: the stack is as recorded and its lane is idle.
-    Done(StackReport),
+    Done(Box<StackReport>),
     /// The job running in the lane already deploys what this one wants, for an earlier
     /// commit: the stack did not change since, so this pass leaves it to the earlier one.
     Covered,
@@ -282,7 +282,7 @@ impl Inner {
         match pass.await {
             Ok((report, Ok(Some(prepared)))) => (report, Some(prepared)),
             Ok((mut report, Ok(None))) => {
-                report.finished_at = super::now();
+                report.close();
                 (report, None)
             }
             Ok((mut report, Err(error))) => {
@@ -318,7 +318,7 @@ impl Inner {
                     }
                     let state_read = inner.jobs_done.load(Ordering::SeqCst) == jobs_done;
                     match inner.submit(job, state_read) {
-                        Submitted::Done(report) => Some(report),
+                        Submitted::Done(report) => Some(*report),
                         Submitted::Covered => None,
                         Submitted::Queued(done) => Some(match done.await {
                             Ok(report) => (*report).clone(),
@@ -337,6 +337,7 @@ impl Inner {
     }
 
     fn done(&self, report: Report, waiters: Vec<oneshot::Sender<Arc<Report>>>) {
+        self.deployer.conclude(&report);
         let report = Arc::new(report);
         tracing::info!(
             deployment = %report.deployment,
@@ -389,7 +390,7 @@ impl Inner {
             }
             None => {
                 if let Some(report) = job.unchanged().filter(|_| state_read) {
-                    return Submitted::Done(report);
+                    return Submitted::Done(Box::new(report));
                 }
                 let lane = Lane {
                     target: job.target(),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::deploy::plan::Summary;
-use crate::deploy::{Outcome, Report, Request, StackReport};
+use crate::deploy::{Changes, Outcome, Report, Request, StackReport};
 
 /// The response for `request`, answered by the pass that wrote `report`: 200 when the pass and
 /// every stack of the request succeeded, 500 with a list of failures otherwise.
@@ -98,6 +98,8 @@ struct Stack<'a> {
     outcome: Outcome,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     actions: &'a [Summary],
+    #[serde(skip_serializing_if = "Changes::is_empty")]
+    changes: &'a Changes,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -111,6 +113,7 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
             project: report.project.as_deref(),
             outcome: report.outcome,
             actions: &report.actions,
+            changes: &report.changes,
             error: report.error.as_deref().map(summary),
             log: &report.log,
         }
@@ -147,6 +150,7 @@ mod tests {
             project: Some(name.to_owned()),
             outcome,
             actions: Vec::new(),
+            changes: Default::default(),
             error: error.map(str::to_owned),
             log: vec![format!("creating {name}-web-1 (no container yet)")],
         }
