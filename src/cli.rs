@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::deploy::plan::Kind;
 use crate::deploy::worker::Worker;
-use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE};
+use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE, Trigger, TriggerKind};
 use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
@@ -194,9 +194,19 @@ async fn trigger_while_active(
         let poll_due = poll.is_some_and(|poll| last_pass.elapsed() >= poll);
         let inbox = store::inbox_written(&state_dir);
         let inbox_new = inbox.is_some() && inbox != inbox_seen;
-        if active && (!was_active || poll_due || inbox_new) {
+        let request = if !was_active {
+            Some(Request::all_changed().by(Trigger::new(TriggerKind::Start)))
+        } else if poll_due {
+            Some(Request::all_changed().by(Trigger::new(TriggerKind::Poll)))
+        } else if inbox_new {
+            // The pass takes the inbox's stacks into its request.
+            Some(Request::default().by(Trigger::new(TriggerKind::Inbox)))
+        } else {
+            None
+        };
+        if let Some(request) = request.filter(|_| active) {
             inbox_seen = inbox;
-            worker.trigger(Request::all_changed());
+            worker.trigger(request);
             last_pass = Instant::now();
         }
         was_active = active;
@@ -244,6 +254,7 @@ async fn deploy(
         request.forced.insert(StackName::parse(stack)?, None);
     }
     request.dry_run = dry_run;
+    request.triggers.push(Trigger::new(TriggerKind::Cli));
     let slots = Slots::new(config.slot, config.state_dir.clone()).without_serving();
     let deployer = Deployer {
         config,
@@ -251,7 +262,11 @@ async fn deploy(
         holder: format!("stackhook deploy, pid {}", std::process::id()),
         slots,
     };
-    let id = format!("cli-{}", std::process::id());
+    // Sorted with the server's ids in the history: the time, then the process id.
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let id = format!("{seconds}-{}", std::process::id());
     let report = deployer.run(id, &request).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

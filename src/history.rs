@@ -49,6 +49,11 @@ impl History {
         }
     }
 
+    /// A deployment id's time and sequence number; `None` for text that is no deployment id.
+    pub fn parse_id(id: &str) -> Option<(u64, u64)> {
+        parse_id(id)
+    }
+
     fn record_path(&self, id: &str) -> Option<PathBuf> {
         parse_id(id).map(|_| self.dir.join(format!("{id}.json")))
     }

@@ -210,6 +210,22 @@ const FETCH_REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
 
 /// Opens the repository in `dir`, or creates an empty one; keeps its `origin` remote's URL in
 /// step with the source. `shown_url` is the URL as errors may show it.
+/// The commit checked out at `checkout` and its subject line; `None` before the first sync.
+pub fn head(checkout: &Path) -> anyhow::Result<Option<(CommitId, String)>> {
+    let repo = match Repository::open(checkout) {
+        Ok(repo) => repo,
+        Err(error) if error.code() == git2::ErrorCode::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error).with_context(|| format!("opening {}", checkout.display()));
+        }
+    };
+    let Some(commit) = repo.head().ok().and_then(|head| head.peel_to_commit().ok()) else {
+        return Ok(None);
+    };
+    let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+    Ok(Some((CommitId::from_oid(commit.id()), summary)))
+}
+
 /// The files under `dir_in_repo` that differ between commits `from` and `to` of the checkout
 /// at `checkout`, relative to `dir_in_repo`, at most `limit` of them, sorted. Fails if either
 /// commit is not in the repository (after a force push, say).

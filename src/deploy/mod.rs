@@ -9,6 +9,7 @@ pub mod apply;
 pub mod labels;
 pub mod plan;
 mod self_update;
+pub mod status;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -418,8 +419,6 @@ enum Work {
         project: Box<Project>,
         hashes: BTreeMap<String, ConfigHash>,
         fingerprint: Fingerprint,
-        /// Keyed digests of the variables' values (`store::variable_digests`).
-        variables: BTreeMap<String, String>,
     },
     /// The stack is gone from the repository: take down its project.
     Prune { project: String },
@@ -480,7 +479,6 @@ impl Job {
                     project,
                     hashes,
                     fingerprint,
-                    variables,
                 },
             ) => {
                 found.forced = match (earlier.forced, found.forced) {
@@ -499,7 +497,6 @@ impl Job {
                     project,
                     hashes,
                     fingerprint,
-                    variables,
                 }
             }
             (_, later) => later,
@@ -539,6 +536,17 @@ impl Deployer {
 
     pub fn history(&self) -> History {
         History::new(&self.config.state_dir, self.config.history)
+    }
+
+    /// Keyed digests of the values of the variables `project` read; none if the key cannot be
+    /// read or made (then no change of a variable is named).
+    fn variable_digests(&self, project: &Project) -> BTreeMap<String, String> {
+        store::variable_digests(&self.config.state_dir, &project.variables).unwrap_or_else(
+            |error| {
+                tracing::warn!("variable digests: {error:#}");
+                BTreeMap::new()
+            },
+        )
     }
 
     /// Records the end of a deployment in the history: its record and the last lines of its log.
@@ -719,10 +727,7 @@ impl Deployer {
             unchanged,
             _lock: Arc::clone(&lock),
         };
-        let content_id = |path: &Path| {
-            let relative = path.strip_prefix(&snapshot.dir).ok()?;
-            snapshot.tree.content_id(relative).map(str::to_owned)
-        };
+
         let mut jobs = Vec::new();
         let mut deployed = BTreeSet::new();
         for (found, project) in loaded {
@@ -730,33 +735,18 @@ impl Deployer {
             let error = match project {
                 Ok(project) => match clashes.get(found.name.as_str()) {
                     None => {
-                        let hashes: BTreeMap<String, ConfigHash> = project
-                            .services
-                            .keys()
-                            .map(|service| {
-                                let hash = stack::config_hash(&project, service, &content_id);
-                                (service.clone(), hash)
-                            })
-                            .collect();
-                        let fingerprint = stack::fingerprint(&found.tree_id, &project, &hashes);
+                        let (hashes, fingerprint) = measure(&snapshot, &found.tree_id, &project);
                         let stack = found.name.to_string();
                         let unchanged = state
                             .stacks
                             .get(&stack)
                             .is_some_and(|r| r.fingerprint == fingerprint);
-                        let variables =
-                            store::variable_digests(&self.config.state_dir, &project.variables)
-                                .unwrap_or_else(|error| {
-                                    tracing::warn!("variable digests: {error:#}");
-                                    BTreeMap::new()
-                                });
                         let work = Work::Deploy {
                             snapshot: Arc::clone(&snapshot),
                             found,
                             project: Box::new(project),
                             hashes,
                             fingerprint,
-                            variables,
                         };
                         jobs.push(job(stack, work, unchanged));
                         continue;
@@ -839,8 +829,8 @@ impl Deployer {
                 project,
                 hashes,
                 fingerprint,
-                variables,
             } => {
+                let variables = self.variable_digests(&project);
                 // Fresh from disk: an earlier job of this stack may have finished meanwhile.
                 let record = match store::load(&self.config.state_dir) {
                     Ok(state) => state.stacks.get(&stack).cloned(),
@@ -1208,6 +1198,28 @@ fn failed(stack: &str, error: String) -> StackReport {
 /// RFC 3339, UTC, to the second.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A stack's services' configuration hashes and its fingerprint at `snapshot`.
+fn measure(
+    snapshot: &Snapshot,
+    tree_id: &str,
+    project: &Project,
+) -> (BTreeMap<String, ConfigHash>, Fingerprint) {
+    let content_id = |path: &Path| {
+        let relative = path.strip_prefix(&snapshot.dir).ok()?;
+        snapshot.tree.content_id(relative).map(str::to_owned)
+    };
+    let hashes: BTreeMap<String, ConfigHash> = project
+        .services
+        .keys()
+        .map(|service| {
+            let hash = stack::config_hash(project, service, &content_id);
+            (service.clone(), hash)
+        })
+        .collect();
+    let fingerprint = stack::fingerprint(tree_id, project, &hashes);
+    (hashes, fingerprint)
 }
 
 /// What changed in a stack since `since` was deployed: its files between the two commits, the

@@ -349,7 +349,7 @@ fn container_number(container: &Container) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn state_name(state: &State) -> &str {
+pub(crate) fn state_name(state: &State) -> &str {
     match state {
         State::Created => "created",
         State::Running => "running",

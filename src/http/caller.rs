@@ -49,6 +49,50 @@ pub async fn token_or_signed(
     admit(&shared, request, next, true).await
 }
 
+/// For the read routes (API, status page, metrics): the bearer token, or anyone with
+/// `STACKHOOK_PUBLIC_STATUS=true`. A browser, which cannot send a header on a link, may carry the
+/// token in the `stackhook_token` cookie that the status page's sign-in sets.
+pub async fn reader(
+    State(shared): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let config = &shared.app.config;
+    if !config.public_status {
+        let token = config.api_token.as_ref().ok_or(ApiError::StatusClosed)?;
+        let given = bearer(request.headers()).or_else(|| cookie(request.headers(), TOKEN_COOKIE));
+        match given {
+            Some(given) if same_token(given, token) => {}
+            Some(_) => return Err(ApiError::BadToken),
+            None => return Err(ApiError::TokenRequired),
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// The cookie the status page's sign-in sets to the API token.
+pub const TOKEN_COOKIE: &str = "stackhook_token";
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
+
 async fn admit(
     shared: &Shared,
     request: Request,
@@ -90,11 +134,7 @@ fn from_headers(
     takes_token: bool,
 ) -> Result<Caller, ApiError> {
     if takes_token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match (bearer, token) {
+        match (bearer(headers), token) {
             (Some(given), Some(token)) if same_token(given, token) => return Ok(Caller::Token),
             (Some(_), _) => return Err(ApiError::BadToken),
             (None, _) => {}

@@ -54,15 +54,29 @@ pub enum ApiError {
     BadDelivery,
     #[error("the deploy worker stopped")]
     WorkerGone,
+    #[error(
+        "the status API is off: set STACKHOOK_API_TOKEN (and send Authorization: Bearer <token>), or STACKHOOK_PUBLIC_STATUS=true"
+    )]
+    StatusClosed,
+    #[error("send Authorization: Bearer <api token>")]
+    TokenRequired,
+    #[error("no deployment {0} in the history")]
+    UnknownDeployment(String),
+    /// A failure reading what the server keeps; the details go to the log.
+    #[error("{0} failed; the server log says why")]
+    Internal(&'static str),
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::NoWebhookSecret | ApiError::NoCredentials => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Signature(_) | ApiError::BadToken | ApiError::Unauthenticated => {
-                StatusCode::UNAUTHORIZED
+            ApiError::NoWebhookSecret | ApiError::NoCredentials | ApiError::StatusClosed => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Signature(_)
+            | ApiError::BadToken
+            | ApiError::Unauthenticated
+            | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::Payload(_)
             | ApiError::StackName(_)
             | ApiError::BadPull(_)
@@ -72,8 +86,8 @@ impl ApiError {
             | ApiError::BadDelivery => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnknownStack(_) => StatusCode::NOT_FOUND,
-            ApiError::WorkerGone => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::UnknownStack(_) | ApiError::UnknownDeployment(_) => StatusCode::NOT_FOUND,
+            ApiError::WorkerGone | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! go to the log, never into a response.
 
 mod answer;
+mod api;
 mod caller;
 mod delivery;
 mod error;
@@ -32,7 +33,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::deploy::worker::{Ticket, Worker};
-use crate::deploy::{Request, SUSPEND_FILE};
+use crate::deploy::{Request, SUSPEND_FILE, Trigger, TriggerKind};
 use crate::slot::{Role, Slots};
 use crate::stack::StackName;
 use crate::stack::compose::PullPolicy;
@@ -99,9 +100,20 @@ pub fn router(state: AppState) -> Router {
             shared.clone(),
             caller::token_or_signed,
         ));
+    let read = Router::new()
+        .route("/api/deployments", get(api::deployments))
+        .route("/api/deployments/{id}", get(api::deployment))
+        .route("/api/deployments/{id}/log", get(api::log))
+        .route("/api/stacks", get(api::stacks))
+        .route("/api/stacks/{stack}", get(api::stack))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            caller::reader,
+        ));
     Router::new()
         .merge(github)
         .merge(stacks)
+        .merge(read)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::disable())
@@ -151,23 +163,51 @@ async fn github(
     } else {
         Some(webhook::parse_event(event_name, &body)?)
     };
+    let trigger = Trigger {
+        delivery: header(&headers, DELIVERY_HEADER),
+        event: event_name.map(str::to_owned),
+        ..Trigger::new(TriggerKind::Webhook)
+    };
     match event {
         Some(Event::Ping) => Ok(Json(json!({ "pong": true })).into_response()),
-        Some(Event::Push { branch, .. }) => {
+        Some(Event::Push {
+            branch,
+            after,
+            pusher,
+            message,
+        }) => {
             let tracked = shared.app.tracked_branch();
+            let trigger = Trigger {
+                pusher,
+                message,
+                after: Some(after).filter(|after| !after.is_empty()),
+                ..trigger
+            };
             match tracked {
                 Some(tracked) if tracked != branch => Ok(ignored(format!(
                     "push to branch {branch}; stackhook follows {tracked}"
                 ))),
-                _ => Ok(shared.start(Request::all_changed(), query.wait).await),
+                _ => {
+                    let request = Request::all_changed().by(trigger);
+                    Ok(shared.start(request, query.wait).await)
+                }
             }
         }
         Some(Event::OtherRef(reference)) => Ok(ignored(format!(
             "push to {reference}, which is not a branch"
         ))),
         Some(Event::Other(name)) => Ok(ignored(format!("event {name} does not deploy"))),
-        None => Ok(shared.start(Request::all_changed(), query.wait).await),
+        None => {
+            let request = Request::all_changed().by(trigger);
+            Ok(shared.start(request, query.wait).await)
+        }
     }
+}
+
+/// A header's value, if it is text and not too long for the history.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    (!value.is_empty() && value.len() <= 200).then(|| value.to_owned())
 }
 
 /// `POST /stacks/{stack}/deploy`: redeploy one stack, for a curl or an app's release webhook.
@@ -281,7 +321,14 @@ impl Shared {
         if !self.app.stack_dir(&name).is_dir() {
             return Err(ApiError::UnknownStack(name.to_string()));
         }
-        Ok(self.start(Request::stack(name, pull), wait).await)
+        let trigger = Trigger {
+            delivery: header(headers, DELIVERY_HEADER),
+            event: header(headers, EVENT_HEADER),
+            ..Trigger::new(TriggerKind::Api)
+        };
+        Ok(self
+            .start(Request::stack(name, pull).by(trigger), wait)
+            .await)
     }
 
     /// An answer for a delivery whose `X-GitHub-Delivery` id was seen within the window; `None`

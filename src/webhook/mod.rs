@@ -13,10 +13,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Ping,
-    /// A push to `branch` (the `refs/heads/` prefix removed) whose head is `after`.
+    /// A push to `branch` (the `refs/heads/` prefix removed) whose head is `after`, by
+    /// `pusher`, with the head commit's `message`.
     Push {
         branch: String,
         after: String,
+        pusher: Option<String>,
+        message: Option<String>,
     },
     /// A push of a tag or anything that is not a branch.
     OtherRef(String),
@@ -45,6 +48,16 @@ pub fn parse_event(name: Option<&str>, body: &[u8]) -> Result<Event, PayloadErro
                 reference: String,
                 #[serde(default)]
                 after: String,
+                pusher: Option<Named>,
+                head_commit: Option<HeadCommit>,
+            }
+            #[derive(Deserialize)]
+            struct Named {
+                name: Option<String>,
+            }
+            #[derive(Deserialize)]
+            struct HeadCommit {
+                message: Option<String>,
             }
             let push: Push = serde_json::from_slice(body).map_err(|source| PayloadError {
                 event: name.to_owned(),
@@ -54,12 +67,28 @@ pub fn parse_event(name: Option<&str>, body: &[u8]) -> Result<Event, PayloadErro
                 Some(branch) => Event::Push {
                     branch: branch.to_owned(),
                     after: push.after,
+                    pusher: push
+                        .pusher
+                        .and_then(|p| p.name)
+                        .map(|name| bounded(name, 100)),
+                    message: push
+                        .head_commit
+                        .and_then(|c| c.message)
+                        .map(|message| bounded(message, 1000)),
                 },
                 None => Event::OtherRef(push.reference),
             })
         }
         other => Ok(Event::Other(other.to_owned())),
     }
+}
+
+/// `text` cut to at most `limit` characters: a payload's strings end up in the history.
+fn bounded(mut text: String, limit: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(limit) {
+        text.truncate(at);
+    }
+    text
 }
 
 /// The `action` of a delivery body (`release`, `registry_package`, ...), if it has one. The
@@ -92,12 +121,19 @@ mod tests {
         check(
             Some("push"),
             r#"{"ref":"refs/heads/main","after":"abc"}"#,
-            expect![[r#"Push { branch: "main", after: "abc" }"#]],
+            expect![[r#"Push { branch: "main", after: "abc", pusher: None, message: None }"#]],
+        );
+        check(
+            Some("push"),
+            r#"{"ref":"refs/heads/main","after":"abc","pusher":{"name":"alice","email":"a@x"},"head_commit":{"id":"abc","message":"Bump paperless to 2.3\n\nbody"}}"#,
+            expect![[
+                r#"Push { branch: "main", after: "abc", pusher: Some("alice"), message: Some("Bump paperless to 2.3\n\nbody") }"#
+            ]],
         );
         check(
             None,
             r#"{"ref":"refs/heads/feature/x"}"#,
-            expect![[r#"Push { branch: "feature/x", after: "" }"#]],
+            expect![[r#"Push { branch: "feature/x", after: "", pusher: None, message: None }"#]],
         );
         check(
             Some("push"),

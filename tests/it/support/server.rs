@@ -174,6 +174,18 @@ impl Server {
         into_parts(response).await
     }
 
+    /// A GET with the API token, as the read API wants it.
+    pub async fn read(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        into_parts(response).await
+    }
+
     /// Posts a GitHub delivery signed with the test secret.
     pub async fn github(&self, path: &str, event: &str, body: &str) -> (u16, Value) {
         let signature = stackhook::webhook::sign(&Secret::new(SECRET), body.as_bytes());

@@ -1,0 +1,282 @@
+//! What each stack looks like now, for the read API and the status page: what was deployed, what
+//! the checkout wants, its containers with their state and health, and what a deployment would
+//! change. Only reads: it takes no lock, syncs nothing and changes nothing, so that a status
+//! request never waits for a deployment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+
+use crate::engine::{Container, Health};
+use crate::repo;
+use crate::stack::StackName;
+use crate::stack::compose::{self, Project};
+use crate::store::{self, StackRecord};
+
+use super::apply::Log;
+use super::plan::Summary;
+use super::{Changes, Deployer, Found, Snapshot, Target, changes, labels, measure};
+
+/// One stack, now.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    pub stack: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub state: StackState,
+    /// What was last deployed successfully.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<Deployed>,
+    /// The commit the checkout is at, which the stack should run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wanted_commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wanted_fingerprint: Option<String>,
+    /// What differs from the deployed stack, when it is `pending`.
+    #[serde(skip_serializing_if = "Changes::is_empty")]
+    pub changes: Changes,
+    /// What a deployment would do now, with reasons (for one stack only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Summary>,
+    pub containers: Vec<ContainerStatus>,
+    /// Why the stack's compose file cannot be read, or its containers listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackState {
+    /// Deployed as the checkout wants it.
+    UpToDate,
+    /// The checkout wants something else: the next deployment changes it.
+    Pending,
+    /// In the repository, never deployed.
+    New,
+    /// Deployed, no longer in the repository.
+    Removed,
+    /// Its compose file cannot be read.
+    Broken,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployed {
+    pub commit: String,
+    pub fingerprint: String,
+    pub deployed_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerStatus {
+    pub service: String,
+    pub name: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    pub image: String,
+}
+
+/// How many stacks are looked at at once.
+const STACKS_AT_ONCE: usize = 8;
+
+impl Deployer {
+    /// Every stack (or only `only`), now; with `plan`, what a deployment would do to each stack
+    /// that is pending.
+    pub async fn status(
+        &self,
+        only: Option<&StackName>,
+        plan: bool,
+    ) -> anyhow::Result<Vec<StackStatus>> {
+        let dir = self.checkout_dir();
+        let snapshot = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Snapshot>> {
+                let Some((id, _)) = repo::head(&dir)? else {
+                    return Ok(None);
+                };
+                let tree = repo::tree::read(&dir, id.as_str())?;
+                Ok(Some(Snapshot { id, tree, dir }))
+            })
+            .await??
+        };
+        let state = store::load(&self.config.state_dir)?;
+        let present = snapshot
+            .as_ref()
+            .map(|snapshot| snapshot.tree.stacks(&self.config.services_dir))
+            .unwrap_or_default();
+        let names: BTreeSet<String> = present
+            .keys()
+            .chain(state.stacks.keys())
+            .filter(|name| only.is_none_or(|only| only.as_str() == name.as_str()))
+            .cloned()
+            .collect();
+        // The futures are made first, so that the stream holds no closure over borrowed names.
+        let looks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let present = snapshot.as_ref().zip(present.get(name));
+                self.stack_status(name, present, state.stacks.get(name), plan)
+            })
+            .collect();
+        let statuses = stream::iter(looks).buffered(STACKS_AT_ONCE).collect().await;
+        Ok(statuses)
+    }
+
+    async fn stack_status(
+        &self,
+        name: &str,
+        present: Option<(&Snapshot, &String)>,
+        record: Option<&StackRecord>,
+        plan: bool,
+    ) -> StackStatus {
+        let mut status = StackStatus {
+            stack: name.to_owned(),
+            project: record.map(|r| r.project.clone()),
+            state: StackState::Removed,
+            deployed: record.map(|record| Deployed {
+                commit: record.commit.to_string(),
+                fingerprint: record.fingerprint.as_str().to_owned(),
+                deployed_at: record.deployed_at.clone(),
+            }),
+            wanted_commit: None,
+            wanted_fingerprint: None,
+            changes: Changes::default(),
+            actions: Vec::new(),
+            containers: Vec::new(),
+            error: None,
+        };
+        if let Some((snapshot, tree_id)) = present {
+            status.wanted_commit = Some(snapshot.id.to_string());
+            match self.wanted(name, snapshot, tree_id, record, plan).await {
+                Ok((project, wanted)) => {
+                    status.project = Some(project);
+                    status.state = wanted.state;
+                    status.wanted_fingerprint = Some(wanted.fingerprint);
+                    status.changes = wanted.changes;
+                    status.actions = wanted.actions;
+                }
+                Err(error) => {
+                    status.state = StackState::Broken;
+                    status.error = Some(format!("{error:#}"));
+                }
+            }
+        }
+        if let Some(project) = &status.project {
+            match self.containers(project).await {
+                Ok(containers) => status.containers = containers,
+                Err(error) => {
+                    status.error.get_or_insert(format!("{error:#}"));
+                }
+            }
+        }
+        status
+    }
+
+    /// The stack as the checkout wants it, compared with `record`.
+    async fn wanted(
+        &self,
+        name: &str,
+        snapshot: &Snapshot,
+        tree_id: &str,
+        record: Option<&StackRecord>,
+        plan: bool,
+    ) -> anyhow::Result<(String, Wanted)> {
+        let stack_dir = self.config.services_dir.join(name);
+        let project = {
+            let dir = snapshot.dir.join(&stack_dir);
+            let environment = self.config.environment.clone();
+            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
+        };
+        let (hashes, fingerprint) = measure(snapshot, tree_id, &project);
+        let mut wanted = Wanted {
+            state: StackState::New,
+            fingerprint: fingerprint.as_str().to_owned(),
+            changes: Changes::default(),
+            actions: Vec::new(),
+        };
+        if let Some(record) = record {
+            if record.fingerprint == fingerprint {
+                wanted.state = StackState::UpToDate;
+                return Ok((project.name, wanted));
+            }
+            wanted.state = StackState::Pending;
+            let variables = self.variable_digests(&project);
+            wanted.changes = changes(record, snapshot, &stack_dir, &hashes, &variables);
+        }
+        if plan {
+            wanted.actions = self
+                .preview(snapshot, name, tree_id, &project, hashes, fingerprint)
+                .await?;
+        }
+        Ok((project.name, wanted))
+    }
+
+    /// The plan's steps against what the engine runs, without pulling or building anything.
+    async fn preview(
+        &self,
+        snapshot: &Snapshot,
+        name: &str,
+        tree_id: &str,
+        project: &Project,
+        hashes: BTreeMap<String, crate::stack::ConfigHash>,
+        fingerprint: crate::stack::Fingerprint,
+    ) -> anyhow::Result<Vec<Summary>> {
+        let found = Found {
+            name: StackName::parse(name)?,
+            tree_id: tree_id.to_owned(),
+            dir: snapshot.dir.join(&self.config.services_dir).join(name),
+            forced: Some(None),
+        };
+        let target = Target {
+            commit: snapshot,
+            hashes,
+            fingerprint,
+            variables: BTreeMap::new(),
+            dry_run: true,
+        };
+        let planned = self
+            .plan_stack(&target, &found, project, None, &Log::default())
+            .await?;
+        Ok(planned
+            .map(|(plan, _)| plan.summaries())
+            .unwrap_or_default())
+    }
+
+    /// The project's containers with their state and, where they have a check, health.
+    async fn containers(&self, project: &str) -> anyhow::Result<Vec<ContainerStatus>> {
+        let containers = self.engine.containers(Some(project)).await?;
+        let statuses = stream::iter(containers)
+            .map(|container| async move {
+                let health = match self.engine.inspect(&container.id).await {
+                    Ok(inspected) => inspected.health,
+                    Err(_) => None,
+                };
+                container_status(&container, health)
+            })
+            .buffered(STACKS_AT_ONCE)
+            .collect()
+            .await;
+        Ok(statuses)
+    }
+}
+
+struct Wanted {
+    state: StackState,
+    fingerprint: String,
+    changes: Changes,
+    actions: Vec<Summary>,
+}
+
+fn container_status(container: &Container, health: Option<Health>) -> ContainerStatus {
+    ContainerStatus {
+        service: container
+            .label(labels::SERVICE)
+            .unwrap_or_default()
+            .to_owned(),
+        name: container.name.clone(),
+        state: super::plan::state_name(&container.state).to_owned(),
+        health,
+        image: container.image.clone(),
+    }
+}
