@@ -105,6 +105,7 @@ pub async fn serve_on(
         config: Arc::clone(&config),
         engine: Arc::clone(&engine),
         holder: format!("stackhook serve, pid {}", std::process::id()),
+        metrics: Default::default(),
         slots: slots.clone(),
     };
     let worker = Worker::new(deployer);
@@ -260,6 +261,7 @@ async fn deploy(
         config,
         engine,
         holder: format!("stackhook deploy, pid {}", std::process::id()),
+        metrics: Default::default(),
         slots,
     };
     // Sorted with the server's ids in the history: the time, then the process id.

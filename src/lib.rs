@@ -9,6 +9,7 @@
 //! - [`engine`]: the boundary to Docker or Podman.
 //! - [`store`]: what was deployed, persisted atomically; the deploy lock.
 //! - [`history`]: every deployment's record and log, kept across restarts.
+//! - [`metrics`]: counters for Prometheus.
 //! - [`slot`]: the A/B slots of a self-updating stackhook and which one is active.
 //! - [`deploy`]: plan (pure), apply, and the worker with its per-stack lanes.
 //! - [`http`]: the HTTP API, the only module that knows axum.
@@ -21,6 +22,7 @@ pub mod stack;
 pub mod engine;
 pub mod store;
 pub mod history;
+pub mod metrics;
 pub mod slot;
 pub mod deploy;
 pub mod http;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Prune};
 use crate::engine::Engine;
 use crate::history::History;
+use crate::metrics::Metrics;
 use crate::repo::{self, CommitId, tree::Tree};
 use crate::slot::Slots;
 use crate::stack::compose::{self, Project, PullPolicy, UpdateOrder};
@@ -369,6 +370,7 @@ pub struct Deployer {
     pub holder: String,
     /// This instance's slot; only the active one deploys.
     pub slots: Slots,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One commit of the repository, checked out: what a pass works on.
@@ -554,6 +556,21 @@ impl Deployer {
         if report.dry_run || report.commit.is_none() && report.status == Status::Succeeded {
             // A dry run changes nothing; a pass that never synced (handed on) has nothing to say.
             return;
+        }
+        let stacks: Vec<(String, bool)> = report
+            .stacks
+            .iter()
+            .filter(|s| !matches!(s.outcome, Outcome::Unchanged | Outcome::Planned))
+            .map(|s| (s.stack.clone(), s.outcome != Outcome::Failed))
+            .collect();
+        let took = Duration::from_millis(report.duration_ms.unwrap_or(0));
+        self.metrics.deployment(report.succeeded(), took, &stacks);
+        for stack in report
+            .stacks
+            .iter()
+            .filter(|s| s.outcome == Outcome::Pruned)
+        {
+            self.metrics.forget(&stack.stack);
         }
         let history = self.history();
         let log = history.log(&report.deployment);
@@ -947,7 +964,13 @@ impl Deployer {
             check_host_keys: self.config.git_check_host_keys,
         };
         let dir = self.checkout_dir();
-        tokio::task::spawn_blocking(move || repo::sync(&source, &dir)).await?
+        let started = std::time::Instant::now();
+        let synced = tokio::task::spawn_blocking(move || repo::sync(&source, &dir))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|synced| synced);
+        self.metrics.sync(synced.is_ok(), started.elapsed());
+        synced
     }
 
     /// Loads a stack's compose file.

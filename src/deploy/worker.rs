@@ -526,6 +526,7 @@ mod tests {
             config: Arc::new(config),
             engine,
             holder: "test".into(),
+            metrics: Default::default(),
         })
     }
 
@@ -654,6 +655,7 @@ mod tests {
                 config: Arc::new(config),
                 engine: engine.clone(),
                 holder: "test".into(),
+                metrics: Default::default(),
             }
         };
         crate::store::set_active_slot(state.path(), Slot::B).unwrap();
@@ -704,6 +706,7 @@ mod tests {
             config: Arc::new(config),
             engine: engine.clone(),
             holder: "test".into(),
+            metrics: Default::default(),
         });
 
         let first = worker.trigger(Request::all_changed()).report.await.unwrap();
@@ -736,6 +739,7 @@ mod tests {
                 config: Arc::new(config),
                 engine: engine.clone(),
                 holder: "test".into(),
+                metrics: Default::default(),
             },
             Duration::from_millis(50),
         );

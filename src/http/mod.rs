@@ -34,9 +34,11 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::deploy::worker::{Ticket, Worker};
 use crate::deploy::{Request, SUSPEND_FILE, Trigger, TriggerKind};
+use crate::metrics::WebhookOutcome;
 use crate::slot::{Role, Slots};
 use crate::stack::StackName;
 use crate::stack::compose::PullPolicy;
+use crate::store;
 use crate::webhook::{self, Event};
 
 use caller::Caller;
@@ -88,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             caller::signed,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            count_webhook,
         ));
     let stacks = Router::new()
         .route("/stacks/{stack}/deploy", post(deploy_stack))
@@ -106,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deployments/{id}/log", get(api::log))
         .route("/api/stacks", get(api::stacks))
         .route("/api/stacks/{stack}", get(api::stack))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             caller::reader,
@@ -169,7 +176,11 @@ async fn github(
         ..Trigger::new(TriggerKind::Webhook)
     };
     match event {
-        Some(Event::Ping) => Ok(Json(json!({ "pong": true })).into_response()),
+        Some(Event::Ping) => {
+            let mut response = Json(json!({ "pong": true })).into_response();
+            response.extensions_mut().insert(WebhookOutcome::Ignored);
+            Ok(response)
+        }
         Some(Event::Push {
             branch,
             after,
@@ -393,7 +404,49 @@ impl AppState {
 }
 
 fn ignored(reason: String) -> Response {
-    (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
+    let mut response = (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response();
+    response.extensions_mut().insert(WebhookOutcome::Ignored);
+    response
+}
+
+/// Counts each webhook request by its outcome (`/metrics`): what the handler marked, else what
+/// its status says.
+async fn count_webhook(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let outcome = match response.extensions().get::<WebhookOutcome>() {
+        Some(outcome) => *outcome,
+        None if status == StatusCode::UNAUTHORIZED => WebhookOutcome::BadSignature,
+        None if status.is_success() || status == StatusCode::INTERNAL_SERVER_ERROR => {
+            // 500 is a `?wait=true` deployment that failed: the request itself was accepted.
+            WebhookOutcome::Accepted
+        }
+        None => WebhookOutcome::Refused,
+    };
+    shared.app.worker.deployer().metrics.webhook(outcome);
+    response
+}
+
+/// `GET /metrics`, in Prometheus's text format.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let deployer = app.worker.deployer();
+    let state_dir = deployer.config.state_dir.clone();
+    let state = tokio::task::spawn_blocking(move || store::load(&state_dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let text = deployer.metrics.render(&state);
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -438,6 +491,7 @@ mod tests {
             config: Arc::clone(&config),
             engine: Arc::new(Fake::default()),
             holder: "a test".into(),
+            metrics: Default::default(),
             slots: slots.clone(),
         };
         let state = AppState {

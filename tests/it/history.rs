@@ -173,6 +173,44 @@ async fn history_says_what_was_deployed_when_by_whom_and_why(engine: TestEngine)
         "the old one runs"
     );
 
+    // Prometheus: what happened, counted.
+    let (status, _) = server
+        .post(
+            "/hooks/github",
+            "{}",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-Hub-Signature-256", "sha256=00"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, metrics) = server.read("/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        r#"stackhook_deployments_total{result="succeeded"} 2"#.to_owned(),
+        r#"stackhook_deployments_total{result="failed"} 1"#.to_owned(),
+        "stackhook_deployment_duration_seconds_count 3".to_owned(),
+        r#"stackhook_webhook_requests_total{outcome="accepted"} 2"#.to_owned(),
+        r#"stackhook_webhook_requests_total{outcome="bad_signature"} 1"#.to_owned(),
+        "stackhook_git_sync_failures_total 0".to_owned(),
+        format!(r#"stackhook_stack_failed{{stack="{app}"}} 1"#),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(&format!(
+            r#"stackhook_stack_last_success_timestamp_seconds{{stack="{app}"}} "#
+        )),
+        "{metrics}"
+    );
+    let (status, _) = server.get("/metrics").await;
+    assert_eq!(status, 401, "metrics want the token too");
+
     // The history outlives the server.
     server.stop().await;
     let server = h.start().await;
