@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::deploy::plan::Kind;
@@ -269,7 +270,8 @@ async fn deploy(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let id = format!("{seconds}-{}", std::process::id());
-    let report = deployer.run(id, &request).await;
+    let span = tracing::info_span!("deployment", id = %id);
+    let report = deployer.run(id, &request).instrument(span).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,4 +1,5 @@
-//! The `stackhook` binary: parse the command line, start tracing, run, and own the exit code.
+//! The `stackhook` binary: parse the command line, start tracing (`STACKHOOK_LOG`,
+//! `STACKHOOK_LOG_FORMAT`), run, and own the exit code.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,14 +26,20 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("STACKHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // No colour codes in container logs and files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter =
+        EnvFilter::try_from_env("STACKHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("STACKHOOK_LOG_FORMAT").as_deref() {
+        // One JSON object a line, with the deployment's span (its id) on each, for log shippers.
+        Ok("json") => logs.json().with_current_span(true).init(),
+        Ok("text") | Err(_) => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => {
+            eprintln!("stackhook: STACKHOOK_LOG_FORMAT must be text or json, not {other:?}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = stackhook::cli::Cli::parse();
     match stackhook::cli::run(cli).await {
         Ok(code) => code,

@@ -431,6 +431,10 @@ impl Job {
         self.dry_run
     }
 
+    pub(crate) fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
     /// What the stack will look like once deployed; `None` for a stack to take down.
     pub(crate) fn fingerprint(&self) -> Option<&Fingerprint> {
         match &self.work {

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, stream};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{Deployer, Job, Prepared, Report, Request, STACKS_IN_FLIGHT, StackReport, failed};
 use crate::repo::CommitId;
@@ -274,11 +275,15 @@ impl Inner {
         let held = self.lock.lock().expect("worker lock slot").upgrade();
         let request = request.clone();
         let pass_id = id.clone();
-        let pass = tokio::spawn(async move {
-            let mut report = Report::new(pass_id, request.dry_run);
-            let prepared = deployer.prepare(&request, held, &mut report).await;
-            (report, prepared)
-        });
+        let span = tracing::info_span!("deployment", id = %pass_id);
+        let pass = tokio::spawn(
+            async move {
+                let mut report = Report::new(pass_id, request.dry_run);
+                let prepared = deployer.prepare(&request, held, &mut report).await;
+                (report, prepared)
+            }
+            .instrument(span),
+        );
         match pass.await {
             Ok((report, Ok(Some(prepared)))) => (report, Some(prepared)),
             Ok((mut report, Ok(None))) => {
@@ -339,11 +344,21 @@ impl Inner {
     fn done(&self, report: Report, waiters: Vec<oneshot::Sender<Arc<Report>>>) {
         self.deployer.conclude(&report);
         let report = Arc::new(report);
-        tracing::info!(
-            deployment = %report.deployment,
-            succeeded = report.succeeded(),
-            "deployment finished"
-        );
+        let changed = report.error.is_some()
+            || report
+                .stacks
+                .iter()
+                .any(|s| s.outcome != super::Outcome::Unchanged);
+        if changed {
+            tracing::info!(
+                deployment = %report.deployment,
+                succeeded = report.succeeded(),
+                "deployment finished"
+            );
+        } else {
+            // A poll that finds nothing new says so only at debug level.
+            tracing::debug!(deployment = %report.deployment, "nothing changed");
+        }
         self.queue().last = Some(Arc::clone(&report));
         for waiter in waiters {
             let _ = waiter.send(Arc::clone(&report));
@@ -434,7 +449,8 @@ impl Inner {
     async fn execute(&self, job: Job) -> StackReport {
         let deployer = self.deployer.clone();
         let stack = job.stack.clone();
-        match tokio::spawn(async move { deployer.execute(job).await }).await {
+        let span = tracing::info_span!("deployment", id = %job.deployment(), stack = %stack);
+        match tokio::spawn(async move { deployer.execute(job).await }.instrument(span)).await {
             Ok(report) => report,
             Err(error) => {
                 let reason = panic_reason(error);

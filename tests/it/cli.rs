@@ -93,6 +93,42 @@ async fn deploy_dry_run_and_status(engine: TestEngine) {
     h.cleanup().await;
 }
 
+/// Issue 8: `STACKHOOK_LOG_FORMAT=json` logs one JSON object a line, and every line of a
+/// deployment carries its id.
+async fn logs_are_json_lines_that_carry_the_deployment_id(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let mut h = Harness::new(engine, "jsonlog").await;
+    h.compose("app", &stack_yaml("1"));
+    h.repo.commit("one stack");
+    h.set("STACKHOOK_LOG_FORMAT", "json");
+    let (ok, out, err) = run(&h, &["deploy"]);
+    assert!(ok, "{out}{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let creating = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("creating"))
+        })
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(creating["span"]["name"], "deployment", "{creating}");
+    let id = creating["span"]["id"].as_str().unwrap();
+    assert!(stackhook::history::History::parse_id(id).is_some(), "{id}");
+
+    h.set("STACKHOOK_LOG_FORMAT", "yaml");
+    let (ok, _, err) = run(&h, &["deploy"]);
+    assert!(!ok);
+    assert!(
+        err.contains("STACKHOOK_LOG_FORMAT must be text or json"),
+        "{err}"
+    );
+    h.cleanup().await;
+}
+
 async fn a_second_deployer_waits_for_the_lock_and_names_its_holder(engine: TestEngine) {
     ensure_image(engine, IMAGE);
     let h = Harness::new(engine, "lock").await;
@@ -238,6 +274,7 @@ async fn the_cli_in_a_slot_leaves_the_self_update_to_the_server(engine: TestEngi
 }
 
 crate::engine_tests!(
+    logs_are_json_lines_that_carry_the_deployment_id,
     the_cli_in_a_slot_leaves_the_self_update_to_the_server,
     deploy_dry_run_and_status,
     a_second_deployer_waits_for_the_lock_and_names_its_holder,
