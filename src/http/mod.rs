@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stacks)
         .merge(read)
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
@@ -431,6 +432,20 @@ async fn count_webhook(
     response
 }
 
+/// The OpenAPI document of every route here, kept in the repository (`docs/openapi.json`); a
+/// test checks it against the router.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// `GET /metrics`, in Prometheus's text format.
 async fn metrics(State(app): State<AppState>) -> Response {
     let deployer = app.worker.deployer();
@@ -452,6 +467,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
     use std::time::Duration;
 
     use axum::body::Body;
@@ -522,6 +538,74 @@ mod tests {
         headers.extend(event.map(|e| ("X-GitHub-Event", e)));
         headers.extend(delivery.map(|d| ("X-GitHub-Delivery", d)));
         post(path, &headers, body.to_owned())
+    }
+
+    /// The routes `router` declares, read from this file's source: (method, path).
+    fn declared_routes() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let router = &source[source.find("pub fn router(").unwrap()..];
+        let router = &router[..router.find("\n}\n").unwrap()];
+        let mut routes = BTreeSet::new();
+        for part in router.split(".route(\"").skip(1) {
+            let (path, rest) = part.split_once('"').unwrap();
+            let call = rest.split(".route").next().unwrap();
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let mut from = 0;
+                while let Some(at) = call[from..].find(&format!("{method}(")) {
+                    let at = from + at;
+                    let before = call[..at].chars().last();
+                    if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                        routes.insert((method.to_owned(), path.to_owned()));
+                    }
+                    from = at + method.len();
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_the_router_has() {
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let declared = declared_routes();
+        assert!(declared.len() >= 13, "{declared:?}");
+        assert_eq!(documented, declared);
+    }
+
+    #[tokio::test]
+    async fn every_documented_route_is_served() {
+        let (state, _dir) = state(&[]);
+        let app = router(state);
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            let concrete = path.replace("{stack}", "web").replace("{id}", "1-1");
+            for method in item.as_object().unwrap().keys() {
+                let request = HttpRequest::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                // The router's own 404 and 405 have empty bodies; a handler's refusal says why.
+                let unrouted = matches!(status.as_u16(), 404 | 405) && body.is_empty();
+                assert!(!unrouted, "{method} {path}: {status}");
+            }
+        }
+        let response = app
+            .oneshot(HttpRequest::get("/nowhere").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "the check can fail");
     }
 
     /// A body that never arrives.
