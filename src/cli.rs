@@ -55,8 +55,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show each deployed stack: commit, fingerprint, services and their state.
+    /// Show each deployed stack: commit, fingerprint, pin, services and their state.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy a stack as it was at an older commit, or as a deployment left it (images
+    /// included, where the engine still has them), and pin it there: pushes do not move it
+    /// until `stackhook unpin`.
+    Rollback {
+        stack: String,
+        /// A commit (id, prefix, tag) or a deployment id from the history.
+        #[arg(long, value_name = "COMMIT|DEPLOYMENT")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a pinned stack and deploy it at the branch head.
+    Unpin {
+        stack: String,
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +92,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => deploy(config, engine, &stacks, dry_run, json).await,
         Command::Status { json } => status(&config, engine.as_ref(), json).await,
+        Command::Rollback { stack, to, json } => {
+            let request = Request::rollback(StackName::parse(&stack)?, to);
+            deploy_request(config, engine, request, json).await
+        }
+        Command::Unpin { stack, json } => {
+            let request = Request::unpin(StackName::parse(&stack)?);
+            deploy_request(config, engine, request, json).await
+        }
     }
 }
 
@@ -256,6 +281,16 @@ async fn deploy(
         request.forced.insert(StackName::parse(stack)?, None);
     }
     request.dry_run = dry_run;
+    deploy_request(config, engine, request, json).await
+}
+
+/// Runs one pass for `request` from the command line and prints its report.
+async fn deploy_request(
+    config: Arc<Config>,
+    engine: Arc<dyn Engine>,
+    mut request: Request,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     request.triggers.push(Trigger::new(TriggerKind::Cli));
     let slots = Slots::new(config.slot, config.state_dir.clone()).without_serving();
     let deployer = Deployer {
@@ -315,6 +350,9 @@ pub fn render_report(report: &Report) -> String {
             Outcome::Pruned => "pruned",
         };
         let _ = writeln!(out, "stack {}: {outcome}", stack.stack);
+        if let Some(pinned) = &stack.pinned {
+            let _ = writeln!(out, "  pinned at {}", &pinned[..pinned.len().min(12)]);
+        }
         for action in &stack.actions {
             let kind = match action.kind {
                 Kind::Create => "create",
@@ -346,6 +384,8 @@ struct StackStatus {
     commit: CommitId,
     fingerprint: Fingerprint,
     deployed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pinned: Option<store::Pin>,
     services: Vec<ServiceStatus>,
 }
 
@@ -384,6 +424,7 @@ async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Res
             commit: record.commit.clone(),
             fingerprint: record.fingerprint.clone(),
             deployed_at: record.deployed_at.clone(),
+            pinned: state.pins.get(name).cloned(),
             services,
         });
     }
@@ -407,6 +448,20 @@ async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Res
             stack.fingerprint.short(),
             stack.deployed_at
         );
+        if let Some(pin) = &stack.pinned {
+            let to = pin
+                .deployment
+                .as_deref()
+                .map_or(String::new(), |deployment| {
+                    format!(" (deployment {deployment})")
+                });
+            println!(
+                "  pinned at {}{to} since {}: `stackhook unpin {}` releases it",
+                pin.commit.short(),
+                pin.since,
+                stack.stack
+            );
+        }
         for service in &stack.services {
             println!(
                 "  {:<20} {:<10} {}",

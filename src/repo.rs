@@ -40,7 +40,7 @@ pub struct Source {
 }
 
 /// A full commit hash: 40 lowercase hexadecimal characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String")]
 pub struct CommitId(String);
 
@@ -210,6 +210,49 @@ const FETCH_REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
 
 /// Opens the repository in `dir`, or creates an empty one; keeps its `origin` remote's URL in
 /// step with the source. `shown_url` is the URL as errors may show it.
+/// The commit that `revision` (a commit id, a prefix of one, a tag or `HEAD~2`) names in the
+/// checkout's repository.
+pub fn resolve(checkout: &Path, revision: &str) -> anyhow::Result<CommitId> {
+    let repo = Repository::open(checkout)
+        .with_context(|| format!("opening the checkout {}", checkout.display()))?;
+    let object = repo
+        .revparse_single(revision)
+        .with_context(|| format!("no commit {revision:?} in the repository"))?;
+    let commit = object
+        .peel_to_commit()
+        .with_context(|| format!("{revision:?} names no commit"))?;
+    Ok(CommitId::from_oid(commit.id()))
+}
+
+const EXPORTED: &str = ".stackhook-exported";
+
+/// Whether `export` wrote a complete copy into `dir`.
+pub fn exported(dir: &Path) -> bool {
+    dir.join(EXPORTED).exists()
+}
+
+/// Writes the files of `commit` into `dir` (a directory of its own, not a checkout: no `.git`),
+/// unless a complete copy is already there. For stacks pinned to an older commit.
+pub fn export(checkout: &Path, commit: &CommitId, dir: &Path) -> anyhow::Result<()> {
+    if exported(dir) {
+        return Ok(());
+    }
+    let done = dir.join(EXPORTED);
+    let repo = Repository::open(checkout)
+        .with_context(|| format!("opening the checkout {}", checkout.display()))?;
+    let oid = Oid::from_str(commit.as_str())?;
+    let object = repo
+        .find_commit(oid)
+        .with_context(|| format!("commit {} is not in the repository", commit.short()))?
+        .into_object();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut options = CheckoutBuilder::new();
+    options.force().target_dir(dir).recreate_missing(true);
+    repo.checkout_tree(&object, Some(&mut options))
+        .with_context(|| format!("writing commit {} to {}", commit.short(), dir.display()))?;
+    std::fs::write(&done, commit.as_str()).with_context(|| format!("writing {}", done.display()))
+}
+
 /// The commit checked out at `checkout` and its subject line; `None` before the first sync.
 pub fn head(checkout: &Path) -> anyhow::Result<Option<(CommitId, String)>> {
     let repo = match Repository::open(checkout) {

@@ -24,6 +24,24 @@ pub struct State {
     /// Stacks by name, as last deployed successfully.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackRecord>,
+    /// Stacks held at a commit by a rollback: pushes do not move them until they are unpinned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, Pin>,
+}
+
+/// A stack held at an older commit (`stackhook rollback`), with the images it ran then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub commit: CommitId,
+    /// Service → the image id it ran at that commit, where a deployment recorded it; used while
+    /// the engine still has the image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// The deployment rolled back to, when the rollback named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// RFC 3339.
+    pub since: String,
 }
 
 /// One stack as it was last deployed successfully.
@@ -38,6 +56,9 @@ pub struct StackRecord {
     /// Service name → config hash.
     #[serde(default)]
     pub services: BTreeMap<String, ConfigHash>,
+    /// Service → the id of the image its containers run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
     /// Variable name → a keyed digest of its value (`variable_digests`), so that a later
     /// deployment can say which variables changed without anything keeping their values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -288,6 +309,11 @@ fn read_holder(file: &mut File) -> String {
     }
 }
 
+/// Where commits that stacks are pinned to are written out, one directory a commit.
+pub fn pinned_dir(state_dir: &Path, commit: &CommitId) -> PathBuf {
+    state_dir.join("pinned").join(commit.as_str())
+}
+
 /// The path of the git checkout inside the state directory.
 pub fn checkout_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("repo")
@@ -311,6 +337,7 @@ mod tests {
                 deployed_at: "2026-11-22T00:00:00Z".into(),
                 services: BTreeMap::from([("app".into(), ConfigHash::new("h"))]),
                 variables: BTreeMap::new(),
+                images: BTreeMap::new(),
             },
         );
         save(dir.path(), &state).unwrap();

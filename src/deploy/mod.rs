@@ -105,6 +105,18 @@ pub struct Request {
     pub dry_run: bool,
     /// What asked for it, oldest first.
     pub triggers: Vec<Trigger>,
+    /// Stacks to pin (roll back) or unpin first; each is also deployed.
+    pub pins: BTreeMap<StackName, PinChange>,
+}
+
+/// A change to a stack's pin (`stackhook rollback`, `stackhook unpin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinChange {
+    /// Hold the stack at a commit (an id, a prefix, a tag) or at what a deployment (its id)
+    /// deployed of it.
+    To(String),
+    /// Let pushes move it again.
+    Release,
 }
 
 impl Request {
@@ -120,6 +132,20 @@ impl Request {
             forced: BTreeMap::from([(name, pull)]),
             ..Request::default()
         }
+    }
+
+    /// Rolls `name` back to `to` (a commit or a deployment id) and pins it there.
+    pub fn rollback(name: StackName, to: String) -> Request {
+        let mut request = Request::stack(name.clone(), None);
+        request.pins.insert(name, PinChange::To(to));
+        request
+    }
+
+    /// Unpins `name` and deploys it at the branch head.
+    pub fn unpin(name: StackName) -> Request {
+        let mut request = Request::stack(name.clone(), None);
+        request.pins.insert(name, PinChange::Release);
+        request
     }
 
     /// The request, recording `trigger` as what asked for it.
@@ -138,6 +164,7 @@ impl Request {
             }
         }
         self.triggers.extend(later.triggers);
+        self.pins.extend(later.pins);
         let surplus = self.triggers.len().saturating_sub(TRIGGERS_KEPT);
         self.triggers.drain(..surplus);
     }
@@ -168,6 +195,7 @@ impl From<store::Inbox> for Request {
                 .collect(),
             dry_run: false,
             triggers: vec![Trigger::new(TriggerKind::Inbox)],
+            pins: BTreeMap::new(),
         }
     }
 }
@@ -306,6 +334,12 @@ pub struct StackReport {
     /// What changed in the stack since it was last deployed, by name: why it redeployed.
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub changes: Changes,
+    /// Service → the id of the image it runs now, once deployed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// The commit the stack is pinned to (`stackhook rollback`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -343,6 +377,8 @@ impl StackReport {
             outcome,
             actions: Vec::new(),
             changes: Changes::default(),
+            images: BTreeMap::new(),
+            pinned: None,
             error: None,
             log: Vec::new(),
         }
@@ -394,6 +430,8 @@ struct Target<'a> {
 }
 
 pub(crate) struct Found {
+    /// The commit the stack deploys from: the branch head, or the commit it is pinned to.
+    snapshot: Arc<Snapshot>,
     name: StackName,
     tree_id: String,
     dir: PathBuf,
@@ -542,6 +580,23 @@ impl Deployer {
 
     pub fn history(&self) -> History {
         History::new(&self.config.state_dir, self.config.history)
+    }
+
+    /// Points the services of a pinned stack at the images they ran at the pinned commit, where
+    /// the engine still has them; the others run what their compose file names.
+    async fn pinned_images(&self, project: &mut Project, pin: &store::Pin, log: &Log) {
+        for (service, image) in &pin.images {
+            let Some(entry) = project.services.get_mut(service) else {
+                continue;
+            };
+            match self.engine.image_id(image).await {
+                Ok(Some(_)) => entry.image = Some(image.clone()),
+                _ => log.line(format!(
+                    "{service}: image {image} of the pinned deployment is gone; using {}",
+                    entry.image.as_deref().unwrap_or("its build")
+                )),
+            }
+        }
     }
 
     /// Keyed digests of the values of the variables `project` read; none if the key cannot be
@@ -701,11 +756,40 @@ impl Deployer {
                 dir: checkout.dir,
             })
         };
-        let state = store::load(&self.config.state_dir)?;
+        let mut state = store::load(&self.config.state_dir)?;
+        if !request.dry_run && !request.pins.is_empty() {
+            self.change_pins(&snapshot, &mut request, &mut state, report)
+                .await?;
+        }
+        let pinned = self.pinned_snapshots(&state, !request.dry_run).await;
         let mut unknown: BTreeSet<&StackName> = request.forced.keys().collect();
         let mut found = Vec::new();
         let present = snapshot.tree.stacks(&self.config.services_dir);
-        for (name, tree_id) in &present {
+        let names: BTreeSet<&String> = present.keys().chain(state.pins.keys()).collect();
+        for name in names {
+            let (snapshot, tree_id) = match state.pins.get(name) {
+                None => (Arc::clone(&snapshot), present.get(name).cloned()),
+                Some(pin) => match pinned.get(&pin.commit) {
+                    Some(Ok(pinned)) => {
+                        let stacks = pinned.tree.stacks(&self.config.services_dir);
+                        (Arc::clone(pinned), stacks.get(name).cloned())
+                    }
+                    Some(Err(error)) => {
+                        report.stacks.push(failed(name, error.clone()));
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            let Some(tree_id) = tree_id else {
+                let error = format!(
+                    "stack {name} is pinned to commit {}, which has no {}/{name}",
+                    snapshot.id.short(),
+                    self.config.services_dir.display()
+                );
+                report.stacks.push(failed(name, error));
+                continue;
+            };
             let dir = snapshot.dir.join(&self.config.services_dir).join(name);
             let Ok(name) = StackName::parse(name) else {
                 report
@@ -718,9 +802,10 @@ impl Deployer {
             if request.all_changed || forced.is_some() {
                 found.push(Found {
                     name,
-                    tree_id: tree_id.clone(),
+                    tree_id,
                     dir,
                     forced,
+                    snapshot,
                 });
             }
         }
@@ -756,14 +841,15 @@ impl Deployer {
             let error = match project {
                 Ok(project) => match clashes.get(found.name.as_str()) {
                     None => {
-                        let (hashes, fingerprint) = measure(&snapshot, &found.tree_id, &project);
+                        let (hashes, fingerprint) =
+                            measure(&found.snapshot, &found.tree_id, &project);
                         let stack = found.name.to_string();
                         let unchanged = state
                             .stacks
                             .get(&stack)
                             .is_some_and(|r| r.fingerprint == fingerprint);
                         let work = Work::Deploy {
-                            snapshot: Arc::clone(&snapshot),
+                            snapshot: Arc::clone(&found.snapshot),
                             found,
                             project: Box::new(project),
                             hashes,
@@ -786,7 +872,7 @@ impl Deployer {
                 .stacks
                 .keys()
                 .filter(|name| !present.contains_key(*name) && !deployed.contains(*name))
-                .filter(|name| **name != self.config.self_stack)
+                .filter(|name| **name != self.config.self_stack && !state.pins.contains_key(*name))
                 .cloned()
                 .collect();
             match self.prune_refusal(&snapshot.tree, &present, &gone, &state) {
@@ -807,6 +893,111 @@ impl Deployer {
             refused,
             lock,
         }))
+    }
+
+    /// Carries out the request's pin changes on `state` and saves them: a stack whose change
+    /// fails is reported failed and not deployed. Under the deploy lock.
+    async fn change_pins(
+        &self,
+        head: &Snapshot,
+        request: &mut Request,
+        state: &mut store::State,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let history = self.history();
+        for (name, change) in std::mem::take(&mut request.pins) {
+            let stack = name.to_string();
+            match change {
+                PinChange::Release => {
+                    if state.pins.remove(&stack).is_some() {
+                        history
+                            .log(&report.deployment)
+                            .line(&format!("{stack}: unpinned"));
+                    }
+                }
+                PinChange::To(to) => {
+                    let checkout = head.dir.clone();
+                    let (lookup, stack_name) = (history.clone(), stack.clone());
+                    let pin = tokio::task::spawn_blocking(move || {
+                        pin_target(&checkout, &lookup, &stack_name, &to)
+                    })
+                    .await?;
+                    match pin {
+                        Ok(pin) => {
+                            history.log(&report.deployment).line(&format!(
+                                "{stack}: rolling back to {} and pinning it there",
+                                pin.commit.short()
+                            ));
+                            state.pins.insert(stack, pin);
+                        }
+                        Err(error) => {
+                            request.forced.remove(&name);
+                            report.stacks.push(failed(&stack, format!("{error:#}")));
+                        }
+                    }
+                }
+            }
+        }
+        let pins = state.pins.clone();
+        store::update(&self.config.state_dir, |state| state.pins = pins)
+    }
+
+    /// The commits stacks are pinned to, each written out under the state directory (once),
+    /// or why it cannot be. With `write` (under the lock), writes what is missing and removes
+    /// what commits nothing uses any more; without, only reads.
+    pub(crate) async fn pinned_snapshots(
+        &self,
+        state: &store::State,
+        write: bool,
+    ) -> BTreeMap<CommitId, Result<Arc<Snapshot>, String>> {
+        let commits: BTreeSet<CommitId> = state.pins.values().map(|p| p.commit.clone()).collect();
+        let in_use: BTreeSet<String> = commits
+            .iter()
+            .chain(state.stacks.values().map(|record| &record.commit))
+            .map(|commit| commit.to_string())
+            .collect();
+        let checkout = self.checkout_dir();
+        let state_dir = self.config.state_dir.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let entries = std::fs::read_dir(state_dir.join("pinned"))
+                .ok()
+                .filter(|_| write);
+            if let Some(entries) = entries {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !in_use.contains(&name) {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            commits
+                .into_iter()
+                .map(|commit| {
+                    let dir = store::pinned_dir(&state_dir, &commit);
+                    let written = match write {
+                        true => repo::export(&checkout, &commit, &dir),
+                        false if repo::exported(&dir) => Ok(()),
+                        false => Err(anyhow::anyhow!(
+                            "commit {} is not written out yet",
+                            commit.short()
+                        )),
+                    };
+                    let snapshot = written
+                        .and_then(|()| repo::tree::read(&checkout, commit.as_str()))
+                        .map(|tree| {
+                            Arc::new(Snapshot {
+                                id: commit.clone(),
+                                tree,
+                                dir,
+                            })
+                        })
+                        .map_err(|error| format!("{error:#}"));
+                    (commit, snapshot)
+                })
+                .collect()
+        })
+        .await;
+        made.unwrap_or_default()
     }
 
     /// The error of a pass or job that reached a slot which is not (or no longer) the active
@@ -853,16 +1044,26 @@ impl Deployer {
             } => {
                 let variables = self.variable_digests(&project);
                 // Fresh from disk: an earlier job of this stack may have finished meanwhile.
-                let record = match store::load(&self.config.state_dir) {
-                    Ok(state) => state.stacks.get(&stack).cloned(),
+                let (record, pin) = match store::load(&self.config.state_dir) {
+                    Ok(state) => (
+                        state.stacks.get(&stack).cloned(),
+                        state.pins.get(&stack).cloned(),
+                    ),
                     Err(error) => return failed(&stack, format!("{error:#}")),
                 };
+                let mut project = project;
+                if let Some(pin) = &pin {
+                    self.pinned_images(&mut project, pin, &log).await;
+                }
                 let stack_dir = self.config.services_dir.join(&stack);
                 let changes = |report: &StackReport| {
                     let since = record
                         .as_ref()
                         .filter(|_| report.outcome != Outcome::Unchanged)?;
-                    Some(changes(since, &snapshot, &stack_dir, &hashes, &variables))
+                    let checkout = self.checkout_dir();
+                    Some(changes(
+                        &checkout, since, &snapshot, &stack_dir, &hashes, &variables,
+                    ))
                 };
                 let wanted = Target {
                     commit: &snapshot,
@@ -875,6 +1076,7 @@ impl Deployer {
                     .deploy_stack(wanted, found, *project, record.clone(), log)
                     .await;
                 report.changes = changes(&report).unwrap_or_default();
+                report.pinned = pin.map(|pin| pin.commit.to_string());
                 (report, new_record.map(Some))
             }
             Work::Prune { project } => {
@@ -1017,6 +1219,7 @@ impl Deployer {
                     None => apply::containers(self.engine.as_ref(), &project, &plan, &log).await?,
                 }
             }
+            report.images = record.images.clone();
             anyhow::Ok((Outcome::Deployed, Some(record)))
         }
         .await;
@@ -1109,6 +1312,10 @@ impl Deployer {
             deployed_at: now(),
             services: hashes.clone(),
             variables: variables.clone(),
+            images: images
+                .iter()
+                .map(|(service, image)| (service.clone(), image.id.as_str().to_owned()))
+                .collect(),
         };
         Ok(Some((plan, record)))
     }
@@ -1227,6 +1434,56 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The pin that `to` (a deployment id, or a commit) names for `stack`: a deployment gives the
+/// commit it deployed and the images the stack ran; a commit gives itself, with the images of
+/// the newest deployment of the stack at that commit, if the history has one.
+fn pin_target(
+    checkout: &Path,
+    history: &History,
+    stack: &str,
+    to: &str,
+) -> anyhow::Result<store::Pin> {
+    let deployed = |report: &Report| {
+        report
+            .stacks
+            .iter()
+            .find(|s| s.stack == stack && s.outcome == Outcome::Deployed)
+            .cloned()
+    };
+    let (commit, images, deployment) = if History::parse_id(to).is_some() {
+        let report = history
+            .get(to)?
+            .with_context(|| format!("no deployment {to} in the history"))?;
+        let deployed = deployed(&report)
+            .with_context(|| format!("deployment {to} did not deploy stack {stack}"))?;
+        let commit = report
+            .commit
+            .as_deref()
+            .with_context(|| format!("deployment {to} has no commit"))?;
+        (
+            CommitId::parse(commit)?,
+            deployed.images,
+            Some(to.to_owned()),
+        )
+    } else {
+        let commit = repo::resolve(checkout, to)?;
+        let images = history
+            .list(usize::MAX, Some(stack))?
+            .iter()
+            .filter(|report| report.commit.as_deref() == Some(commit.as_str()))
+            .find_map(deployed)
+            .map(|deployed| deployed.images)
+            .unwrap_or_default();
+        (commit, images, None)
+    };
+    Ok(store::Pin {
+        commit,
+        images,
+        deployment,
+        since: now(),
+    })
+}
+
 /// A stack's services' configuration hashes and its fingerprint at `snapshot`.
 fn measure(
     snapshot: &Snapshot,
@@ -1252,6 +1509,7 @@ fn measure(
 /// What changed in a stack since `since` was deployed: its files between the two commits, the
 /// variables whose digest differs and the services whose configuration hash does.
 fn changes(
+    checkout: &Path,
     since: &StackRecord,
     snapshot: &Snapshot,
     stack_dir: &Path,
@@ -1272,11 +1530,12 @@ fn changes(
     let files = if since.commit == snapshot.id {
         Vec::new()
     } else {
-        repo::changed_files(&snapshot.dir, &since.commit, &snapshot.id, stack_dir, 100)
-            .unwrap_or_else(|error| {
+        repo::changed_files(checkout, &since.commit, &snapshot.id, stack_dir, 100).unwrap_or_else(
+            |error| {
                 tracing::debug!("listing changed files: {error:#}");
                 Vec::new()
-            })
+            },
+        )
     };
     Changes {
         since: Some(since.commit.to_string()),

@@ -4,6 +4,7 @@
 //! request never waits for a deployment.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::engine::{Container, Health};
 use crate::repo;
 use crate::stack::StackName;
 use crate::stack::compose::{self, Project};
-use crate::store::{self, StackRecord};
+use crate::store::{self, Pin, StackRecord};
 
 use super::apply::Log;
 use super::plan::Summary;
@@ -40,6 +41,9 @@ pub struct StackStatus {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Summary>,
     pub containers: Vec<ContainerStatus>,
+    /// The commit a rollback holds the stack at, if any: pushes do not move it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pin>,
     /// Why the stack's compose file cannot be read, or its containers listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -91,16 +95,17 @@ impl Deployer {
         let dir = self.checkout_dir();
         let snapshot = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Snapshot>> {
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Arc<Snapshot>>> {
                 let Some((id, _)) = repo::head(&dir)? else {
                     return Ok(None);
                 };
                 let tree = repo::tree::read(&dir, id.as_str())?;
-                Ok(Some(Snapshot { id, tree, dir }))
+                Ok(Some(Arc::new(Snapshot { id, tree, dir })))
             })
             .await??
         };
         let state = store::load(&self.config.state_dir)?;
+        let pinned = self.pinned_snapshots(&state, false).await;
         let present = snapshot
             .as_ref()
             .map(|snapshot| snapshot.tree.stacks(&self.config.services_dir))
@@ -108,6 +113,7 @@ impl Deployer {
         let names: BTreeSet<String> = present
             .keys()
             .chain(state.stacks.keys())
+            .chain(state.pins.keys())
             .filter(|name| only.is_none_or(|only| only.as_str() == name.as_str()))
             .cloned()
             .collect();
@@ -115,8 +121,16 @@ impl Deployer {
         let looks: Vec<_> = names
             .iter()
             .map(|name| {
-                let present = snapshot.as_ref().zip(present.get(name));
-                self.stack_status(name, present, state.stacks.get(name), plan)
+                let pin = state.pins.get(name);
+                let present = match pin.map(|pin| pinned.get(&pin.commit)) {
+                    None => snapshot.clone().zip(present.get(name).cloned()),
+                    Some(Some(Ok(pinned))) => {
+                        let stacks = pinned.tree.stacks(&self.config.services_dir);
+                        Some(Arc::clone(pinned)).zip(stacks.get(name).cloned())
+                    }
+                    Some(_) => None,
+                };
+                self.stack_status(name, present, state.stacks.get(name), pin, plan)
             })
             .collect();
         let statuses = stream::iter(looks).buffered(STACKS_AT_ONCE).collect().await;
@@ -126,8 +140,9 @@ impl Deployer {
     async fn stack_status(
         &self,
         name: &str,
-        present: Option<(&Snapshot, &String)>,
+        present: Option<(Arc<Snapshot>, String)>,
         record: Option<&StackRecord>,
+        pin: Option<&Pin>,
         plan: bool,
     ) -> StackStatus {
         let mut status = StackStatus {
@@ -144,11 +159,12 @@ impl Deployer {
             changes: Changes::default(),
             actions: Vec::new(),
             containers: Vec::new(),
+            pinned: pin.cloned(),
             error: None,
         };
         if let Some((snapshot, tree_id)) = present {
             status.wanted_commit = Some(snapshot.id.to_string());
-            match self.wanted(name, snapshot, tree_id, record, plan).await {
+            match self.wanted(name, &snapshot, &tree_id, record, plan).await {
                 Ok((project, wanted)) => {
                     status.project = Some(project);
                     status.state = wanted.state;
@@ -177,7 +193,7 @@ impl Deployer {
     async fn wanted(
         &self,
         name: &str,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         tree_id: &str,
         record: Option<&StackRecord>,
         plan: bool,
@@ -202,7 +218,8 @@ impl Deployer {
             }
             wanted.state = StackState::Pending;
             let variables = self.variable_digests(&project);
-            wanted.changes = changes(record, snapshot, &stack_dir, &hashes, &variables);
+            let checkout = self.checkout_dir();
+            wanted.changes = changes(&checkout, record, snapshot, &stack_dir, &hashes, &variables);
         }
         if plan {
             wanted.actions = self
@@ -215,7 +232,7 @@ impl Deployer {
     /// The plan's steps against what the engine runs, without pulling or building anything.
     async fn preview(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         name: &str,
         tree_id: &str,
         project: &Project,
@@ -223,6 +240,7 @@ impl Deployer {
         fingerprint: crate::stack::Fingerprint,
     ) -> anyhow::Result<Vec<Summary>> {
         let found = Found {
+            snapshot: Arc::clone(snapshot),
             name: StackName::parse(name)?,
             tree_id: tree_id.to_owned(),
             dir: snapshot.dir.join(&self.config.services_dir).join(name),

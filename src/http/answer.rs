@@ -151,6 +151,8 @@ mod tests {
             outcome,
             actions: Vec::new(),
             changes: Default::default(),
+            images: Default::default(),
+            pinned: None,
             error: error.map(str::to_owned),
             log: vec![format!("creating {name}-web-1 (no container yet)")],
         }

@@ -98,6 +98,8 @@ pub fn router(state: AppState) -> Router {
     let stacks = Router::new()
         .route("/stacks/{stack}/deploy", post(deploy_stack))
         .route("/redeploy-and-update/{stack}", post(redeploy_and_update))
+        .route("/stacks/{stack}/rollback", post(rollback))
+        .route("/stacks/{stack}/unpin", post(unpin))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             standby::guard,
@@ -256,6 +258,44 @@ async fn redeploy_and_update(
     shared
         .redeploy(caller, stack, pull, query.wait, &headers, &body)
         .await
+}
+
+#[derive(Debug, Deserialize)]
+struct RollbackQuery {
+    to: String,
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /stacks/{stack}/rollback?to=<commit|deployment>`: deploy the stack as it was then and
+/// pin it there. Only with the API token: a signature proves a push, not a wish to go back.
+async fn rollback(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(stack): Path<String>,
+    Query(query): Query<RollbackQuery>,
+) -> Result<Response, ApiError> {
+    if caller != Caller::Token {
+        return Err(ApiError::TokenRequired);
+    }
+    let name = StackName::parse(&stack)?;
+    let request = Request::rollback(name, query.to).by(Trigger::new(TriggerKind::Api));
+    Ok(shared.start(request, query.wait).await)
+}
+
+/// `POST /stacks/{stack}/unpin`: release a pinned stack and deploy it at the branch head.
+async fn unpin(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(stack): Path<String>,
+    Query(query): Query<DeployQuery>,
+) -> Result<Response, ApiError> {
+    if caller != Caller::Token {
+        return Err(ApiError::TokenRequired);
+    }
+    let name = StackName::parse(&stack)?;
+    let request = Request::unpin(name).by(Trigger::new(TriggerKind::Api));
+    Ok(shared.start(request, query.wait).await)
 }
 
 /// `GET /health`, for reverse proxies: 200 while this instance is the active one, and for the
@@ -574,7 +614,7 @@ mod tests {
             }
         }
         let declared = declared_routes();
-        assert!(declared.len() >= 13, "{declared:?}");
+        assert!(declared.len() >= 15, "{declared:?}");
         assert_eq!(documented, declared);
     }
 

@@ -32,6 +32,7 @@ mod http;
 mod packaging;
 mod pipeline;
 mod registry;
+mod rollback;
 mod safety;
 mod scale;
 mod self_update;

@@ -130,6 +130,51 @@ pub fn ensure_image(engine: TestEngine, tag: &str) {
     }
 }
 
+/// Imports a new busybox image as `tag`, told apart from others by the label `version`, even
+/// if `tag` names another image already; returns its id.
+pub fn import_version(engine: TestEngine, tag: &str, version: &str) -> String {
+    let _serial = IMPORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut child = engine
+        .cli()
+        .args([
+            "import",
+            "--change",
+            &format!("LABEL version={version}"),
+            "-",
+            tag,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&busybox_rootfs())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "`{} import` failed: {}",
+        engine.name(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in &engine.names(tag)[1..] {
+        cli_output(engine, &["tag", tag, name]);
+    }
+    let id = cli_output(engine, &["image", "inspect", "--format", "{{.Id}}", tag]);
+    let id = id.trim();
+    // Podman prints the bare hex id; Docker prefixes it with its algorithm.
+    match id.starts_with("sha256:") {
+        true => id.to_owned(),
+        false => format!("sha256:{id}"),
+    }
+}
+
 /// A tar of a root filesystem: `/bin/busybox`, its applets as symbolic links, and the few
 /// files a container expects (`/etc/passwd`, a writable `/tmp`).
 pub fn busybox_rootfs() -> Vec<u8> {

@@ -1,0 +1,149 @@
+//! Issue 10, "Rollback": a stack goes back to an older commit, or to what a deployment left
+//! (the image it ran included), and stays pinned there through pushes until it is unpinned.
+
+use serde_json::{Value, json};
+
+use crate::support::image::{TestEngine, cli_output, import_version};
+use crate::support::server::{Harness, Server, TOKEN};
+
+const IMAGE: &str = "stackhook-test/rollback:latest";
+
+fn stack(marker: &str) -> String {
+    format!(
+        "services:\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n"
+    )
+}
+
+/// The running container's `MARKER` and the `version` label of its image.
+async fn running(h: &Harness) -> (String, String) {
+    let containers = h.containers("app").await;
+    let id = &containers["app"].id;
+    let marker = cli_output(
+        h.engine,
+        &[
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            id,
+        ],
+    )
+    .lines()
+    .find_map(|line| line.strip_prefix("MARKER=").map(str::to_owned))
+    .unwrap_or_default();
+    let version = cli_output(
+        h.engine,
+        &[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"version\"}}",
+            id,
+        ],
+    );
+    (marker, version.trim().to_owned())
+}
+
+async fn post(server: &Server, path: &str) -> (u16, Value) {
+    server
+        .post(path, "", &[("Authorization", &format!("Bearer {TOKEN}"))])
+        .await
+}
+
+async fn push(server: &Server) {
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 200, "{report}");
+}
+
+async fn a_stack_rolls_back_stays_pinned_and_is_released(engine: TestEngine) {
+    let mut h = Harness::new(engine, "rollback").await;
+    h.set("STACKHOOK_PUBLIC_STATUS", "true");
+    let app = h.stack("app");
+    import_version(engine, IMAGE, "1");
+    h.compose("app", &stack("1"));
+    let first = h.repo.commit("one");
+    let server = h.start().await;
+    server.settled().await;
+    let (_, list) = server.read("/api/deployments").await;
+    let first_deployment = list[0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(running(&h).await, ("1".into(), "1".into()));
+
+    // A new image under the same tag, and a new commit.
+    import_version(engine, IMAGE, "2");
+    h.compose("app", &stack("2"));
+    h.repo.commit("two");
+    push(&server).await;
+    assert_eq!(running(&h).await, ("2".into(), "2".into()));
+
+    // Back to the first deployment: its commit and the image it ran, which the tag no longer
+    // names.
+    let (status, report) = post(
+        &server,
+        &format!("/stacks/{app}/rollback?to={first_deployment}&wait=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["stacks"][0]["outcome"], "deployed", "{report}");
+    assert_eq!(running(&h).await, ("1".into(), "1".into()));
+    let (_, status) = server.read(&format!("/api/stacks/{app}")).await;
+    assert_eq!(status["pinned"]["commit"], json!(first), "{status}");
+    assert_eq!(status["pinned"]["deployment"], json!(first_deployment));
+    assert_eq!(status["state"], "up_to_date", "{status}");
+
+    // A push does not move a pinned stack.
+    h.compose("app", &stack("3"));
+    let third = h.repo.commit("three");
+    push(&server).await;
+    assert_eq!(running(&h).await, ("1".into(), "1".into()));
+
+    // Unpinned, it follows the branch again.
+    let (status, report) = post(&server, &format!("/stacks/{app}/unpin?wait=true")).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(running(&h).await, ("3".into(), "2".into()));
+    let (_, status) = server.read(&format!("/api/stacks/{app}")).await;
+    assert!(status.get("pinned").is_none(), "{status}");
+    assert_eq!(status["deployed"]["commit"], json!(third));
+
+    // Refused: a commit that does not exist, and a signature instead of the token.
+    let (status, report) = post(
+        &server,
+        &format!("/stacks/{app}/rollback?to=0000beef&wait=true"),
+    )
+    .await;
+    assert_eq!(status, 500, "{report}");
+    assert!(
+        report["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("no commit \"0000beef\""),
+        "{report}"
+    );
+    assert_eq!(running(&h).await, ("3".into(), "2".into()), "nothing moved");
+    let (status, _) = server
+        .github(
+            &format!("/stacks/{app}/rollback?to={first}"),
+            "release",
+            "{}",
+        )
+        .await;
+    assert_eq!(status, 401);
+    server.stop().await;
+
+    // The CLI rolls back to a commit and shows the pin.
+    let output = h
+        .stackhook(&["rollback", &app, "--to", &first[..10]])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(running(&h).await.0, "1");
+    let output = h.stackhook(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("pinned at {}", &first[..12])),
+        "{text}"
+    );
+    let output = h.stackhook(&["unpin", &app]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(running(&h).await.0, "3");
+    h.cleanup().await;
+}
+
+crate::engine_tests!(a_stack_rolls_back_stays_pinned_and_is_released);
