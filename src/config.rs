@@ -91,6 +91,9 @@ pub struct Config {
     /// Whether the status page and the read API answer without the API token
     /// (`STACKHOOK_PUBLIC_STATUS`).
     pub public_status: bool,
+    /// Whether a stack whose deployment fails goes back to its last good commit
+    /// (`STACKHOOK_AUTO_ROLLBACK`).
+    pub auto_rollback: bool,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -138,6 +141,7 @@ struct File {
     max_connections: Option<usize>,
     history: Option<usize>,
     public_status: Option<bool>,
+    auto_rollback: Option<bool>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -318,6 +322,12 @@ impl Config {
             file.public_status,
             false,
         )?;
+        let auto_rollback = bool_setting(
+            "AUTO_ROLLBACK",
+            env("AUTO_ROLLBACK"),
+            file.auto_rollback,
+            false,
+        )?;
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -372,6 +382,7 @@ impl Config {
             max_connections,
             history,
             public_status,
+            auto_rollback,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))

@@ -340,6 +340,10 @@ pub struct StackReport {
     /// The commit the stack is pinned to (`stackhook rollback`), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
+    /// The deployment failed and the stack went back to this commit, its last good one
+    /// (`STACKHOOK_AUTO_ROLLBACK`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -379,6 +383,7 @@ impl StackReport {
             changes: Changes::default(),
             images: BTreeMap::new(),
             pinned: None,
+            rolled_back_to: None,
             error: None,
             log: Vec::new(),
         }
@@ -580,6 +585,76 @@ impl Deployer {
 
     pub fn history(&self) -> History {
         History::new(&self.config.state_dir, self.config.history)
+    }
+
+    /// Deploys `stack` as `last_good` recorded it (its commit and images): the automatic
+    /// rollback after a failed deployment (`STACKHOOK_AUTO_ROLLBACK`). Returns the new record.
+    async fn roll_back(
+        &self,
+        stack: &str,
+        last_good: &StackRecord,
+        log: &Log,
+    ) -> anyhow::Result<StackRecord> {
+        let commit = last_good.commit.clone();
+        log.line(format!(
+            "the deployment failed; rolling back to {}, the last good commit",
+            commit.short()
+        ));
+        let checkout = self.checkout_dir();
+        let dir = store::pinned_dir(&self.config.state_dir, &commit);
+        let snapshot = {
+            let commit = commit.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Snapshot> {
+                repo::export(&checkout, &commit, &dir)?;
+                let tree = repo::tree::read(&checkout, commit.as_str())?;
+                Ok(Snapshot {
+                    id: commit,
+                    tree,
+                    dir,
+                })
+            })
+            .await??
+        };
+        let snapshot = Arc::new(snapshot);
+        let tree_id = snapshot
+            .tree
+            .stacks(&self.config.services_dir)
+            .get(stack)
+            .cloned()
+            .with_context(|| format!("commit {} has no stack {stack}", commit.short()))?;
+        let found = Found {
+            dir: snapshot.dir.join(&self.config.services_dir).join(stack),
+            snapshot: Arc::clone(&snapshot),
+            name: StackName::parse(stack)?,
+            tree_id,
+            forced: Some(None),
+        };
+        let mut project = self.load(&found).await?;
+        let pin = store::Pin {
+            commit: commit.clone(),
+            images: last_good.images.clone(),
+            deployment: None,
+            since: now(),
+        };
+        self.pinned_images(&mut project, &pin, log).await;
+        let (hashes, fingerprint) = measure(&snapshot, &found.tree_id, &project);
+        let target = Target {
+            commit: &snapshot,
+            hashes,
+            fingerprint,
+            variables: self.variable_digests(&project),
+            dry_run: false,
+        };
+        let (report, record) = self
+            .deploy_stack(target, found, project, Some(last_good.clone()), log.clone())
+            .await;
+        match (report.outcome, record) {
+            (Outcome::Deployed, Some(record)) => {
+                log.line(format!("rolled back to {}", commit.short()));
+                Ok(record)
+            }
+            _ => anyhow::bail!(report.error.unwrap_or_else(|| "it did not deploy".into())),
+        }
     }
 
     /// Points the services of a pinned stack at the images they ran at the pinned commit, where
@@ -1072,10 +1147,25 @@ impl Deployer {
                     variables: variables.clone(),
                     dry_run,
                 };
-                let (mut report, new_record) = self
-                    .deploy_stack(wanted, found, *project, record.clone(), log)
+                let (mut report, mut new_record) = self
+                    .deploy_stack(wanted, found, *project, record.clone(), log.clone())
                     .await;
                 report.changes = changes(&report).unwrap_or_default();
+                let last_good = record
+                    .as_ref()
+                    .filter(|record| record.commit != snapshot.id && pin.is_none());
+                if let Some(last_good) = last_good.filter(|_| {
+                    report.outcome == Outcome::Failed && self.config.auto_rollback && !dry_run
+                }) {
+                    match self.roll_back(&stack, last_good, &log).await {
+                        Ok(record) => {
+                            report.rolled_back_to = Some(record.commit.to_string());
+                            new_record = Some(record);
+                        }
+                        Err(error) => log.line(format!("rolling back failed too: {error:#}")),
+                    }
+                    report.log = log.lines();
+                }
                 report.pinned = pin.map(|pin| pin.commit.to_string());
                 (report, new_record.map(Some))
             }

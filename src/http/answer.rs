@@ -101,6 +101,10 @@ struct Stack<'a> {
     #[serde(skip_serializing_if = "Changes::is_empty")]
     changes: &'a Changes,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pinned: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     log: &'a [String],
@@ -114,6 +118,8 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
             outcome: report.outcome,
             actions: &report.actions,
             changes: &report.changes,
+            pinned: report.pinned.as_deref(),
+            rolled_back_to: report.rolled_back_to.as_deref(),
             error: report.error.as_deref().map(summary),
             log: &report.log,
         }
@@ -153,6 +159,7 @@ mod tests {
             changes: Default::default(),
             images: Default::default(),
             pinned: None,
+            rolled_back_to: None,
             error: error.map(str::to_owned),
             log: vec![format!("creating {name}-web-1 (no container yet)")],
         }

@@ -146,4 +146,56 @@ async fn a_stack_rolls_back_stays_pinned_and_is_released(engine: TestEngine) {
     h.cleanup().await;
 }
 
-crate::engine_tests!(a_stack_rolls_back_stays_pinned_and_is_released);
+/// `STACKHOOK_AUTO_ROLLBACK=true`: a deployment that fails its health gate takes the whole
+/// stack back to its last good commit, not only the service that failed.
+async fn a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit(engine: TestEngine) {
+    let mut h = Harness::new(engine, "autorollback").await;
+    h.set("STACKHOOK_AUTO_ROLLBACK", "true");
+    import_version(engine, IMAGE, "1");
+    let stack = |marker: &str, check: &str| {
+        format!(
+            "services:\n  web:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    depends_on: [web]\n    healthcheck:\n      test: [\"CMD\", \"{check}\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n"
+        )
+    };
+    h.compose("app", &stack("1", "true"));
+    let good = h.repo.commit("good");
+    let server = h.start().await;
+    assert_eq!(server.settled().await["last_deployment"]["succeeded"], true);
+
+    // web changes fine; app never gets healthy.
+    h.compose("app", &stack("2", "false"));
+    h.repo.commit("bad");
+    let (status, report) = server.push("main").await;
+    assert_eq!(status, 500, "{report}");
+    let stack_report = &report["report"]["stacks"][0];
+    assert_eq!(stack_report["outcome"], "failed", "{report}");
+    assert_eq!(stack_report["rolled_back_to"], json!(good), "{report}");
+    let containers = h.containers("app").await;
+    let web = &containers["web"].id;
+    let env = cli_output(
+        engine,
+        &[
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            web,
+        ],
+    );
+    assert!(env.lines().any(|l| l == "MARKER=1"), "web is back: {env}");
+    assert_eq!(
+        containers["app"].state,
+        stackhook::engine::State::Running,
+        "app runs its last good configuration"
+    );
+    let (_, stacks) = server
+        .read(&format!("/api/stacks/{}", h.stack("app")))
+        .await;
+    assert_eq!(stacks["deployed"]["commit"], json!(good), "{stacks}");
+    server.stop().await;
+    h.cleanup().await;
+}
+
+crate::engine_tests!(
+    a_stack_rolls_back_stays_pinned_and_is_released,
+    a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit
+);
