@@ -392,10 +392,12 @@ fn tmpfs(entries: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `unless-stopped`, `always`, `no`, `on-failure` or `on-failure:3`.
+/// `unless-stopped`, `always`, `no`, `on-failure` or `on-failure:3`; an empty name (a
+/// `deploy.restart_policy` without `condition`) is sent empty, as Compose sends it.
 fn restart_policy(restart: &str) -> RestartPolicy {
     let (name, retries) = restart.split_once(':').unwrap_or((restart, ""));
     let name = match name {
+        "" => RestartPolicyNameEnum::EMPTY,
         "always" => RestartPolicyNameEnum::ALWAYS,
         "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
         "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
@@ -1101,5 +1103,22 @@ mod tests {
         assert_eq!(health, r#"{"Test":["NONE"]}"#);
         let restart = serde_json::to_string(&body.host_config.unwrap().restart_policy).unwrap();
         assert_eq!(restart, r#"{"Name":"unless-stopped"}"#);
+    }
+
+    /// A `deploy.restart_policy` without `condition` reaches the engine with an empty name, as
+    /// Compose sends it (`{"Name":"","MaximumRetryCount":2}` in `docker inspect`).
+    #[test]
+    fn restart_policy_without_condition_is_sent_empty() {
+        let policies = [":2", "", "no", "on-failure:3"]
+            .map(|restart| serde_json::to_string(&restart_policy(restart)).unwrap());
+        assert_eq!(
+            policies,
+            [
+                r#"{"Name":"","MaximumRetryCount":2}"#,
+                r#"{"Name":""}"#,
+                r#"{"Name":"no"}"#,
+                r#"{"Name":"on-failure","MaximumRetryCount":3}"#,
+            ]
+        );
     }
 }

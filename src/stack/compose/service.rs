@@ -194,7 +194,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "tmpfs" => service.tmpfs = value.string_or_strings()?,
             "networks" => service.networks = networks(value)?,
             "network_mode" => service.network_mode = Some(value.string()?),
-            "restart" => service.restart = Some(value.string()?),
+            "restart" => service.restart = Some(restart(value)?),
             "healthcheck" => service.healthcheck = Some(healthcheck(value)?),
             "depends_on" => service.depends_on = depends_on(value)?,
             "extra_hosts" => service.extra_hosts = extra_hosts(value)?,
@@ -278,7 +278,8 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     if let Some(files) = fields.get("label_file") {
         service.labels = labels(files, &service.labels, context)?;
     }
-    // `deploy` comes last: where both are set, Compose lets `deploy.resources` win.
+    // `deploy` comes last: where both are set, Compose lets `deploy.resources` and
+    // `deploy.restart_policy` win.
     if let Some(deploy_node) = fields.get("deploy") {
         deploy(deploy_node, &mut service, &unsupported)?;
     }
@@ -1320,18 +1321,35 @@ fn resources(
     Ok(())
 }
 
-/// Compose turns `deploy.restart_policy` into the engine's restart policy when `restart:` is not
-/// set: `none` → `no`, `on-failure` (with `max_attempts`) → `on-failure[:N]`, `any` → `always`.
+/// `restart:` as the engine takes it: `no`, `always`, `on-failure[:N]` or `unless-stopped`.
+/// Compose maps the spellings of `deploy.restart_policy` here too (`none` → `no`, `any` →
+/// `always`; docker/compose `mapRestartPolicyCondition`).
+fn restart(node: &Node) -> Result<String, Error> {
+    let text = node.string()?;
+    let (condition, attempts) = match text.split_once(':') {
+        Some((condition, attempts)) => (condition, Some(attempts)),
+        None => (text.as_str(), None),
+    };
+    let name = restart_name(node, condition)?;
+    Ok(match attempts {
+        Some(attempts) => format!("{name}:{attempts}"),
+        None => name.to_owned(),
+    })
+}
+
+/// `deploy.restart_policy` replaces `restart:` where both are set, as in Compose (docker/compose
+/// `getRestartPolicy`): `none` → `no`, `any` → `always`, `max_attempts` the retry count. Without
+/// a `condition` the policy's name stays empty, which the engine treats as `no`.
 fn restart_policy(
     node: &Node,
     service: &mut Service,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
-    let mut condition = "any".to_owned();
+    let mut name = "";
     let mut attempts = None;
     for (key, value) in node.entries()? {
         match key.as_str() {
-            "condition" => condition = value.string()?,
+            "condition" => name = restart_name(&value, &value.string()?)?,
             "max_attempts" => attempts = Some(value.integer()?),
             // Swarm's timing of restarts; the engine's restart policy has no such settings.
             "delay" | "window" => {
@@ -1340,15 +1358,26 @@ fn restart_policy(
             _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
         }
     }
-    let policy = match (condition.as_str(), attempts) {
-        ("none", _) => "no".to_owned(),
-        ("on-failure", Some(attempts)) => format!("on-failure:{attempts}"),
-        ("on-failure", None) => "on-failure".to_owned(),
-        ("any", _) => "always".to_owned(),
-        (other, _) => return Err(node.invalid(format!("unknown restart condition {other:?}"))),
-    };
-    service.restart.get_or_insert(policy);
+    service.restart = Some(match attempts {
+        Some(attempts) => format!("{name}:{attempts}"),
+        None => name.to_owned(),
+    });
     Ok(())
+}
+
+/// The engine's name of a restart condition. Compose hands an unknown one to the engine, which
+/// refuses the container; stackhook refuses the file instead, before anything is touched.
+fn restart_name(node: &Node, condition: &str) -> Result<&'static str, Error> {
+    match condition {
+        "no" | "none" => Ok("no"),
+        "any" | "always" => Ok("always"),
+        "on-failure" => Ok("on-failure"),
+        "unless-stopped" => Ok("unless-stopped"),
+        "" => Ok(""),
+        other => Err(node.invalid(format!(
+            "unknown restart condition {other:?}; use no, always, on-failure or unless-stopped"
+        ))),
+    }
 }
 
 /// A host path from the file made absolute: `~` is `HOME` from the given environment (this

@@ -1215,6 +1215,53 @@ services:
     );
 }
 
+/// Where both are set, `deploy.restart_policy` replaces `restart:` (docker/compose
+/// `getRestartPolicy`); measured with `docker-compose up -d` v2.40.3 on Docker 20.10: `both`
+/// ran as `{"Name":"on-failure","MaximumRetryCount":3}`, `no_condition` as
+/// `{"Name":"","MaximumRetryCount":2}`, `any` as `always`.
+#[test]
+fn deploy_restart_policy_wins_over_restart() {
+    check(
+        r#"
+services:
+  both:
+    image: nginx
+    restart: unless-stopped
+    deploy: {restart_policy: {condition: on-failure, max_attempts: 3}}
+  no_condition:
+    image: nginx
+    restart: always
+    deploy: {restart_policy: {max_attempts: 2}}
+  any: {image: nginx, deploy: {restart_policy: {condition: any}}}
+  none: {image: nginx, restart: always, deploy: {restart_policy: {condition: none}}}
+  restart_only: {image: nginx, restart: "on-failure:4"}
+  restart_any: {image: nginx, restart: any}
+"#,
+        |project| {
+            project
+                .services
+                .iter()
+                .map(|(name, service)| format!("{name}: {:?}", service.restart))
+                .collect::<Vec<_>>()
+        },
+        &expect![[r#"
+            [
+                "any: Some(\"always\")",
+                "both: Some(\"on-failure:3\")",
+                "no_condition: Some(\":2\")",
+                "none: Some(\"no\")",
+                "restart_any: Some(\"always\")",
+                "restart_only: Some(\"on-failure:4\")",
+            ]"#]],
+    );
+    error(
+        "services: {web: {image: nginx, restart: sometimes}}",
+        &expect![[
+            r#"error: /stack/compose.yaml: services.web.restart: unknown restart condition "sometimes"; use no, always, on-failure or unless-stopped"#
+        ]],
+    );
+}
+
 #[test]
 fn deploy_resources_map_onto_service_limits() {
     check_web(
