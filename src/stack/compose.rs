@@ -204,6 +204,36 @@ pub struct Service {
     /// update counts as done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_monitor: Option<Duration>,
+    /// `blkio_config`: block IO weights and limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blkio: Option<Blkio>,
+}
+
+/// `blkio_config`, as the engine's `HostConfig.Blkio*` fields take it (docker/compose
+/// `setBlkio`). Rates are per second: bytes for the `_bps` lists, operations for the `_iops`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Blkio {
+    /// A relative weight, 10 to 1000; `None` (or 0) leaves the engine's default.
+    pub weight: Option<u16>,
+    pub weight_device: Vec<DeviceWeight>,
+    pub device_read_bps: Vec<DeviceRate>,
+    pub device_read_iops: Vec<DeviceRate>,
+    pub device_write_bps: Vec<DeviceRate>,
+    pub device_write_iops: Vec<DeviceRate>,
+}
+
+/// A block device's relative weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceWeight {
+    pub path: String,
+    pub weight: u16,
+}
+
+/// A block device's rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRate {
+    pub path: String,
+    pub rate: i64,
 }
 
 /// A secret or config as one service uses it. Without Swarm, Compose bind-mounts a `file:`

@@ -13,8 +13,9 @@ use std::time::Duration;
 use super::node::Node;
 use super::project::{Context, Definition, strings_map};
 use super::{
-    Build, Condition, Dependency, DeviceRequest, Error, FileKind, FileSource, Healthcheck, Logging,
-    Mount, MountKind, Port, PullPolicy, Service, ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
+    Blkio, Build, Condition, Dependency, DeviceRate, DeviceRequest, DeviceWeight, Error, FileKind,
+    FileSource, Healthcheck, Logging, Mount, MountKind, Port, PullPolicy, Service, ServiceFile,
+    ServiceNetwork, Ulimit, UpdateOrder,
 };
 
 /// How stackhook treats one service key of the Compose Specification.
@@ -36,7 +37,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("annotations", Support::Applied),
     // Which services' output `up` (without `-d`) follows.
     ("attach", Support::Ignored),
-    ("blkio_config", Support::Refused),
+    ("blkio_config", Support::Applied),
     ("build", Support::Applied),
     ("cap_add", Support::Applied),
     ("cap_drop", Support::Applied),
@@ -251,6 +252,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "storage_opt" => service.storage_opt = strings_map(value)?,
             "annotations" => service.annotations = strings_map(value)?,
             "gpus" => gpu_requests = gpus(value)?,
+            "blkio_config" => service.blkio = Some(blkio(value)?),
             "secrets" => service
                 .files
                 .extend(files(FileKind::Secret, name, value, context)?),
@@ -591,6 +593,67 @@ fn gpus(node: &Node) -> Result<Vec<DeviceRequest>, Error> {
             Ok(request)
         })
         .collect()
+}
+
+/// `blkio_config`. Rates take byte sizes (`12mb`), as compose-go reads them (`UnitBytes`), for
+/// operations per second too.
+fn blkio(node: &Node) -> Result<Blkio, Error> {
+    let mut blkio = Blkio::default();
+    let weight = |node: &Node| {
+        let weight = node.integer()?;
+        u16::try_from(weight).map_err(|_| node.invalid(format!("{weight} is not a weight")))
+    };
+    for (key, value) in node.entries()? {
+        let rates = |value: &Node| -> Result<Vec<DeviceRate>, Error> {
+            value
+                .items()?
+                .iter()
+                .map(|item| {
+                    let (path, rate) = blkio_device(item, "rate")?;
+                    Ok(DeviceRate {
+                        path,
+                        rate: rate.bytes()?,
+                    })
+                })
+                .collect()
+        };
+        match key.as_str() {
+            // Compose leaves a weight of 0 out of the request (`omitempty`).
+            "weight" => blkio.weight = Some(weight(&value)?).filter(|weight| *weight != 0),
+            "weight_device" => {
+                for item in value.items()? {
+                    let (path, device_weight) = blkio_device(&item, "weight")?;
+                    blkio.weight_device.push(DeviceWeight {
+                        path,
+                        weight: weight(&device_weight)?,
+                    });
+                }
+            }
+            "device_read_bps" => blkio.device_read_bps = rates(&value)?,
+            "device_read_iops" => blkio.device_read_iops = rates(&value)?,
+            "device_write_bps" => blkio.device_write_bps = rates(&value)?,
+            "device_write_iops" => blkio.device_write_iops = rates(&value)?,
+            _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    Ok(blkio)
+}
+
+/// One entry of a `blkio_config` list: `path` and the value under `value_key`.
+fn blkio_device<'a>(item: &Node<'a>, value_key: &str) -> Result<(String, Node<'a>), Error> {
+    let mut path = None;
+    let mut value = None;
+    for (key, field) in item.entries()? {
+        match key.as_str() {
+            "path" => path = Some(field.string()?),
+            key if key == value_key => value = Some(field),
+            _ => return Err(field.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    match (path, value) {
+        (Some(path), Some(value)) => Ok((path, value)),
+        _ => Err(item.invalid(format!("needs both path and {value_key}"))),
+    }
 }
 
 /// One device request (`driver`, `count`, `device_ids`, `capabilities`, `options`). Without a
