@@ -207,6 +207,24 @@ pub struct Service {
     /// `blkio_config`: block IO weights and limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blkio: Option<Blkio>,
+    /// Commands run in each container after it starts, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<Hook>,
+    /// Commands run in a container before it is stopped for good (scaled down), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_stop: Vec<Hook>,
+}
+
+/// A lifecycle hook (`post_start`, `pre_stop`): a command the engine runs in the service's
+/// container through its exec API, as Docker Compose 2.30 and later run it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub working_dir: Option<String>,
+    /// A name without a value is sent bare, as for the service's environment.
+    pub environment: BTreeMap<String, Option<String>>,
 }
 
 /// `blkio_config`, as the engine's `HostConfig.Blkio*` fields take it (docker/compose

@@ -14,8 +14,8 @@ use super::node::Node;
 use super::project::{Context, Definition, strings_map};
 use super::{
     Blkio, Build, Condition, Dependency, DeviceRate, DeviceRequest, DeviceWeight, Error, FileKind,
-    FileSource, Healthcheck, Logging, Mount, MountKind, Port, PullPolicy, Service, ServiceFile,
-    ServiceNetwork, Ulimit, UpdateOrder,
+    FileSource, Healthcheck, Hook, Logging, Mount, MountKind, Port, PullPolicy, Service,
+    ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
 };
 
 /// How stackhook treats one service key of the Compose Specification.
@@ -99,8 +99,8 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("pids_limit", Support::Applied),
     ("platform", Support::Applied),
     ("ports", Support::Applied),
-    ("post_start", Support::Refused),
-    ("pre_stop", Support::Refused),
+    ("post_start", Support::Applied),
+    ("pre_stop", Support::Applied),
     ("privileged", Support::Applied),
     ("profiles", Support::Applied),
     ("provider", Support::Refused),
@@ -253,6 +253,8 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "annotations" => service.annotations = strings_map(value)?,
             "gpus" => gpu_requests = gpus(value)?,
             "blkio_config" => service.blkio = Some(blkio(value)?),
+            "post_start" => service.post_start = hooks(value)?,
+            "pre_stop" => service.pre_stop = hooks(value)?,
             "secrets" => service
                 .files
                 .extend(files(FileKind::Secret, name, value, context)?),
@@ -637,6 +639,32 @@ fn blkio(node: &Node) -> Result<Blkio, Error> {
         }
     }
     Ok(blkio)
+}
+
+/// `post_start` or `pre_stop`: a list of hooks, each needing a `command`.
+fn hooks(node: &Node) -> Result<Vec<Hook>, Error> {
+    let mut hooks = Vec::new();
+    for item in node.items()? {
+        let mut hook = Hook::default();
+        let mut command = None;
+        for (key, value) in item.entries()? {
+            match key.as_str() {
+                "command" => command = Some(self::command(&value)?),
+                "user" => hook.user = Some(value.string()?),
+                "privileged" => hook.privileged = value.bool()?,
+                "working_dir" => hook.working_dir = Some(value.string()?),
+                "environment" => hook.environment = value.dictionary()?.into_iter().collect(),
+                key if key.starts_with("x-") => {}
+                _ => {
+                    return Err(value.invalid(format!("additional properties '{key}' not allowed")));
+                }
+            }
+        }
+        // Compose's schema: "command is required".
+        hook.command = command.ok_or_else(|| item.invalid("command is required"))?;
+        hooks.push(hook);
+    }
+    Ok(hooks)
 }
 
 /// One entry of a `blkio_config` list: `path` and the value under `value_key`.

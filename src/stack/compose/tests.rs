@@ -185,6 +185,8 @@ fn minimal_project() {
                         update_order: None,
                         update_monitor: None,
                         blkio: None,
+                        post_start: [],
+                        pre_stop: [],
                     },
                 },
                 networks: {
@@ -1212,6 +1214,8 @@ services:
                     update_order: None,
                     update_monitor: None,
                     blkio: None,
+                    post_start: [],
+                    pre_stop: [],
                 },
             )"#]],
     );
@@ -1352,6 +1356,91 @@ services:
         "services: {web: {image: nginx, blkio_config: {device_read_bps: [{path: /dev/sda, rate: 1, weight: 2}]}}}",
         &expect![
             "error: /stack/compose.yaml: services.web.blkio_config.device_read_bps[0].weight: additional properties 'weight' not allowed"
+        ],
+    );
+}
+
+#[test]
+fn lifecycle_hooks() {
+    check_web(
+        r#"
+services:
+  web:
+    image: nginx
+    post_start:
+      - command: ./init.sh --fast
+        user: root
+        privileged: "true"
+        working_dir: /app
+        environment: [MODE=fast, BARE]
+      - command: ["touch", "/ready"]
+    pre_stop:
+      - command: nginx -s quit
+        environment: {GRACE: 5}
+"#,
+        |web| (web.post_start.clone(), web.pre_stop.clone()),
+        &expect![[r#"
+            Some(
+                (
+                    [
+                        Hook {
+                            command: [
+                                "./init.sh",
+                                "--fast",
+                            ],
+                            user: Some(
+                                "root",
+                            ),
+                            privileged: true,
+                            working_dir: Some(
+                                "/app",
+                            ),
+                            environment: {
+                                "BARE": None,
+                                "MODE": Some(
+                                    "fast",
+                                ),
+                            },
+                        },
+                        Hook {
+                            command: [
+                                "touch",
+                                "/ready",
+                            ],
+                            user: None,
+                            privileged: false,
+                            working_dir: None,
+                            environment: {},
+                        },
+                    ],
+                    [
+                        Hook {
+                            command: [
+                                "nginx",
+                                "-s",
+                                "quit",
+                            ],
+                            user: None,
+                            privileged: false,
+                            working_dir: None,
+                            environment: {
+                                "GRACE": Some(
+                                    "5",
+                                ),
+                            },
+                        },
+                    ],
+                ),
+            )"#]],
+    );
+    error(
+        "services: {web: {image: nginx, post_start: [{user: root}]}}",
+        &expect!["error: /stack/compose.yaml: services.web.post_start[0]: command is required"],
+    );
+    error(
+        "services: {web: {image: nginx, pre_stop: [{command: x, timeout: 3}]}}",
+        &expect![
+            "error: /stack/compose.yaml: services.web.pre_stop[0].timeout: additional properties 'timeout' not allowed"
         ],
     );
 }
