@@ -661,6 +661,7 @@ mod tests {
             volumes: BTreeMap::new(),
             files_read: vec![],
             variables: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 

@@ -191,6 +191,9 @@ pub struct StackReport {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Summary>,
+    /// What the compose file asks for that `up -d` ignores without Swarm (`Project::notes`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -204,6 +207,7 @@ impl StackReport {
             project: None,
             outcome,
             actions: Vec::new(),
+            notes: Vec::new(),
             error: None,
             log: Vec::new(),
         }
@@ -746,6 +750,7 @@ impl Deployer {
         let log = Log::default();
         let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
         report.project = Some(project.name.clone());
+        report.notes.clone_from(&project.notes);
         let result = async {
             let Some((plan, record)) = self
                 .plan_stack(&target, &found, &project, record.as_ref(), &log)

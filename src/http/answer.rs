@@ -98,6 +98,8 @@ struct Stack<'a> {
     outcome: Outcome,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     actions: &'a [Summary],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    notes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -111,6 +113,7 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
             project: report.project.as_deref(),
             outcome: report.outcome,
             actions: &report.actions,
+            notes: &report.notes,
             error: report.error.as_deref().map(summary),
             log: &report.log,
         }
@@ -147,6 +150,7 @@ mod tests {
             project: Some(name.to_owned()),
             outcome,
             actions: Vec::new(),
+            notes: Vec::new(),
             error: error.map(str::to_owned),
             log: vec![format!("creating {name}-web-1 (no container yet)")],
         }

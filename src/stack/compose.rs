@@ -58,6 +58,9 @@ pub struct Project {
     /// Every variable interpolation looked up, with the value it found (None when unset).
     /// Fingerprints hash these so that a change of the environment is a change of the stack.
     pub variables: BTreeMap<String, Option<String>>,
+    /// What the file asks for that `up -d` ignores without Swarm, as Compose ignores it, each
+    /// naming the service and the key: shown with the stack's plan.
+    pub notes: Vec<String>,
 }
 
 /// One service, normalised: every short syntax expanded, every path absolute.
@@ -572,6 +575,7 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         variables: sources.variables,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
+        notes: Vec::new(),
     };
     project::project(&Node::new(&file, "", &document), &mut context)
 }

@@ -285,7 +285,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     // `deploy` comes last: where both are set, Compose lets `deploy.resources` and
     // `deploy.restart_policy` win.
     if let Some(deploy_node) = fields.get("deploy") {
-        deploy(deploy_node, &mut service, &unsupported)?;
+        deploy(deploy_node, &mut service, &mut context.notes, &unsupported)?;
     }
     // After `deploy.resources.reservations.devices`, in Compose's order.
     service.device_requests.extend(gpu_requests);
@@ -1298,12 +1298,13 @@ fn logging(node: &Node) -> Result<Logging, Error> {
 }
 
 /// The parts of `deploy` that `docker compose up` applies outside Swarm: resource limits and
-/// reservations, a restart policy and one replica. Swarm's scheduling (`mode: replicated`,
-/// `placement`, `endpoint_mode`, `labels`) has no effect on `up`, as in Compose; update and
-/// rollback settings are kept for their `order` only.
+/// reservations, a restart policy and replicas. Swarm's scheduling (`mode`, `placement`,
+/// `endpoint_mode`, `labels`) has no effect on `up`, as in Compose, and gets a note; update
+/// settings are kept for their `order` and `monitor` only.
 fn deploy(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     for (key, value) in node.entries()? {
@@ -1319,22 +1320,29 @@ fn deploy(
                 }
                 service.scale = Some(replicas);
             }
-            "resources" => resources(&value, service, unsupported)?,
-            "restart_policy" => restart_policy(&value, service, unsupported)?,
-            "mode" => match value.string()?.as_str() {
-                "replicated" => {}
-                // One container per Swarm node is one container without Swarm, but Compose
-                // says `global` mode needs Swarm; stackhook does not guess.
-                _ => return Err(unsupported(&format!("deploy.{key}: {}", value.string()?))),
-            },
-            "placement" | "endpoint_mode" | "labels" => {}
+            "resources" => resources(&value, service, notes, unsupported)?,
+            "restart_policy" => restart_policy(&value, service, notes, unsupported)?,
+            // Compose reads no mode: `global` (and any other) runs the service's replicas, one
+            // container unless it sets more, as `replicated` does (seen with `docker-compose up
+            // -d` v2.40.3).
+            "mode" => {
+                let mode = value.string()?;
+                if mode != "replicated" {
+                    notes.push(format!(
+                        "{}: {mode} only matters to Swarm; as docker compose up does, the service runs its replicas (one unless set)",
+                        value.at
+                    ));
+                }
+            }
+            "placement" | "endpoint_mode" | "labels" => notes.push(swarm_only(&value)),
             "update_config" => {
-                let (order, monitor) = update_config(&value)?;
+                let (order, monitor) = update_config(&value, notes)?;
                 service.update_order = order;
                 service.update_monitor = monitor;
             }
             "rollback_config" => {
-                update_config(&value)?;
+                update_config(&value, &mut Vec::new())?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.{key}"))),
         }
@@ -1348,9 +1356,20 @@ fn replicas(node: &Node) -> Result<u32, Error> {
     u32::try_from(count).map_err(|_| node.invalid(format!("{count} is not a number of containers")))
 }
 
+/// A note that the key at `node` only matters to Swarm.
+fn swarm_only(node: &Node) -> String {
+    format!(
+        "{}: only Swarm uses it; docker compose up ignores it too",
+        node.at
+    )
+}
+
 /// `update_config` and `rollback_config` share their keys; `order` and `monitor` shape how
 /// stackhook replaces a container (issue 9), the others only matter to Swarm.
-fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
+fn update_config(
+    node: &Node,
+    notes: &mut Vec<String>,
+) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
     let mut order = None;
     let mut monitor = None;
     for (key, value) in node.entries()? {
@@ -1367,16 +1386,20 @@ fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>),
             }
             "parallelism" => {
                 value.integer()?;
+                notes.push(swarm_only(&value));
             }
             "monitor" => monitor = Some(value.duration()?),
             "delay" => {
                 value.duration()?;
+                notes.push(swarm_only(&value));
             }
             "failure_action" => {
                 value.string()?;
+                notes.push(swarm_only(&value));
             }
             "max_failure_ratio" => {
                 value.float()?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
         }
@@ -1387,6 +1410,7 @@ fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>),
 fn resources(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     for (section, limits) in node.entries()? {
@@ -1399,6 +1423,7 @@ fn resources(
                 // A CPU reservation is a Swarm scheduling hint; Compose leaves it out too.
                 ("reservations", "cpus") => {
                     value.float()?;
+                    notes.push(swarm_only(&value));
                 }
                 ("reservations", "devices") => {
                     for item in value.items()? {
@@ -1434,6 +1459,7 @@ fn restart(node: &Node) -> Result<String, Error> {
 fn restart_policy(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     let mut name = "";
@@ -1445,6 +1471,7 @@ fn restart_policy(
             // Swarm's timing of restarts; the engine's restart policy has no such settings.
             "delay" | "window" => {
                 value.duration()?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
         }

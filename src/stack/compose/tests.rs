@@ -207,6 +207,7 @@ fn minimal_project() {
                 variables: {
                     "COMPOSE_PROJECT_NAME": None,
                 },
+                notes: [],
             }"#]],
     );
 }
@@ -1494,11 +1495,59 @@ services:
                 ),
             )"#]],
     );
-    error(
-        "services: {web: {image: nginx, deploy: {mode: global}}}",
-        &expect![
-            "error: /stack/compose.yaml: service web: key deploy.mode: global is not supported by stackhook"
-        ],
+}
+
+/// Compose reads no `deploy.mode` and none of Swarm's scheduling; `up -d` v2.40.3 ran one
+/// container for `mode: global`, two with `replicas: 2` beside it. stackhook does the same and
+/// says what it ignored.
+#[test]
+fn swarm_only_deploy_keys_are_noted() {
+    check(
+        r#"
+services:
+  web:
+    image: nginx
+    deploy:
+      mode: global
+      placement: {constraints: [node.role == manager]}
+      endpoint_mode: dnsrr
+      labels: {a: b}
+      resources: {reservations: {cpus: "0.5"}}
+      restart_policy: {condition: on-failure, delay: 5s, window: 1m}
+      update_config: {order: start-first, parallelism: 2, delay: 1s}
+      rollback_config: {parallelism: 1}
+  two: {image: nginx, deploy: {mode: global, replicas: 2}}
+  plain: {image: nginx, deploy: {mode: replicated}}
+"#,
+        |project| {
+            let scales: Vec<String> = project
+                .services
+                .iter()
+                .map(|(name, service)| format!("{name}: {:?}", service.scale))
+                .collect();
+            (scales, project.notes.clone())
+        },
+        &expect![[r#"
+            (
+                [
+                    "plain: None",
+                    "two: Some(2)",
+                    "web: None",
+                ],
+                [
+                    "services.web.deploy.mode: global only matters to Swarm; as docker compose up does, the service runs its replicas (one unless set)",
+                    "services.web.deploy.placement: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.endpoint_mode: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.labels: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.resources.reservations.cpus: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.restart_policy.delay: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.restart_policy.window: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.update_config.parallelism: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.update_config.delay: only Swarm uses it; docker compose up ignores it too",
+                    "services.web.deploy.rollback_config: only Swarm uses it; docker compose up ignores it too",
+                    "services.two.deploy.mode: global only matters to Swarm; as docker compose up does, the service runs its replicas (one unless set)",
+                ],
+            )"#]],
     );
 }
 
