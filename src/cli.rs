@@ -370,6 +370,9 @@ pub fn render_report(report: &Report) -> String {
                 None => writeln!(out, "  {kind:<9} {service}"),
             };
         }
+        for note in &stack.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
         if let Some(error) = &stack.error {
             let _ = writeln!(out, "  error: {error}");
         }

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::engine::{Container, ContainerSpec, Engine, Health, ImageId, State};
 use crate::history::LogFile;
-use crate::stack::compose::{Condition, Healthcheck, MountKind, Project, PullPolicy, UpdateOrder};
+use crate::stack::compose::{
+    Condition, Healthcheck, Hook, MountKind, Project, PullPolicy, UpdateOrder,
+};
 
 use super::labels;
 use super::plan::{self, Action, Plan, Step};
@@ -199,6 +201,16 @@ pub async fn containers(
             continue;
         };
         log.line(format!("removing {} ({})", old.name, reason(step)));
+        // Compose runs `pre_stop` where it stops a container of a service it still knows (a
+        // surplus replica), and leaves the container be when a hook fails (its `stopContainer`).
+        let pre_stop = match project.services.get(&step.service) {
+            Some(service) if old.state == State::Running => &service.pre_stop[..],
+            _ => &[],
+        };
+        if let Err(error) = run_hooks(engine, &old.id, "pre_stop", pre_stop).await {
+            failures.push(format!("service {}: {error:#}", step.service));
+            continue;
+        }
         if let Err(error) = stop_and_remove(engine, &old.id, None).await {
             failures.push(format!(
                 "service {}: removing {}: {error:#}",
@@ -246,6 +258,7 @@ pub async fn containers(
                     log.line(format!("creating {} ({})", spec.name, reason(step)));
                     let id = engine.create(spec).await?;
                     engine.start(&id).await.with_context(|| format!("starting {}", spec.name))?;
+                    run_hooks(engine, &id, "post_start", &service.post_start).await?;
                     Ok((id, None))
                 }
                 Action::Start { old, name } => {
@@ -254,6 +267,7 @@ pub async fn containers(
                         engine.rename(&old.id, name).await.with_context(|| format!("renaming {} back to {name}", old.name))?;
                     }
                     engine.start(&old.id).await.with_context(|| format!("starting {name}"))?;
+                    run_hooks(engine, &old.id, "post_start", &service.post_start).await?;
                     Ok((old.id.clone(), None))
                 }
                 Action::Recreate { old, spec, order } => {
@@ -406,10 +420,14 @@ async fn recreate(
         }
         replaced.running = false;
     }
-    if let Err(error) = engine.start(&new_id).await {
+    let started = match engine.start(&new_id).await {
+        Ok(()) => run_hooks(engine, &new_id, "post_start", &spec.service.post_start).await,
+        Err(error) => Err(error).context(format!("starting {}", spec.name)),
+    };
+    if let Err(error) = started {
         let _ = engine.remove(&new_id).await;
         restore_after(engine, &replaced).await;
-        return Err(error).context(format!("starting {}", spec.name));
+        return Err(error);
     }
     Ok((new_id, replaced))
 }
@@ -483,6 +501,33 @@ async fn still_up(engine: &dyn Engine, id: &str) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Runs a service's `post_start` or `pre_stop` hooks (`kind`) in a container, in order. The
+/// first that fails ends the run and fails it, as in Docker Compose ("web hook exited with
+/// status 1"), with the hook's last output.
+async fn run_hooks(
+    engine: &dyn Engine,
+    id: &str,
+    kind: &str,
+    hooks: &[Hook],
+) -> anyhow::Result<()> {
+    for (index, hook) in hooks.iter().enumerate() {
+        let outcome = engine
+            .exec(id, hook)
+            .await
+            .with_context(|| format!("{kind}[{index}] hook"))?;
+        if outcome.exit_code != 0 {
+            let lines: Vec<&str> = outcome.output.lines().collect();
+            let last = lines[lines.len().saturating_sub(20)..].join("\n");
+            bail!(
+                "{kind}[{index}] hook exited with status {}{}",
+                outcome.exit_code,
+                indent_logs(&last)
+            );
+        }
+    }
+    Ok(())
 }
 
 pub async fn stop_and_remove(
@@ -631,6 +676,7 @@ mod tests {
             volumes: BTreeMap::new(),
             files_read: vec![],
             variables: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -875,6 +921,91 @@ mod tests {
         "#]],
         )
         .await;
+    }
+
+    /// `project(false)` whose `web` has two `post_start` and one `pre_stop` hooks.
+    fn project_with_hooks() -> Project {
+        let hook = |command: &str| Hook {
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            ..Hook::default()
+        };
+        let mut project = project(false);
+        let web = project.services.get_mut("web").unwrap();
+        web.post_start = vec![hook("touch /started"), hook("touch /again")];
+        web.pre_stop = vec![hook("touch /stopping")];
+        project
+    }
+
+    #[tokio::test]
+    async fn post_start_hooks_run_in_order_once_the_new_container_started() {
+        let project = project_with_hooks();
+        let engine = running_old(&project, &[]);
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, exec fake00000001 sh -c touch /started, exec fake00000001 sh -c touch /again, remove old000000000
+        "#]]).await;
+        let engine = Fake::default();
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
+            ok
+            left: demo-web-1 fake00000001 Running
+            asked: create demo-web-1, start fake00000001, exec fake00000001 sh -c touch /started, exec fake00000001 sh -c touch /again
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_post_start_hook_brings_the_old_container_back() {
+        let project = project_with_hooks();
+        let engine = running_old(&project, &[Operation::Exec]);
+        check(&engine, &project, UpdateOrder::StopFirst, expect![[r#"
+            service web: post_start[0] hook exited with status 3; last output:
+              | output of sh -c touch /started
+            left: demo-web-1 old000000000 Running
+            asked: rename old000000000 old000000000_demo-web-1, create demo-web-1, stop old000000000, start fake00000001, exec fake00000001 sh -c touch /started, remove fake00000001, rename old000000000 demo-web-1, start old000000000
+        "#]]).await;
+    }
+
+    #[tokio::test]
+    async fn pre_stop_hooks_run_before_a_surplus_replica_is_removed() {
+        let project = project_with_hooks();
+        let cases: [(&[Operation], Expect); 2] = [
+            (
+                &[],
+                expect![[r#"
+                ok
+                left: demo-web-1 one000000000 Running
+                asked: exec two000000000 sh -c touch /stopping, stop two000000000, remove two000000000
+            "#]],
+            ),
+            // As in Compose, a failed hook leaves the container be.
+            (
+                &[Operation::Exec],
+                expect![[r#"
+                service web: pre_stop[0] hook exited with status 3; last output:
+                  | output of sh -c touch /stopping
+                left: demo-web-1 one000000000 Running, demo-web-2 two000000000 Running
+                asked: exec two000000000 sh -c touch /stopping
+            "#]],
+            ),
+        ];
+        for (failing, expected) in cases {
+            let engine = Fake::default();
+            for (id, name) in [
+                ("one000000000", "demo-web-1"),
+                ("two000000000", "demo-web-2"),
+            ] {
+                let mut current = existing(&project, id, name, "h2", State::Running);
+                current.image_id = ImageId::new("sha256:web:2");
+                current
+                    .labels
+                    .insert(labels::CONTAINER_NUMBER.into(), name[9..].into());
+                engine.insert(current);
+            }
+            for operation in failing {
+                engine.fail(*operation);
+            }
+            check(&engine, &project, UpdateOrder::StopFirst, expected).await;
+        }
     }
 
     #[test]

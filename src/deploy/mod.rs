@@ -344,6 +344,9 @@ pub struct StackReport {
     /// (`STACKHOOK_AUTO_ROLLBACK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_to: Option<String>,
+    /// What the compose file asks for that `up -d` ignores without Swarm (`Project::notes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -384,6 +387,7 @@ impl StackReport {
             images: BTreeMap::new(),
             pinned: None,
             rolled_back_to: None,
+            notes: Vec::new(),
             error: None,
             log: Vec::new(),
         }
@@ -1287,6 +1291,7 @@ impl Deployer {
     ) -> (StackReport, Option<StackRecord>) {
         let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
         report.project = Some(project.name.clone());
+        report.notes.clone_from(&project.notes);
         let result = async {
             let Some((plan, record)) = self
                 .plan_stack(&target, &found, &project, record.as_ref(), &log)

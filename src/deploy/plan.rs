@@ -401,6 +401,7 @@ mod tests {
             volumes: BTreeMap::new(),
             files_read: vec![],
             variables: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 

@@ -30,7 +30,8 @@ use futures_util::StreamExt;
 pub use create::{create_body, endpoint_settings, extra_attachments};
 
 use super::{
-    Container, ContainerFile, ContainerSpec, Engine, EngineInfo, EngineKind, Health, ImageId, State,
+    Container, ContainerFile, ContainerSpec, Engine, EngineInfo, EngineKind, ExecOutcome,
+    HOOK_TIMEOUT, Health, ImageId, State,
 };
 use super::{ContainerStatus, compose};
 
@@ -614,7 +615,84 @@ impl Engine for Docker {
         }
         Ok(text)
     }
+
+    /// As Docker Compose runs a hook (`runHook` in its hook.go): the hook's user, privileges,
+    /// environment and working directory, in the container as it runs. Compose's `up -d` starts
+    /// the exec detached and polls it; this one attaches, to keep the output for a failure's
+    /// message, which changes nothing inside the container.
+    async fn exec(&self, id: &str, hook: &compose::Hook) -> anyhow::Result<ExecOutcome> {
+        let environment: Vec<String> = hook
+            .environment
+            .iter()
+            .map(|(name, value)| match value {
+                Some(value) => format!("{name}={value}"),
+                None => name.clone(),
+            })
+            .collect();
+        let config = ExecConfig {
+            cmd: Some(hook.command.clone()),
+            user: hook.user.clone(),
+            privileged: Some(hook.privileged),
+            env: (!environment.is_empty()).then_some(environment),
+            working_dir: hook.working_dir.clone(),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .client
+            .create_exec(id, config)
+            .await
+            .with_context(|| format!("creating an exec in container {id}"))?;
+        let client = self.client_waiting(HOOK_TIMEOUT);
+        let run = async {
+            let mut output = Vec::new();
+            let started = client
+                .start_exec(&exec.id, Some(StartExecOptions::default()))
+                .await?;
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = started
+            {
+                while let Some(chunk) = stream.next().await {
+                    output.extend_from_slice(&chunk?.into_bytes());
+                    let excess = output.len().saturating_sub(HOOK_OUTPUT_BYTES);
+                    output.drain(..excess);
+                }
+            }
+            anyhow::Ok(output)
+        };
+        let output = tokio::time::timeout(HOOK_TIMEOUT, run)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "it did not end within {}",
+                    humantime::format_duration(HOOK_TIMEOUT)
+                )
+            })?
+            .with_context(|| format!("running an exec in container {id}"))?;
+        // The exit code can lag the end of the output by a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let inspected = self.client.inspect_exec(&exec.id).await?;
+            match (inspected.running, inspected.exit_code) {
+                (Some(false) | None, Some(exit_code)) => {
+                    return Ok(ExecOutcome {
+                        exit_code,
+                        output: String::from_utf8_lossy(&output).into_owned(),
+                    });
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    bail!("exec {} in container {id} has no exit code", exec.id)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
 }
+
+/// The most output of a hook kept for its error message: its end.
+const HOOK_OUTPUT_BYTES: usize = 4096;
 
 async fn connect_one(candidate: &str) -> anyhow::Result<Docker> {
     let version = bollard::API_DEFAULT_VERSION;

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use super::{
-    Container, ContainerSpec, ContainerStatus, Engine, EngineInfo, EngineKind, Health, ImageId,
-    State,
+    Container, ContainerSpec, ContainerStatus, Engine, EngineInfo, EngineKind, ExecOutcome, Health,
+    ImageId, State,
 };
 use crate::stack::compose;
 
@@ -29,6 +29,8 @@ pub enum Operation {
     Health,
     /// The next listing of containers panics, as a bug would.
     Panic,
+    /// The next exec ends with status 3.
+    Exec,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +92,7 @@ impl Fake {
     }
 
     /// What the engine was asked to change, in order: `create NAME`, `start ID`, `stop ID`,
-    /// `remove ID`, `rename ID NAME`.
+    /// `remove ID`, `rename ID NAME`, `exec ID COMMAND`.
     pub fn history(&self) -> Vec<String> {
         self.inner.lock().expect("fake lock").history.clone()
     }
@@ -295,5 +297,18 @@ impl Engine for Fake {
 
     async fn logs(&self, id: &str, _tail: usize) -> anyhow::Result<String> {
         Ok(format!("last words of {id}\n"))
+    }
+
+    /// Refuses what Docker refuses: an exec in a container that is not running (409).
+    async fn exec(&self, id: &str, hook: &compose::Hook) -> anyhow::Result<ExecOutcome> {
+        self.record(format!("exec {id} {}", hook.command.join(" ")));
+        if self.with(id, |c| c.state.clone())? != State::Running {
+            bail!("container {id} is not running");
+        }
+        let exit_code = if self.failing(Operation::Exec) { 3 } else { 0 };
+        Ok(ExecOutcome {
+            exit_code,
+            output: format!("output of {}\n", hook.command.join(" ")),
+        })
     }
 }

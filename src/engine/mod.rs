@@ -64,6 +64,21 @@ pub trait Engine: Send + Sync + 'static {
     async fn health(&self, id: &str, check: &compose::Healthcheck) -> anyhow::Result<Health>;
     /// The last `tail` lines of a container's output, stdout and stderr interleaved.
     async fn logs(&self, id: &str, tail: usize) -> anyhow::Result<String>;
+    /// Runs a lifecycle hook's command in a running container and waits for it to end, at most
+    /// `HOOK_TIMEOUT`.
+    async fn exec(&self, id: &str, hook: &compose::Hook) -> anyhow::Result<ExecOutcome>;
+}
+
+/// The longest a lifecycle hook may run. Docker Compose waits for ever; a deployment should
+/// not, since it holds its stack's lane.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a command run through exec ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub exit_code: i64,
+    /// Its last output, stdout and stderr interleaved.
+    pub output: String,
 }
 
 /// The id the engine gives an image (`sha256:…`).

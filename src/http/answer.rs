@@ -104,6 +104,8 @@ struct Stack<'a> {
     pinned: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    notes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -120,6 +122,7 @@ impl<'a> From<&'a StackReport> for Stack<'a> {
             changes: &report.changes,
             pinned: report.pinned.as_deref(),
             rolled_back_to: report.rolled_back_to.as_deref(),
+            notes: &report.notes,
             error: report.error.as_deref().map(summary),
             log: &report.log,
         }
@@ -160,6 +163,7 @@ mod tests {
             images: Default::default(),
             pinned: None,
             rolled_back_to: None,
+            notes: Vec::new(),
             error: error.map(str::to_owned),
             log: vec![format!("creating {name}-web-1 (no container yet)")],
         }

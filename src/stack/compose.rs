@@ -58,6 +58,9 @@ pub struct Project {
     /// Every variable interpolation looked up, with the value it found (None when unset).
     /// Fingerprints hash these so that a change of the environment is a change of the stack.
     pub variables: BTreeMap<String, Option<String>>,
+    /// What the file asks for that `up -d` ignores without Swarm, as Compose ignores it, each
+    /// naming the service and the key: shown with the stack's plan.
+    pub notes: Vec<String>,
 }
 
 /// One service, normalised: every short syntax expanded, every path absolute.
@@ -204,6 +207,54 @@ pub struct Service {
     /// update counts as done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_monitor: Option<Duration>,
+    /// `blkio_config`: block IO weights and limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blkio: Option<Blkio>,
+    /// Commands run in each container after it starts, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<Hook>,
+    /// Commands run in a container before it is stopped for good (scaled down), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_stop: Vec<Hook>,
+}
+
+/// A lifecycle hook (`post_start`, `pre_stop`): a command the engine runs in the service's
+/// container through its exec API, as Docker Compose 2.30 and later run it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub working_dir: Option<String>,
+    /// A name without a value is sent bare, as for the service's environment.
+    pub environment: BTreeMap<String, Option<String>>,
+}
+
+/// `blkio_config`, as the engine's `HostConfig.Blkio*` fields take it (docker/compose
+/// `setBlkio`). Rates are per second: bytes for the `_bps` lists, operations for the `_iops`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Blkio {
+    /// A relative weight, 10 to 1000; `None` (or 0) leaves the engine's default.
+    pub weight: Option<u16>,
+    pub weight_device: Vec<DeviceWeight>,
+    pub device_read_bps: Vec<DeviceRate>,
+    pub device_read_iops: Vec<DeviceRate>,
+    pub device_write_bps: Vec<DeviceRate>,
+    pub device_write_iops: Vec<DeviceRate>,
+}
+
+/// A block device's relative weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceWeight {
+    pub path: String,
+    pub weight: u16,
+}
+
+/// A block device's rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRate {
+    pub path: String,
+    pub rate: i64,
 }
 
 /// A secret or config as one service uses it. Without Swarm, Compose bind-mounts a `file:`
@@ -524,6 +575,7 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         variables: sources.variables,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
+        notes: Vec::new(),
     };
     project::project(&Node::new(&file, "", &document), &mut context)
 }

@@ -118,6 +118,12 @@ const HOST_CONFIG_FIELDS: &[&str] = &[
     "DeviceRequests",
     "StorageOpt",
     "Annotations",
+    "BlkioWeight",
+    "BlkioWeightDevice",
+    "BlkioDeviceReadBps",
+    "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteBps",
+    "BlkioDeviceWriteIOps",
 ];
 
 const NETWORK_FIELDS: &[&str] = &[
@@ -154,6 +160,7 @@ async fn stackhook_makes_the_containers_docker_compose_makes(engine: TestEngine)
         },
     );
     h.set("NAMESPACES_SECRET", "written into the container");
+    h.set("BLKIO_DEVICE", &block_device());
     if engine == TestEngine::Podman {
         // Podman 4.3 refuses a host port range ("strconv.Atoi: parsing \"18000-18019\""),
         // from Compose and stackhook alike.
@@ -354,6 +361,27 @@ fn fixture_waits_for_health(fixture: &str) -> bool {
     std::fs::read_to_string(fixtures_dir().join(fixture).join("compose.yaml"))
         .unwrap()
         .contains("service_healthy")
+}
+
+/// A block device of this host, for `blkio_config`: the engines refuse a path that is none.
+/// Loop devices come last: Podman shows `/dev/loop0` (7:0) back as `/dev/vcs`, a character
+/// device with the same numbers.
+fn block_device() -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let mut devices: Vec<PathBuf> = std::fs::read_dir("/dev")
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_block_device())
+        .map(|entry| entry.path())
+        .collect();
+    devices.sort_by_key(|path| {
+        (
+            path.to_string_lossy().starts_with("/dev/loop"),
+            path.clone(),
+        )
+    });
+    let device = devices.first().expect("a block device under /dev");
+    device.to_string_lossy().into_owned()
 }
 
 fn fixtures_dir() -> PathBuf {

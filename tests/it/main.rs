@@ -28,6 +28,7 @@ mod cli;
 mod engine;
 mod fidelity;
 mod history;
+mod hooks;
 mod http;
 mod packaging;
 mod pipeline;

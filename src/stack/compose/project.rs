@@ -27,6 +27,8 @@ pub struct Context<'a> {
     /// Top-level `secrets` and `configs` by key, read before the services that use them.
     pub secrets: BTreeMap<String, Definition>,
     pub configs: BTreeMap<String, Definition>,
+    /// Keys `up -d` ignores without Swarm, found so far (`Project::notes`).
+    pub notes: Vec<String>,
 }
 
 /// A top-level secret or config: where its bytes come from, or why it cannot be used.
@@ -100,6 +102,7 @@ pub fn project(root: &Node, context: &mut Context) -> Result<Project, Error> {
         volumes,
         files_read: std::mem::take(&mut context.files_read),
         variables: std::mem::take(&mut context.variables),
+        notes: std::mem::take(&mut context.notes),
     })
 }
 

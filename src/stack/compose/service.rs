@@ -13,8 +13,9 @@ use std::time::Duration;
 use super::node::Node;
 use super::project::{Context, Definition, strings_map};
 use super::{
-    Build, Condition, Dependency, DeviceRequest, Error, FileKind, FileSource, Healthcheck, Logging,
-    Mount, MountKind, Port, PullPolicy, Service, ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
+    Blkio, Build, Condition, Dependency, DeviceRate, DeviceRequest, DeviceWeight, Error, FileKind,
+    FileSource, Healthcheck, Hook, Logging, Mount, MountKind, Port, PullPolicy, Service,
+    ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
 };
 
 /// How stackhook treats one service key of the Compose Specification.
@@ -36,7 +37,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("annotations", Support::Applied),
     // Which services' output `up` (without `-d`) follows.
     ("attach", Support::Ignored),
-    ("blkio_config", Support::Refused),
+    ("blkio_config", Support::Applied),
     ("build", Support::Applied),
     ("cap_add", Support::Applied),
     ("cap_drop", Support::Applied),
@@ -98,8 +99,8 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("pids_limit", Support::Applied),
     ("platform", Support::Applied),
     ("ports", Support::Applied),
-    ("post_start", Support::Refused),
-    ("pre_stop", Support::Refused),
+    ("post_start", Support::Applied),
+    ("pre_stop", Support::Applied),
     ("privileged", Support::Applied),
     ("profiles", Support::Applied),
     ("provider", Support::Refused),
@@ -194,7 +195,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "tmpfs" => service.tmpfs = value.string_or_strings()?,
             "networks" => service.networks = networks(value)?,
             "network_mode" => service.network_mode = Some(value.string()?),
-            "restart" => service.restart = Some(value.string()?),
+            "restart" => service.restart = Some(restart(value)?),
             "healthcheck" => service.healthcheck = Some(healthcheck(value)?),
             "depends_on" => service.depends_on = depends_on(value)?,
             "extra_hosts" => service.extra_hosts = extra_hosts(value)?,
@@ -251,6 +252,9 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "storage_opt" => service.storage_opt = strings_map(value)?,
             "annotations" => service.annotations = strings_map(value)?,
             "gpus" => gpu_requests = gpus(value)?,
+            "blkio_config" => service.blkio = Some(blkio(value)?),
+            "post_start" => service.post_start = hooks(value)?,
+            "pre_stop" => service.pre_stop = hooks(value)?,
             "secrets" => service
                 .files
                 .extend(files(FileKind::Secret, name, value, context)?),
@@ -278,9 +282,10 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     if let Some(files) = fields.get("label_file") {
         service.labels = labels(files, &service.labels, context)?;
     }
-    // `deploy` comes last: where both are set, Compose lets `deploy.resources` win.
+    // `deploy` comes last: where both are set, Compose lets `deploy.resources` and
+    // `deploy.restart_policy` win.
     if let Some(deploy_node) = fields.get("deploy") {
-        deploy(deploy_node, &mut service, &unsupported)?;
+        deploy(deploy_node, &mut service, &mut context.notes, &unsupported)?;
     }
     // After `deploy.resources.reservations.devices`, in Compose's order.
     service.device_requests.extend(gpu_requests);
@@ -590,6 +595,93 @@ fn gpus(node: &Node) -> Result<Vec<DeviceRequest>, Error> {
             Ok(request)
         })
         .collect()
+}
+
+/// `blkio_config`. Rates take byte sizes (`12mb`), as compose-go reads them (`UnitBytes`), for
+/// operations per second too.
+fn blkio(node: &Node) -> Result<Blkio, Error> {
+    let mut blkio = Blkio::default();
+    let weight = |node: &Node| {
+        let weight = node.integer()?;
+        u16::try_from(weight).map_err(|_| node.invalid(format!("{weight} is not a weight")))
+    };
+    for (key, value) in node.entries()? {
+        let rates = |value: &Node| -> Result<Vec<DeviceRate>, Error> {
+            value
+                .items()?
+                .iter()
+                .map(|item| {
+                    let (path, rate) = blkio_device(item, "rate")?;
+                    Ok(DeviceRate {
+                        path,
+                        rate: rate.bytes()?,
+                    })
+                })
+                .collect()
+        };
+        match key.as_str() {
+            // Compose leaves a weight of 0 out of the request (`omitempty`).
+            "weight" => blkio.weight = Some(weight(&value)?).filter(|weight| *weight != 0),
+            "weight_device" => {
+                for item in value.items()? {
+                    let (path, device_weight) = blkio_device(&item, "weight")?;
+                    blkio.weight_device.push(DeviceWeight {
+                        path,
+                        weight: weight(&device_weight)?,
+                    });
+                }
+            }
+            "device_read_bps" => blkio.device_read_bps = rates(&value)?,
+            "device_read_iops" => blkio.device_read_iops = rates(&value)?,
+            "device_write_bps" => blkio.device_write_bps = rates(&value)?,
+            "device_write_iops" => blkio.device_write_iops = rates(&value)?,
+            _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    Ok(blkio)
+}
+
+/// `post_start` or `pre_stop`: a list of hooks, each needing a `command`.
+fn hooks(node: &Node) -> Result<Vec<Hook>, Error> {
+    let mut hooks = Vec::new();
+    for item in node.items()? {
+        let mut hook = Hook::default();
+        let mut command = None;
+        for (key, value) in item.entries()? {
+            match key.as_str() {
+                "command" => command = Some(self::command(&value)?),
+                "user" => hook.user = Some(value.string()?),
+                "privileged" => hook.privileged = value.bool()?,
+                "working_dir" => hook.working_dir = Some(value.string()?),
+                "environment" => hook.environment = value.dictionary()?.into_iter().collect(),
+                key if key.starts_with("x-") => {}
+                _ => {
+                    return Err(value.invalid(format!("additional properties '{key}' not allowed")));
+                }
+            }
+        }
+        // Compose's schema: "command is required".
+        hook.command = command.ok_or_else(|| item.invalid("command is required"))?;
+        hooks.push(hook);
+    }
+    Ok(hooks)
+}
+
+/// One entry of a `blkio_config` list: `path` and the value under `value_key`.
+fn blkio_device<'a>(item: &Node<'a>, value_key: &str) -> Result<(String, Node<'a>), Error> {
+    let mut path = None;
+    let mut value = None;
+    for (key, field) in item.entries()? {
+        match key.as_str() {
+            "path" => path = Some(field.string()?),
+            key if key == value_key => value = Some(field),
+            _ => return Err(field.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    match (path, value) {
+        (Some(path), Some(value)) => Ok((path, value)),
+        _ => Err(item.invalid(format!("needs both path and {value_key}"))),
+    }
 }
 
 /// One device request (`driver`, `count`, `device_ids`, `capabilities`, `options`). Without a
@@ -1206,12 +1298,13 @@ fn logging(node: &Node) -> Result<Logging, Error> {
 }
 
 /// The parts of `deploy` that `docker compose up` applies outside Swarm: resource limits and
-/// reservations, a restart policy and one replica. Swarm's scheduling (`mode: replicated`,
-/// `placement`, `endpoint_mode`, `labels`) has no effect on `up`, as in Compose; update and
-/// rollback settings are kept for their `order` only.
+/// reservations, a restart policy and replicas. Swarm's scheduling (`mode`, `placement`,
+/// `endpoint_mode`, `labels`) has no effect on `up`, as in Compose, and gets a note; update
+/// settings are kept for their `order` and `monitor` only.
 fn deploy(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     for (key, value) in node.entries()? {
@@ -1227,22 +1320,29 @@ fn deploy(
                 }
                 service.scale = Some(replicas);
             }
-            "resources" => resources(&value, service, unsupported)?,
-            "restart_policy" => restart_policy(&value, service, unsupported)?,
-            "mode" => match value.string()?.as_str() {
-                "replicated" => {}
-                // One container per Swarm node is one container without Swarm, but Compose
-                // says `global` mode needs Swarm; stackhook does not guess.
-                _ => return Err(unsupported(&format!("deploy.{key}: {}", value.string()?))),
-            },
-            "placement" | "endpoint_mode" | "labels" => {}
+            "resources" => resources(&value, service, notes, unsupported)?,
+            "restart_policy" => restart_policy(&value, service, notes, unsupported)?,
+            // Compose reads no mode: `global` (and any other) runs the service's replicas, one
+            // container unless it sets more, as `replicated` does (seen with `docker-compose up
+            // -d` v2.40.3).
+            "mode" => {
+                let mode = value.string()?;
+                if mode != "replicated" {
+                    notes.push(format!(
+                        "{}: {mode} only matters to Swarm; as docker compose up does, the service runs its replicas (one unless set)",
+                        value.at
+                    ));
+                }
+            }
+            "placement" | "endpoint_mode" | "labels" => notes.push(swarm_only(&value)),
             "update_config" => {
-                let (order, monitor) = update_config(&value)?;
+                let (order, monitor) = update_config(&value, notes)?;
                 service.update_order = order;
                 service.update_monitor = monitor;
             }
             "rollback_config" => {
-                update_config(&value)?;
+                update_config(&value, &mut Vec::new())?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.{key}"))),
         }
@@ -1256,9 +1356,20 @@ fn replicas(node: &Node) -> Result<u32, Error> {
     u32::try_from(count).map_err(|_| node.invalid(format!("{count} is not a number of containers")))
 }
 
+/// A note that the key at `node` only matters to Swarm.
+fn swarm_only(node: &Node) -> String {
+    format!(
+        "{}: only Swarm uses it; docker compose up ignores it too",
+        node.at
+    )
+}
+
 /// `update_config` and `rollback_config` share their keys; `order` and `monitor` shape how
 /// stackhook replaces a container (issue 9), the others only matter to Swarm.
-fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
+fn update_config(
+    node: &Node,
+    notes: &mut Vec<String>,
+) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
     let mut order = None;
     let mut monitor = None;
     for (key, value) in node.entries()? {
@@ -1275,16 +1386,20 @@ fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>),
             }
             "parallelism" => {
                 value.integer()?;
+                notes.push(swarm_only(&value));
             }
             "monitor" => monitor = Some(value.duration()?),
             "delay" => {
                 value.duration()?;
+                notes.push(swarm_only(&value));
             }
             "failure_action" => {
                 value.string()?;
+                notes.push(swarm_only(&value));
             }
             "max_failure_ratio" => {
                 value.float()?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
         }
@@ -1295,6 +1410,7 @@ fn update_config(node: &Node) -> Result<(Option<UpdateOrder>, Option<Duration>),
 fn resources(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     for (section, limits) in node.entries()? {
@@ -1307,6 +1423,7 @@ fn resources(
                 // A CPU reservation is a Swarm scheduling hint; Compose leaves it out too.
                 ("reservations", "cpus") => {
                     value.float()?;
+                    notes.push(swarm_only(&value));
                 }
                 ("reservations", "devices") => {
                     for item in value.items()? {
@@ -1320,35 +1437,65 @@ fn resources(
     Ok(())
 }
 
-/// Compose turns `deploy.restart_policy` into the engine's restart policy when `restart:` is not
-/// set: `none` → `no`, `on-failure` (with `max_attempts`) → `on-failure[:N]`, `any` → `always`.
+/// `restart:` as the engine takes it: `no`, `always`, `on-failure[:N]` or `unless-stopped`.
+/// Compose maps the spellings of `deploy.restart_policy` here too (`none` → `no`, `any` →
+/// `always`; docker/compose `mapRestartPolicyCondition`).
+fn restart(node: &Node) -> Result<String, Error> {
+    let text = node.string()?;
+    let (condition, attempts) = match text.split_once(':') {
+        Some((condition, attempts)) => (condition, Some(attempts)),
+        None => (text.as_str(), None),
+    };
+    let name = restart_name(node, condition)?;
+    Ok(match attempts {
+        Some(attempts) => format!("{name}:{attempts}"),
+        None => name.to_owned(),
+    })
+}
+
+/// `deploy.restart_policy` replaces `restart:` where both are set, as in Compose (docker/compose
+/// `getRestartPolicy`): `none` → `no`, `any` → `always`, `max_attempts` the retry count. Without
+/// a `condition` the policy's name stays empty, which the engine treats as `no`.
 fn restart_policy(
     node: &Node,
     service: &mut Service,
+    notes: &mut Vec<String>,
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
-    let mut condition = "any".to_owned();
+    let mut name = "";
     let mut attempts = None;
     for (key, value) in node.entries()? {
         match key.as_str() {
-            "condition" => condition = value.string()?,
+            "condition" => name = restart_name(&value, &value.string()?)?,
             "max_attempts" => attempts = Some(value.integer()?),
             // Swarm's timing of restarts; the engine's restart policy has no such settings.
             "delay" | "window" => {
                 value.duration()?;
+                notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
         }
     }
-    let policy = match (condition.as_str(), attempts) {
-        ("none", _) => "no".to_owned(),
-        ("on-failure", Some(attempts)) => format!("on-failure:{attempts}"),
-        ("on-failure", None) => "on-failure".to_owned(),
-        ("any", _) => "always".to_owned(),
-        (other, _) => return Err(node.invalid(format!("unknown restart condition {other:?}"))),
-    };
-    service.restart.get_or_insert(policy);
+    service.restart = Some(match attempts {
+        Some(attempts) => format!("{name}:{attempts}"),
+        None => name.to_owned(),
+    });
     Ok(())
+}
+
+/// The engine's name of a restart condition. Compose hands an unknown one to the engine, which
+/// refuses the container; stackhook refuses the file instead, before anything is touched.
+fn restart_name(node: &Node, condition: &str) -> Result<&'static str, Error> {
+    match condition {
+        "no" | "none" => Ok("no"),
+        "any" | "always" => Ok("always"),
+        "on-failure" => Ok("on-failure"),
+        "unless-stopped" => Ok("unless-stopped"),
+        "" => Ok(""),
+        other => Err(node.invalid(format!(
+            "unknown restart condition {other:?}; use no, always, on-failure or unless-stopped"
+        ))),
+    }
 }
 
 /// A host path from the file made absolute: `~` is `HOME` from the given environment (this
