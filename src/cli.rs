@@ -135,6 +135,7 @@ pub async fn serve_on(
         slots: slots.clone(),
     };
     let worker = Worker::new(deployer);
+    let drift = tokio::spawn(deploy::drift::watch(worker.clone(), config.heal));
     let background = tokio::spawn(trigger_while_active(
         worker.clone(),
         slots.clone(),
@@ -168,6 +169,7 @@ pub async fn serve_on(
     };
     let result = http::serve(listener, state, shutdown).await;
     background.abort();
+    drift.abort();
     // A pass cut off mid-recreate would leave a container renamed aside; the next pass would
     // put it right, but a clean stop is better. This also makes a slot that handed over wait
     // for the pass that started the handover.

@@ -94,6 +94,8 @@ pub struct Config {
     /// Whether a stack whose deployment fails goes back to its last good commit
     /// (`STACKHOOK_AUTO_ROLLBACK`).
     pub auto_rollback: bool,
+    /// Whether a stack that drifted from what was deployed is put back (`STACKHOOK_HEAL`).
+    pub heal: bool,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -142,6 +144,7 @@ struct File {
     history: Option<usize>,
     public_status: Option<bool>,
     auto_rollback: Option<bool>,
+    heal: Option<bool>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -328,6 +331,7 @@ impl Config {
             file.auto_rollback,
             false,
         )?;
+        let heal = bool_setting("HEAL", env("HEAL"), file.heal, false)?;
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -383,6 +387,7 @@ impl Config {
             history,
             public_status,
             auto_rollback,
+            heal,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))

@@ -57,6 +57,7 @@ struct StackMetric {
     /// Seconds since the epoch.
     last_success: Option<f64>,
     failed: bool,
+    drifted: bool,
 }
 
 #[derive(Debug)]
@@ -127,6 +128,12 @@ impl Metrics {
         }
     }
 
+    /// Whether `stack` drifted from what was deployed.
+    pub fn drifted(&self, stack: &str, drifted: bool) {
+        let mut map = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(stack.to_owned()).or_default().drifted = drifted;
+    }
+
     /// A stack was taken down: it has no metrics any more.
     pub fn forget(&self, stack: &str) {
         let mut map = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +192,7 @@ impl Metrics {
                     .map(|d| d.as_secs_f64());
                 let metric = StackMetric {
                     last_success: at,
-                    failed: false,
+                    ..StackMetric::default()
                 };
                 (name.clone(), metric)
             })
@@ -193,6 +200,7 @@ impl Metrics {
         for (name, metric) in self.stacks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let entry = stacks.entry(name.clone()).or_default();
             entry.failed = metric.failed;
+            entry.drifted = metric.drifted;
             entry.last_success = metric.last_success.or(entry.last_success);
         }
         let _ = writeln!(
@@ -223,6 +231,19 @@ impl Metrics {
             );
         }
 
+        let _ = writeln!(
+            out,
+            "# HELP stackhook_stack_drifted Whether each stack's containers differ from what was deployed (1) or not (0).\n\
+             # TYPE stackhook_stack_drifted gauge"
+        );
+        for (name, metric) in &stacks {
+            let drifted = u8::from(metric.drifted);
+            let _ = writeln!(
+                out,
+                "stackhook_stack_drifted{{stack=\"{}\"}} {drifted}",
+                label(name)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP stackhook_webhook_requests_total Webhook requests, by outcome.\n\

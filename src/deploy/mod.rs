@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod labels;
 pub mod plan;
+pub mod drift;
 mod self_update;
 pub mod status;
 pub mod worker;
@@ -75,6 +76,8 @@ pub enum TriggerKind {
     Cli,
     /// What a slot that handed over left for the active one.
     Inbox,
+    /// The stack drifted from what was deployed, and `STACKHOOK_HEAL` puts it back.
+    Heal,
 }
 
 impl Trigger {

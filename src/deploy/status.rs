@@ -37,9 +37,13 @@ pub struct StackStatus {
     /// What differs from the deployed stack, when it is `pending`.
     #[serde(skip_serializing_if = "Changes::is_empty")]
     pub changes: Changes,
-    /// What a deployment would do now, with reasons (for one stack only).
+    /// What a deployment would do now, with reasons (for one stack only): for an up-to-date
+    /// stack, what a redeploy would do, which is nothing unless its containers drifted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Summary>,
+    /// How the containers differ from what was deployed, when the stack `Drifted`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Summary>,
     pub containers: Vec<ContainerStatus>,
     /// The commit a rollback holds the stack at, if any: pushes do not move it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +58,9 @@ pub struct StackStatus {
 pub enum StackState {
     /// Deployed as the checkout wants it.
     UpToDate,
+    /// Deployed as the checkout wants it, but its containers were changed by hand since
+    /// (`drift` says how).
+    Drifted,
     /// The checkout wants something else: the next deployment changes it.
     Pending,
     /// In the repository, never deployed.
@@ -158,6 +165,7 @@ impl Deployer {
             wanted_fingerprint: None,
             changes: Changes::default(),
             actions: Vec::new(),
+            drift: Vec::new(),
             containers: Vec::new(),
             pinned: pin.cloned(),
             error: None,
@@ -211,15 +219,18 @@ impl Deployer {
             changes: Changes::default(),
             actions: Vec::new(),
         };
-        if let Some(record) = record {
-            if record.fingerprint == fingerprint {
+        match record {
+            Some(record) if record.fingerprint == fingerprint => {
                 wanted.state = StackState::UpToDate;
-                return Ok((project.name, wanted));
             }
-            wanted.state = StackState::Pending;
-            let variables = self.variable_digests(&project);
-            let checkout = self.checkout_dir();
-            wanted.changes = changes(&checkout, record, snapshot, &stack_dir, &hashes, &variables);
+            Some(record) => {
+                wanted.state = StackState::Pending;
+                let variables = self.variable_digests(&project);
+                let checkout = self.checkout_dir();
+                wanted.changes =
+                    changes(&checkout, record, snapshot, &stack_dir, &hashes, &variables);
+            }
+            None => {}
         }
         if plan {
             wanted.actions = self

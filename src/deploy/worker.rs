@@ -40,6 +40,8 @@ struct Inner {
     lanes: Mutex<HashMap<String, Lane>>,
     /// The deploy lock while a pass or a job holds it.
     lock: Mutex<Weak<store::Lock>>,
+    /// Which stacks drifted from what was deployed (`drift::watch` keeps it).
+    drift: Arc<super::drift::Drift>,
     sequence: AtomicU64,
     /// Counts the jobs that finished: a pass prepared while one finished cannot trust what it
     /// read of the state then.
@@ -111,6 +113,7 @@ impl Worker {
                 queue: Mutex::new(Queue::default()),
                 lanes: Mutex::new(HashMap::new()),
                 lock: Mutex::new(Weak::new()),
+                drift: Arc::default(),
                 sequence: AtomicU64::new(0),
                 jobs_done: AtomicU64::new(0),
                 triggers: AtomicU64::new(0),
@@ -138,6 +141,15 @@ impl Worker {
     /// The report of the last finished pass.
     pub fn last_report(&self) -> Option<Arc<Report>> {
         self.inner.queue().last.clone()
+    }
+
+    /// Whether a job of `stack` runs or waits.
+    pub fn deploying(&self, stack: &str) -> bool {
+        self.inner.lanes().contains_key(stack)
+    }
+
+    pub fn drift(&self) -> &super::drift::Drift {
+        &self.inner.drift
     }
 
     /// Whether a pass is being prepared or queued, or a stack's job runs.

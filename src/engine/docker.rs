@@ -11,6 +11,7 @@ mod raw;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -232,6 +233,38 @@ impl Docker {
 impl Engine for Docker {
     async fn info(&self) -> anyhow::Result<EngineInfo> {
         Ok(self.info.clone())
+    }
+
+    async fn container_events(&self) -> anyhow::Result<super::ContainerEvents> {
+        // Podman 4.3 answers a `label` filter without a value with no events at all: the
+        // project label is looked for here instead.
+        let filters = HashMap::from([("type".to_owned(), vec!["container".to_owned()])]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        // The request's timeout covers the answer's headers, not the stream that follows.
+        let mut events = self.client.events(Some(options)).peekable();
+        // The first event can be far off; a refused connection shows at once.
+        let first = tokio::time::timeout(Duration::from_millis(500), Pin::new(&mut events).peek());
+        if let Ok(Some(Err(error))) = first.await {
+            bail!("following the engine's events: {error}");
+        }
+        let events = events.filter_map(|event| async move {
+            let event = match event.context("following the engine's events") {
+                Ok(event) => event,
+                Err(error) => return Some(Err(error)),
+            };
+            let actor = event.actor.unwrap_or_default();
+            let mut attributes = actor.attributes.unwrap_or_default();
+            let project = attributes.remove(PROJECT_LABEL)?;
+            Some(Ok(super::ContainerEvent {
+                action: event.action.unwrap_or_default(),
+                id: actor.id.unwrap_or_default(),
+                project: Some(project),
+            }))
+        });
+        Ok(Box::pin(events))
     }
 
     async fn containers(&self, project: Option<&str>) -> anyhow::Result<Vec<Container>> {

@@ -17,11 +17,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::stack::compose;
 
+/// A stream of container events.
+pub type ContainerEvents =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = anyhow::Result<ContainerEvent>> + Send>>;
+
+/// Something that happened to a container (`die`, `destroy`, `create`, `rename`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub id: String,
+    /// Its `com.docker.compose.project` label.
+    pub project: Option<String>,
+}
+
 /// A container runtime reached through its Docker-compatible API.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     /// Which engine answers, and its API version.
     async fn info(&self) -> anyhow::Result<EngineInfo>;
+    /// What happens from now on to containers that carry a compose project label, until the
+    /// connection breaks (the stream ends or yields an error). An engine without events never
+    /// yields one.
+    async fn container_events(&self) -> anyhow::Result<ContainerEvents> {
+        Ok(Box::pin(futures_util::stream::pending()))
+    }
     /// Containers, running or not, labelled `com.docker.compose.project=<project>`; with `None`,
     /// every container carrying that label.
     async fn containers(&self, project: Option<&str>) -> anyhow::Result<Vec<Container>>;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::deploy::status::StackStatus;
+use crate::deploy::status::{StackState, StackStatus};
 use crate::deploy::{Report, Status};
 use crate::history::History;
 use crate::stack::StackName;
@@ -205,10 +205,13 @@ fn follow(history: History, id: String) -> impl Stream<Item = Result<Event, Infa
 /// `GET /api/stacks`: every stack now.
 pub async fn stacks(State(app): State<AppState>) -> Result<Json<Vec<StackStatus>>, ApiError> {
     let deployer = app.worker.deployer();
-    let statuses = deployer.status(None, false).await.map_err(|error| {
+    let mut statuses = deployer.status(None, false).await.map_err(|error| {
         tracing::error!("reading the stacks' status: {error:#}");
         ApiError::Internal("reading the stacks' status")
     })?;
+    for status in &mut statuses {
+        with_drift(&app, status);
+    }
     Ok(Json(statuses))
 }
 
@@ -223,10 +226,19 @@ pub async fn stack(
         tracing::error!("reading stack {name}'s status: {error:#}");
         ApiError::Internal("reading the stack's status")
     })?;
-    statuses
-        .pop()
-        .map(Json)
-        .ok_or(ApiError::UnknownStack(stack))
+    let mut status = statuses.pop().ok_or(ApiError::UnknownStack(stack))?;
+    with_drift(&app, &mut status);
+    Ok(Json(status))
+}
+
+/// Marks an up-to-date stack whose containers were changed by hand since.
+fn with_drift(app: &AppState, status: &mut StackStatus) {
+    if status.state == StackState::UpToDate
+        && let Some(drift) = app.worker.drift().of(&status.stack)
+    {
+        status.state = StackState::Drifted;
+        status.drift = drift;
+    }
 }
 
 fn history(app: &AppState) -> History {

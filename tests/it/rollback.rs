@@ -197,5 +197,99 @@ async fn a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit(engine
 
 crate::engine_tests!(
     a_stack_rolls_back_stays_pinned_and_is_released,
-    a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit
+    a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit,
+    drift_is_reported_and_healed
 );
+
+/// Issue 10, "Drift": a container stopped or removed by hand is noticed within seconds from the
+/// engine's events, reported in the API and metrics, and, with `STACKHOOK_HEAL=true`, put back.
+async fn drift_is_reported_and_healed(engine: TestEngine) {
+    let mut h = Harness::new(engine, "drift").await;
+    import_version(engine, IMAGE, "1");
+    h.compose("app", &stack("1"));
+    h.repo.commit("one");
+    let app = h.stack("app");
+    let server = h.start().await;
+    server.settled().await;
+
+    // Stopped by hand: reported, not healed.
+    let id = h.containers("app").await["app"].id.clone();
+    cli_output(engine, &["stop", "-t", "1", &id]);
+    let status = until(&server, &app, |s| s["state"] == "drifted").await;
+    assert_eq!(status["drift"][0]["kind"], "start", "{status}");
+    assert_eq!(
+        status["drift"][0]["reason"], "container is exited",
+        "{status}"
+    );
+    let (_, metrics) = server.read("/metrics").await;
+    let drifted = format!(r#"stackhook_stack_drifted{{stack="{app}"}} 1"#);
+    assert!(
+        metrics.as_str().unwrap().lines().any(|l| l == drifted),
+        "{metrics}"
+    );
+    assert_ne!(
+        h.containers("app").await["app"].state,
+        stackhook::engine::State::Running,
+        "without STACKHOOK_HEAL nothing is put back"
+    );
+    server.stop().await;
+
+    // With healing, a stopped or removed container comes back by itself: the one stopped
+    // while no server ran as soon as a server follows the events again.
+    h.set("STACKHOOK_HEAL", "true");
+    let server = h.start().await;
+    healed(&h, None).await;
+    let id = h.containers("app").await["app"].id.clone();
+    cli_output(engine, &["rm", "-f", &id]);
+    healed(&h, Some(&id)).await;
+    let healed = until(&server, &app, |s| s["state"] == "up_to_date").await;
+    assert!(healed.get("drift").is_none(), "{healed}");
+    let (_, list) = server.read("/api/deployments?limit=5").await;
+    let kinds: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["triggers"][0]["kind"])
+        .collect();
+    assert!(kinds.contains(&&json!("heal")), "{list}");
+    server.stop().await;
+    h.cleanup().await;
+}
+
+/// Waits until the stack's container runs, and is not `old`.
+async fn healed(h: &Harness, old: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let containers = h.containers("app").await;
+        if containers.get("app").is_some_and(|c| {
+            Some(c.id.as_str()) != old && c.state == stackhook::engine::State::Running
+        }) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healed: {containers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `/api/stacks` until `stack` meets `condition`; returns its status.
+async fn until(server: &Server, stack: &str, condition: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, stacks) = server.read("/api/stacks").await;
+        if let Some(status) = stacks
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["stack"] == json!(stack)))
+            && condition(status)
+        {
+            return status.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stack} never got there: {stacks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
