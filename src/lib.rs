@@ -10,6 +10,7 @@
 //! - [`store`]: what was deployed, persisted atomically; the deploy lock.
 //! - [`slot`]: the A/B slots of a self-updating stackhook and which one is active.
 //! - [`deploy`]: plan (pure), apply, and the single-flight worker.
+//! - [`notify`]: a message to Discord, Slack, ntfy or a JSON webhook when a deployment ends.
 //! - [`http`]: the HTTP API, the only module that knows axum.
 //! - [`cli`]: the command line, calling into the modules above.
 
@@ -21,5 +22,6 @@ pub mod engine;
 pub mod store;
 pub mod slot;
 pub mod deploy;
+pub mod notify;
 pub mod http;
 pub mod cli;
