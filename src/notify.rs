@@ -753,6 +753,19 @@ pub(crate) mod tests {
             let requests = self.requests().into_iter();
             requests.filter(|request| request.path == path).collect()
         }
+
+        /// Waits until `count` requests have arrived.
+        pub(crate) async fn until(&self, count: usize) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.requests().len() < count {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{count} requests never arrived: {:#?}",
+                    self.requests()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     async fn record(
