@@ -24,6 +24,7 @@ use crate::deploy::{self, Deployer, Outcome, Report, Request, SUSPEND_FILE, Trig
 use crate::engine::docker;
 use crate::engine::{Engine, State};
 use crate::http::{self, AppState};
+use crate::notify::Notifier;
 use crate::repo::{self, CommitId};
 use crate::slot::Slots;
 use crate::stack::{Fingerprint, StackName};
@@ -134,7 +135,8 @@ pub async fn serve_on(
         metrics: Default::default(),
         slots: slots.clone(),
     };
-    let worker = Worker::new(deployer);
+    let notifier = Notifier::new(&config)?;
+    let worker = Worker::new(deployer).with_notifier(notifier.clone());
     let drift = tokio::spawn(deploy::drift::watch(worker.clone(), config.heal));
     let background = tokio::spawn(trigger_while_active(
         worker.clone(),
@@ -179,6 +181,9 @@ pub async fn serve_on(
             humantime::format_duration(FINISH_PASS)
         );
     }
+    if let Some(notifier) = &notifier {
+        finish_notifications(notifier, FINISH_NOTIFICATIONS).await;
+    }
     if let Some(container) = slots.own_container() {
         // Stopping through the engine, not by exiting, keeps `restart: unless-stopped` from
         // bringing the old slot back. The engine answers with SIGTERM, which must end this
@@ -204,6 +209,23 @@ pub async fn serve_on(
 /// How long a stopping server waits for the running pass: less than the self stack's
 /// `stop_grace_period` (30s) and systemd's `TimeoutStopSec` (60s), after which they kill it.
 const FINISH_PASS: Duration = Duration::from_secs(25);
+
+/// How long a stopping server waits for the messages of its last deployment: short, as a slot
+/// that stops is within its grace period already.
+const FINISH_NOTIFICATIONS: Duration = Duration::from_secs(3);
+
+/// How long `stackhook deploy` waits for its messages before it exits: long enough for a
+/// target's retries (1 s, 2 s, 4 s), not for a target that never answers.
+const DEPLOY_NOTIFICATIONS: Duration = Duration::from_secs(15);
+
+async fn finish_notifications(notifier: &Notifier, patience: Duration) {
+    if !notifier.finish(patience).await {
+        tracing::warn!(
+            "notifications still unsent after {}; not waiting for them",
+            humantime::format_duration(patience)
+        );
+    }
+}
 
 /// Triggers a pass whenever this instance becomes active (at start, and when the other slot
 /// hands over to it, so that nothing that reached the old slot is missed), at every poll, and
@@ -295,6 +317,7 @@ async fn deploy_request(
 ) -> anyhow::Result<ExitCode> {
     request.triggers.push(Trigger::new(TriggerKind::Cli));
     let slots = Slots::new(config.slot, config.state_dir.clone()).without_serving();
+    let notifier = Notifier::new(&config)?;
     let deployer = Deployer {
         config,
         engine,
@@ -308,11 +331,15 @@ async fn deploy_request(
         .map_or(0, |d| d.as_secs());
     let id = format!("{seconds}-{}", std::process::id());
     let span = tracing::info_span!("deployment", id = %id);
-    let report = deployer.run(id, &request).instrument(span).await;
+    let report = Arc::new(deployer.run(id, &request).instrument(span).await);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&*report)?);
     } else {
         print!("{}", render_report(&report));
+    }
+    if let Some(notifier) = notifier {
+        notifier.deployment_finished(Arc::clone(&report));
+        finish_notifications(&notifier, DEPLOY_NOTIFICATIONS).await;
     }
     Ok(if report.succeeded() {
         ExitCode::SUCCESS

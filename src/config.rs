@@ -99,6 +99,8 @@ pub struct Config {
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
+    /// Where a message goes when a deployment ends, and for which deployments (issue 8).
+    pub notify: Notify,
 }
 
 /// Whether stacks removed from the repository are taken down (`STACKHOOK_PRUNE`).
@@ -110,6 +112,48 @@ pub enum Prune {
     On,
     /// Take down removed stacks even then.
     Force,
+}
+
+/// The notification targets, and which deployments they hear of (`STACKHOOK_NOTIFY_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// None: no notification is sent.
+    pub targets: Vec<NotifyTarget>,
+    pub on: NotifyOn,
+}
+
+/// One place a notification goes. Its URL is a `Secret`: a Discord or Slack webhook URL carries
+/// the webhook's token, an ntfy topic is its own password, and a JSON webhook's URL may carry a
+/// token too. Only `host` may be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub kind: NotifyKind,
+    /// An `http` or `https` URL, checked at start-up.
+    pub url: Secret,
+    pub host: String,
+}
+
+/// The service a notification target is, which decides the shape of what it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// The report as JSON (`STACKHOOK_NOTIFY_URL`).
+    Webhook,
+    Discord,
+    Slack,
+    /// A topic URL; the access token, if any, goes in `Authorization: Bearer`.
+    Ntfy {
+        token: Option<Secret>,
+    },
+}
+
+/// Which finished deployments are notified (`STACKHOOK_NOTIFY_ON`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NotifyOn {
+    /// Every deployment that did something or failed.
+    #[default]
+    All,
+    /// Only failed ones.
+    Failures,
 }
 
 /// The config file's keys: the environment variables' names without `STACKHOOK_`, lowercase.
@@ -145,6 +189,17 @@ struct File {
     public_status: Option<bool>,
     auto_rollback: Option<bool>,
     heal: Option<bool>,
+    notify_url: Option<String>,
+    notify_url_file: Option<PathBuf>,
+    notify_discord_url: Option<String>,
+    notify_discord_url_file: Option<PathBuf>,
+    notify_slack_url: Option<String>,
+    notify_slack_url_file: Option<PathBuf>,
+    notify_ntfy_url: Option<String>,
+    notify_ntfy_url_file: Option<PathBuf>,
+    notify_ntfy_token: Option<String>,
+    notify_ntfy_token_file: Option<PathBuf>,
+    notify_on: Option<String>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -351,6 +406,63 @@ impl Config {
             );
         }
 
+        let target = |name: &str, kind: NotifyKind, value, path| {
+            secret(name, value, path)?
+                .map(|url| notify_target(name, kind, url))
+                .transpose()
+        };
+        let ntfy_token = secret(
+            "NOTIFY_NTFY_TOKEN",
+            file.notify_ntfy_token,
+            file.notify_ntfy_token_file,
+        )?;
+        let ntfy_url = secret(
+            "NOTIFY_NTFY_URL",
+            file.notify_ntfy_url,
+            file.notify_ntfy_url_file,
+        )?;
+        if ntfy_token.is_some() && ntfy_url.is_none() {
+            anyhow::bail!(
+                "STACKHOOK_NOTIFY_NTFY_TOKEN is set but STACKHOOK_NOTIFY_NTFY_URL is not: name the topic"
+            );
+        }
+        let targets = [
+            target(
+                "NOTIFY_URL",
+                NotifyKind::Webhook,
+                file.notify_url,
+                file.notify_url_file,
+            )?,
+            target(
+                "NOTIFY_DISCORD_URL",
+                NotifyKind::Discord,
+                file.notify_discord_url,
+                file.notify_discord_url_file,
+            )?,
+            target(
+                "NOTIFY_SLACK_URL",
+                NotifyKind::Slack,
+                file.notify_slack_url,
+                file.notify_slack_url_file,
+            )?,
+            ntfy_url
+                .map(|url| {
+                    notify_target(
+                        "NOTIFY_NTFY_URL",
+                        NotifyKind::Ntfy { token: ntfy_token },
+                        url,
+                    )
+                })
+                .transpose()?,
+        ];
+        let notify = Notify {
+            targets: targets.into_iter().flatten().collect(),
+            on: match setting("NOTIFY_ON", file.notify_on) {
+                None => NotifyOn::default(),
+                Some(text) => parse_notify_on(&text)?,
+            },
+        };
+
         Ok(Config {
             repo,
             branch: setting("BRANCH", file.branch),
@@ -393,6 +505,7 @@ impl Config {
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
+            notify,
         })
     }
 }
@@ -427,6 +540,39 @@ fn read_secret(
             Ok(Some(Secret::new(value)))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// Checks a notification target's URL. Errors name the setting but never show the URL, which is a
+/// secret.
+fn notify_target(name: &str, kind: NotifyKind, url: Secret) -> anyhow::Result<NotifyTarget> {
+    let parsed = reqwest::Url::parse(url.expose().trim())
+        .map_err(|error| anyhow::anyhow!("STACKHOOK_{name} is not a URL: {error}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!(
+            "STACKHOOK_{name} must be an http:// or https:// URL, not {}:",
+            parsed.scheme()
+        );
+    }
+    let host = match parsed.host_str() {
+        Some(host) if !host.is_empty() => host.to_owned(),
+        _ => anyhow::bail!("STACKHOOK_{name} must be an http:// or https:// URL with a host"),
+    };
+    if matches!(kind, NotifyKind::Ntfy { .. }) && parsed.path().trim_matches('/').is_empty() {
+        anyhow::bail!("STACKHOOK_{name} must name a topic, like https://ntfy.sh/mytopic");
+    }
+    Ok(NotifyTarget {
+        kind,
+        url: Secret::new(parsed.as_str()),
+        host,
+    })
+}
+
+fn parse_notify_on(text: &str) -> anyhow::Result<NotifyOn> {
+    match text.to_ascii_lowercase().as_str() {
+        "all" => Ok(NotifyOn::All),
+        "failures" => Ok(NotifyOn::Failures),
+        _ => anyhow::bail!("STACKHOOK_NOTIFY_ON: {text:?} is not all or failures"),
     }
 }
 
@@ -594,6 +740,120 @@ mod tests {
         assert!(
             !debug.contains("s3cret") && !debug.contains("token\""),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn notification_targets_hold_their_urls_as_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("discord");
+        fs::write(&path, "https://discord.com/api/webhooks/1/discord-token\n").unwrap();
+        let config = load(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_NOTIFY_URL", "http://hooks.internal:8080/deploys"),
+                ("STACKHOOK_NOTIFY_DISCORD_URL_FILE", path.to_str().unwrap()),
+                ("STACKHOOK_NOTIFY_NTFY_URL", "https://ntfy.sh/topic-token"),
+                ("STACKHOOK_NOTIFY_NTFY_TOKEN", "tk_token"),
+                ("STACKHOOK_NOTIFY_ON", "Failures"),
+            ],
+            Some("notify_slack_url = \"https://hooks.slack.com/services/T/B/slack-token\"\n"),
+        )
+        .unwrap();
+        let targets: Vec<_> = config
+            .notify
+            .targets
+            .iter()
+            .map(|target| (target.host.as_str(), target.url.expose()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("hooks.internal", "http://hooks.internal:8080/deploys"),
+                (
+                    "discord.com",
+                    "https://discord.com/api/webhooks/1/discord-token"
+                ),
+                (
+                    "hooks.slack.com",
+                    "https://hooks.slack.com/services/T/B/slack-token"
+                ),
+                ("ntfy.sh", "https://ntfy.sh/topic-token"),
+            ]
+        );
+        assert_eq!(
+            config.notify.targets[3].kind,
+            NotifyKind::Ntfy {
+                token: Some(Secret::new("tk_token"))
+            }
+        );
+        assert_eq!(config.notify.on, NotifyOn::Failures);
+        let debug = format!("{config:?}");
+        for secret in [
+            "discord-token",
+            "slack-token",
+            "topic-token",
+            "tk_token",
+            "/deploys",
+        ] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        let nothing = load(&[("STACKHOOK_REPO", "r")], None).unwrap();
+        assert_eq!(nothing.notify, Notify::default());
+        assert_eq!(nothing.notify.on, NotifyOn::All);
+    }
+
+    #[test]
+    fn bad_notification_settings_name_themselves_but_not_the_url() {
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                (
+                    "STACKHOOK_NOTIFY_DISCORD_URL",
+                    "discord.com/api/webhooks/1/token",
+                ),
+            ],
+            None,
+            expect!["STACKHOOK_NOTIFY_DISCORD_URL is not a URL: relative URL without a base"],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_NOTIFY_SLACK_URL", "ftp://hooks.slack.com/token"),
+            ],
+            None,
+            expect!["STACKHOOK_NOTIFY_SLACK_URL must be an http:// or https:// URL, not ftp:"],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_NOTIFY_NTFY_URL", "https://ntfy.sh/"),
+            ],
+            None,
+            expect!["STACKHOOK_NOTIFY_NTFY_URL must name a topic, like https://ntfy.sh/mytopic"],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_NOTIFY_NTFY_TOKEN", "tk_x"),
+            ],
+            None,
+            expect![
+                "STACKHOOK_NOTIFY_NTFY_TOKEN is set but STACKHOOK_NOTIFY_NTFY_URL is not: name the topic"
+            ],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_NOTIFY_ON", "sometimes"),
+            ],
+            None,
+            expect![[r#"STACKHOOK_NOTIFY_ON: "sometimes" is not all or failures"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_NOTIFY_URL", "")],
+            None,
+            expect!["STACKHOOK_NOTIFY_URL is empty or only whitespace: set a value or unset it"],
         );
     }
 

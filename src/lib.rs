@@ -12,6 +12,7 @@
 //! - [`metrics`]: counters for Prometheus.
 //! - [`slot`]: the A/B slots of a self-updating stackhook and which one is active.
 //! - [`deploy`]: plan (pure), apply, and the worker with its per-stack lanes.
+//! - [`notify`]: a message to Discord, Slack, ntfy or a JSON webhook when a deployment ends.
 //! - [`http`]: the HTTP API, the only module that knows axum.
 //! - [`cli`]: the command line, calling into the modules above.
 
@@ -25,5 +26,6 @@ pub mod history;
 pub mod metrics;
 pub mod slot;
 pub mod deploy;
+pub mod notify;
 pub mod http;
 pub mod cli;

@@ -380,7 +380,7 @@ impl Changes {
 }
 
 impl StackReport {
-    fn new(stack: &str, outcome: Outcome) -> StackReport {
+    pub(crate) fn new(stack: &str, outcome: Outcome) -> StackReport {
         StackReport {
             stack: stack.to_owned(),
             project: None,

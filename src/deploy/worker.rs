@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::{Deployer, Job, Prepared, Report, Request, STACKS_IN_FLIGHT, StackReport, failed};
+use crate::notify::Notifier;
 use crate::repo::CommitId;
 use crate::stack::Fingerprint;
 use crate::store;
@@ -50,6 +51,8 @@ struct Inner {
     triggers: AtomicU64,
     /// The first retry's delay; each next one doubles it, up to `MAX_RETRY_DELAY`.
     retry_delay: Duration,
+    /// Told of every pass that ends (issue 8).
+    notifier: Option<Notifier>,
 }
 
 /// The longest wait between two tries of a pass that keeps failing for a transient reason.
@@ -118,8 +121,18 @@ impl Worker {
                 jobs_done: AtomicU64::new(0),
                 triggers: AtomicU64::new(0),
                 retry_delay,
+                notifier: None,
             }),
         }
+    }
+
+    /// A worker that tells `notifier` of every pass that ends. Call it before the worker is
+    /// cloned or triggered.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Worker {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_notifier is called on a new worker")
+            .notifier = notifier;
+        self
     }
 
     pub fn deployer(&self) -> &Deployer {
@@ -372,6 +385,9 @@ impl Inner {
             tracing::debug!(deployment = %report.deployment, "nothing changed");
         }
         self.queue().last = Some(Arc::clone(&report));
+        if let Some(notifier) = &self.notifier {
+            notifier.deployment_finished(Arc::clone(&report));
+        }
         for waiter in waiters {
             let _ = waiter.send(Arc::clone(&report));
         }
@@ -783,5 +799,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(engine.by_name().len(), 1, "web deployed by the retry");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_ends_is_told_to_the_notifier() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        repository(repo.path());
+        let recorder = crate::notify::tests::Recorder::start().await;
+        let environment = BTreeMap::from([
+            ("STACKHOOK_REPO".to_owned(), "r".to_owned()),
+            ("STACKHOOK_NOTIFY_URL".to_owned(), recorder.url.clone()),
+        ]);
+        let notifier = Notifier::new(&Config::from_sources(None, &environment).unwrap()).unwrap();
+        let engine = Arc::new(Fake::default());
+        let worker = worker(repo.path(), state.path(), engine).with_notifier(notifier);
+
+        let report = worker.trigger(Request::all_changed()).report.await.unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        recorder.until(1).await;
+        let body: serde_json::Value = serde_json::from_str(&recorder.requests()[0].body).unwrap();
+        assert_eq!(body["deployment"], report.deployment.as_str());
+        assert_eq!(body["stacks"][0]["outcome"], "deployed");
     }
 }
