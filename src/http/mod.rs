@@ -9,6 +9,7 @@ mod api;
 mod caller;
 mod delivery;
 mod error;
+mod page;
 mod server;
 mod standby;
 
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(github)
         .merge(stacks)
         .merge(read)
+        .merge(page::routes(shared.clone()))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::disable())
@@ -412,11 +414,11 @@ mod tests {
     use crate::engine::fake::Fake;
 
     const SECRET: &str = "test secret";
-    const TOKEN: &str = "test token";
+    pub(super) const TOKEN: &str = "test token";
 
     /// A server state whose passes fail at once (the repository does not exist), with `extra`
     /// settings; the directory holds the state directory.
-    fn state(extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
+    pub(super) fn state(extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut settings: BTreeMap<String, String> = [
             (
