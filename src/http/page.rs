@@ -390,7 +390,7 @@ const STYLE: &str = ":root{color-scheme:light dark;--fg:#1d2430;--muted:#5b6474;
 *{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,sans-serif;color:var(--fg);\
 background:var(--bg)}header{display:flex;justify-content:space-between;align-items:center;\
 gap:1rem;padding:.6rem 1rem;border-bottom:1px solid var(--line)}\
-header>a{font-weight:700;color:var(--fg);text-decoration:none}\
+.brand{font-weight:700;color:var(--fg);text-decoration:none}\
 main{max-width:60rem;margin:0 auto;padding:1rem}h1{font-size:1.35rem;margin:.2rem 0 1rem}\
 h2{font-size:1.1rem;margin:1.6rem 0 .6rem}a{color:var(--info)}\
 ul.cards{list-style:none;padding:0;margin:0;display:grid;gap:.6rem}\
@@ -507,7 +507,7 @@ fn layout(title: &str, body: &str, viewer: Viewer, live: bool) -> String {
     }
     put!(
         out,
-        "<style>{STYLE}</style></head><body><header><a href=\"/\">stackhook</a>"
+        "<style>{STYLE}</style></head><body><header><a class=\"brand\" href=\"/\">stackhook</a>"
     );
     if viewer.signed_in {
         out.push_str(
