@@ -30,6 +30,7 @@ mod fidelity;
 mod history;
 mod http;
 mod packaging;
+mod page;
 mod pipeline;
 mod registry;
 mod safety;
