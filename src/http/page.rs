@@ -254,7 +254,8 @@ struct SignIn {
 }
 
 /// `POST /login`: the API token, compared in constant time, becomes a cookie that only this
-/// site's requests carry and no script reads; then back to the page the form was on.
+/// site's requests carry and no script reads; then back to the page the form was on. It needs
+/// no same-origin check: a sign-in forged by another site would have to know the token.
 async fn login(
     State(app): State<AppState>,
     headers: HeaderMap,
