@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what stackhook's tests and examples need on a Debian host: a Docker engine,
 # a Podman service and busybox for local images (`docker`, `podman`, `all`), and, for the tests
-# only, the docker-compose oracle (`oracle`). Idempotent: what is already there is left alone.
+# only, the docker-compose oracle (`oracle`) and Debian's Chromium for the status page's browser
+# test (`browser`). Idempotent: what is already there is left alone.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "engines.sh: run as root (or install docker.io podman busybox-static yourself)" >&2; exit 1; }; }
@@ -47,6 +48,16 @@ install_oracle() {
     command -v docker-compose >/dev/null || { echo "engines.sh: docker-compose is in $scripts, which is not on PATH" >&2; exit 1; }
 }
 
+# The headless browser of the status page's end-to-end test (tests/it/page.rs), never needed to
+# run stackhook.
+install_browser() {
+    command -v chromium >/dev/null && return
+    need_root
+    echo "engines.sh: installing chromium" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 wait_for_socket() { # path, name
     for _ in $(seq 1 150); do
         if curl -sf --unix-socket "$1" http://localhost/_ping >/dev/null 2>&1; then return 0; fi
@@ -83,5 +94,6 @@ case "${1:-all}" in
     podman) install_packages; start_podman ;;
     all) install_packages; start_docker; start_podman ;;
     oracle) install_oracle ;;
-    *) echo "usage: engines.sh [docker|podman|all|oracle]" >&2; exit 2 ;;
+    browser) install_browser ;;
+    *) echo "usage: engines.sh [docker|podman|all|oracle|browser]" >&2; exit 2 ;;
 esac

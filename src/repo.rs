@@ -269,6 +269,18 @@ pub fn head(checkout: &Path) -> anyhow::Result<Option<(CommitId, String)>> {
     Ok(Some((CommitId::from_oid(commit.id()), summary)))
 }
 
+/// The subject line of `commit` in the checkout at `checkout`; `None` if the commit is not there
+/// (after a force push and a garbage collection, say).
+pub fn subject(checkout: &Path, commit: &CommitId) -> anyhow::Result<Option<String>> {
+    let repo = Repository::open(checkout)
+        .with_context(|| format!("opening the checkout {}", checkout.display()))?;
+    let Ok(commit) = repo.find_commit(Oid::from_str(commit.as_str())?) else {
+        return Ok(None);
+    };
+    let summary = commit.summary_bytes().unwrap_or_default();
+    Ok(Some(String::from_utf8_lossy(summary).into_owned()))
+}
+
 /// The files under `dir_in_repo` that differ between commits `from` and `to` of the checkout
 /// at `checkout`, relative to `dir_in_repo`, at most `limit` of them, sorted. Fails if either
 /// commit is not in the repository (after a force push, say).

@@ -3,14 +3,14 @@
 //! change. Only reads: it takes no lock, syncs nothing and changes nothing, so that a status
 //! request never waits for a deployment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use crate::engine::{Container, Health};
-use crate::repo;
+use crate::repo::{self, CommitId};
 use crate::stack::StackName;
 use crate::stack::compose::{self, Project};
 use crate::store::{self, Pin, StackRecord};
@@ -74,6 +74,9 @@ pub enum StackState {
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployed {
     pub commit: String,
+    /// The commit's subject line, if the checkout has the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub fingerprint: String,
     pub deployed_at: String,
 }
@@ -140,7 +143,25 @@ impl Deployer {
                 self.stack_status(name, present, state.stacks.get(name), pin, plan)
             })
             .collect();
-        let statuses = stream::iter(looks).buffered(STACKS_AT_ONCE).collect().await;
+        let mut statuses: Vec<StackStatus> =
+            stream::iter(looks).buffered(STACKS_AT_ONCE).collect().await;
+        let commits: HashSet<CommitId> = names
+            .iter()
+            .filter_map(|name| Some(state.stacks.get(name)?.commit.clone()))
+            .collect();
+        let subjects = tokio::task::spawn_blocking(move || {
+            commits
+                .into_iter()
+                .filter_map(|commit| {
+                    let subject = repo::subject(&dir, &commit).ok()??;
+                    Some((commit.to_string(), subject))
+                })
+                .collect::<BTreeMap<String, String>>()
+        })
+        .await?;
+        for deployed in statuses.iter_mut().filter_map(|s| s.deployed.as_mut()) {
+            deployed.message = subjects.get(&deployed.commit).cloned();
+        }
         Ok(statuses)
     }
 
@@ -158,6 +179,7 @@ impl Deployer {
             state: StackState::Removed,
             deployed: record.map(|record| Deployed {
                 commit: record.commit.to_string(),
+                message: None,
                 fingerprint: record.fingerprint.as_str().to_owned(),
                 deployed_at: record.deployed_at.clone(),
             }),

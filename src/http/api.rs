@@ -232,7 +232,7 @@ pub async fn stack(
 }
 
 /// Marks an up-to-date stack whose containers were changed by hand since.
-fn with_drift(app: &AppState, status: &mut StackStatus) {
+pub(super) fn with_drift(app: &AppState, status: &mut StackStatus) {
     if status.state == StackState::UpToDate
         && let Some(drift) = app.worker.drift().of(&status.stack)
     {
@@ -245,7 +245,7 @@ fn history(app: &AppState) -> History {
     app.worker.deployer().history()
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

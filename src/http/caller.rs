@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::{ApiError, BODY_LIMIT, SIGNATURE_HEADER, Shared};
-use crate::config::Secret;
+use crate::config::{Config, Secret};
 use crate::webhook::{self, SignatureError};
 
 /// How a request to a deploy route proved itself.
@@ -57,21 +57,80 @@ pub async fn reader(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let config = &shared.app.config;
-    if !config.public_status {
-        let token = config.api_token.as_ref().ok_or(ApiError::StatusClosed)?;
-        let given = bearer(request.headers()).or_else(|| cookie(request.headers(), TOKEN_COOKIE));
-        match given {
-            Some(given) if same_token(given, token) => {}
-            Some(_) => return Err(ApiError::BadToken),
-            None => return Err(ApiError::TokenRequired),
-        }
-    }
+    may_read(&shared.app.config, request.headers())?;
     Ok(next.run(request).await)
+}
+
+/// `reader`'s rule, from the headers alone: the status page answers a refusal with its sign-in
+/// form instead of JSON.
+pub fn may_read(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    if config.public_status {
+        return Ok(());
+    }
+    let token = config.api_token.as_ref().ok_or(ApiError::StatusClosed)?;
+    match given_token(headers) {
+        Some(given) if same_token(&given, token) => Ok(()),
+        Some(_) => Err(ApiError::BadToken),
+        None => Err(ApiError::TokenRequired),
+    }
+}
+
+/// Whether the headers carry the API token, as a bearer token or in the cookie: what the status
+/// page's redeploy button wants, public status or not.
+pub fn holds_token(config: &Config, headers: &HeaderMap) -> bool {
+    match (config.api_token.as_ref(), given_token(headers)) {
+        (Some(token), Some(given)) => same_token(&given, token),
+        _ => false,
+    }
 }
 
 /// The cookie the status page's sign-in sets to the API token.
 pub const TOKEN_COOKIE: &str = "stackhook_token";
+
+/// The API token as the cookie's value: bytes a cookie value cannot hold (RFC 6265, 4.1.1:
+/// controls, space, `"`, `,`, `;`, `\`, non-ASCII) and `%` are percent-encoded, so that any token
+/// works; a token made of letters, digits and the usual symbols is its own cookie value.
+pub fn cookie_value(token: &Secret) -> String {
+    let mut value = String::new();
+    for byte in token.expose().bytes() {
+        if matches!(byte, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+        {
+            value.push(char::from(byte));
+        } else {
+            value.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    value
+}
+
+/// The bearer token, else the cookie's, decoded.
+fn given_token(headers: &HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(bearer) = bearer(headers) {
+        return Some(bearer.into());
+    }
+    let value = cookie(headers, TOKEN_COOKIE)?;
+    if !value.contains('%') {
+        return Some(value.into());
+    }
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let decoded = (byte == b'%')
+            .then(|| hex::decode(tail.get(..2)?).ok())
+            .flatten();
+        match decoded.as_deref() {
+            Some(&[decoded]) => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned().into())
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -154,7 +213,7 @@ fn from_headers(
 }
 
 /// Compares digests of the two, so that the time taken says nothing of either's bytes or length.
-fn same_token(given: &str, token: &Secret) -> bool {
+pub fn same_token(given: &str, token: &Secret) -> bool {
     let given = Sha256::digest(given.as_bytes());
     let token = Sha256::digest(token.expose().as_bytes());
     given.as_slice().ct_eq(token.as_slice()).into()
@@ -198,4 +257,30 @@ async fn read(body: Body, deadline: Instant, timeout: Duration) -> Result<Bytes,
     tokio::time::timeout_at(deadline, collect)
         .await
         .map_err(|_| ApiError::RequestTimeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn any_token_survives_the_cookie() {
+        for token in ["abc-DEF_123.+/=~", "with space; and, \"quotes\"", "50%\\é"] {
+            let secret = Secret::new(token);
+            let value = cookie_value(&secret);
+            assert!(
+                value
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b";,\\\"".contains(&b)),
+                "{value}"
+            );
+            let mut headers = HeaderMap::new();
+            let cookie = format!("other=1; {TOKEN_COOKIE}={value}; last=2");
+            headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+            assert_eq!(given_token(&headers).as_deref(), Some(token));
+        }
+        assert_eq!(cookie_value(&Secret::new("abc-DEF_123")), "abc-DEF_123");
+    }
 }

@@ -9,6 +9,7 @@ mod api;
 mod caller;
 mod delivery;
 mod error;
+mod page;
 mod server;
 mod standby;
 
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .merge(github)
         .merge(stacks)
         .merge(read)
+        .merge(page::routes(shared.clone()))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .route("/ready", get(ready))
@@ -521,11 +523,11 @@ mod tests {
     use crate::engine::fake::Fake;
 
     const SECRET: &str = "test secret";
-    const TOKEN: &str = "test token";
+    pub(super) const TOKEN: &str = "test token";
 
     /// A server state whose passes fail at once (the repository does not exist), with `extra`
     /// settings; the directory holds the state directory.
-    fn state(extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
+    pub(super) fn state(extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut settings: BTreeMap<String, String> = [
             (
@@ -582,8 +584,19 @@ mod tests {
 
     /// The routes `router` declares, read from this file's source: (method, path).
     fn declared_routes() -> BTreeSet<(String, String)> {
-        let source = include_str!("mod.rs");
-        let router = &source[source.find("pub fn router(").unwrap()..];
+        let mut routes = BTreeSet::new();
+        for (source, function) in [
+            (include_str!("mod.rs"), "pub fn router("),
+            (include_str!("page.rs"), "pub fn routes("),
+        ] {
+            routes.extend(routes_of(source, function));
+        }
+        routes
+    }
+
+    /// The routes that `function` of `source` declares.
+    fn routes_of(source: &str, function: &str) -> BTreeSet<(String, String)> {
+        let router = &source[source.find(function).unwrap()..];
         let router = &router[..router.find("\n}\n").unwrap()];
         let mut routes = BTreeSet::new();
         for part in router.split(".route(\"").skip(1) {

@@ -31,6 +31,7 @@ mod history;
 mod hooks;
 mod http;
 mod packaging;
+mod page;
 mod pipeline;
 mod registry;
 mod rollback;
