@@ -54,6 +54,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     pub webhook_secret: Option<Secret>,
+    /// The secret token GitLab sends in `X-Gitlab-Token` (`STACKHOOK_GITLAB_TOKEN`), else the
+    /// webhook secret.
+    pub gitlab_token: Option<Secret>,
+    /// The HMAC key of Gitea's and Forgejo's signatures (`STACKHOOK_GITEA_SECRET`), else the
+    /// webhook secret.
+    pub gitea_secret: Option<Secret>,
+    /// The HMAC key of Bitbucket's signatures (`STACKHOOK_BITBUCKET_SECRET`), else the webhook
+    /// secret.
+    pub bitbucket_secret: Option<Secret>,
     pub api_token: Option<Secret>,
     pub poll_interval: Option<Duration>,
     pub prune: Prune,
@@ -167,6 +176,12 @@ struct File {
     listen: Option<String>,
     webhook_secret: Option<String>,
     webhook_secret_file: Option<PathBuf>,
+    gitlab_token: Option<String>,
+    gitlab_token_file: Option<PathBuf>,
+    gitea_secret: Option<String>,
+    gitea_secret_file: Option<PathBuf>,
+    bitbucket_secret: Option<String>,
+    bitbucket_secret_file: Option<PathBuf>,
     api_token: Option<String>,
     api_token_file: Option<PathBuf>,
     poll_interval: Option<String>,
@@ -462,6 +477,22 @@ impl Config {
                 Some(text) => parse_notify_on(&text)?,
             },
         };
+        let webhook_secret = secret(
+            "WEBHOOK_SECRET",
+            file.webhook_secret,
+            file.webhook_secret_file,
+        )?;
+        // Every forge takes the webhook secret unless its own setting overrides it (issue 10).
+        let forge_secret = |name: &str, value: Option<String>, path: Option<PathBuf>| {
+            secret(name, value, path).map(|own| own.or_else(|| webhook_secret.clone()))
+        };
+        let gitlab_token = forge_secret("GITLAB_TOKEN", file.gitlab_token, file.gitlab_token_file)?;
+        let gitea_secret = forge_secret("GITEA_SECRET", file.gitea_secret, file.gitea_secret_file)?;
+        let bitbucket_secret = forge_secret(
+            "BITBUCKET_SECRET",
+            file.bitbucket_secret,
+            file.bitbucket_secret_file,
+        )?;
 
         Ok(Config {
             repo,
@@ -470,11 +501,10 @@ impl Config {
             state_dir: path_setting("STATE_DIR", file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             listen,
-            webhook_secret: secret(
-                "WEBHOOK_SECRET",
-                file.webhook_secret,
-                file.webhook_secret_file,
-            )?,
+            webhook_secret,
+            gitlab_token,
+            gitea_secret,
+            bitbucket_secret,
             api_token: secret("API_TOKEN", file.api_token, file.api_token_file)?,
             poll_interval,
             prune,
@@ -681,6 +711,66 @@ mod tests {
         assert_eq!(
             format!("{error:#}"),
             format!("STACKHOOK_WEBHOOK_SECRET_FILE: {blank} is empty or only whitespace")
+        );
+    }
+
+    #[test]
+    fn each_forge_takes_the_webhook_secret_unless_its_own_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gitea");
+        fs::write(&path, "gitea secret\n").unwrap();
+        let config = load(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_WEBHOOK_SECRET", "shared"),
+                ("STACKHOOK_GITLAB_TOKEN", "gitlab token"),
+                ("STACKHOOK_GITEA_SECRET_FILE", path.to_str().unwrap()),
+            ],
+            None,
+        )
+        .unwrap();
+        let exposed = |secret: &Option<Secret>| secret.as_ref().map(|s| s.expose().to_owned());
+        assert_eq!(
+            exposed(&config.gitlab_token).as_deref(),
+            Some("gitlab token")
+        );
+        assert_eq!(
+            exposed(&config.gitea_secret).as_deref(),
+            Some("gitea secret")
+        );
+        assert_eq!(exposed(&config.bitbucket_secret).as_deref(), Some("shared"));
+        let config = load(
+            &[("STACKHOOK_REPO", "r")],
+            Some("bitbucket_secret = \"from the file\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            exposed(&config.bitbucket_secret).as_deref(),
+            Some("from the file")
+        );
+        assert_eq!(config.gitlab_token, None);
+        assert_eq!(config.webhook_secret, None);
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_WEBHOOK_SECRET", "shared"),
+                ("STACKHOOK_GITLAB_TOKEN", ""),
+            ],
+            None,
+            expect![[
+                r#"STACKHOOK_GITLAB_TOKEN is empty or only whitespace: set a value or unset it"#
+            ]],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_BITBUCKET_SECRET", "x"),
+                ("STACKHOOK_BITBUCKET_SECRET_FILE", "/x"),
+            ],
+            None,
+            expect![[
+                r#"STACKHOOK_BITBUCKET_SECRET and STACKHOOK_BITBUCKET_SECRET_FILE are both set: use one"#
+            ]],
         );
     }
 

@@ -3,7 +3,8 @@
 //! Reading order, which is also the order a deployment flows through:
 //!
 //! - [`config`]: settings from a TOML file and the environment, validated once.
-//! - [`webhook`]: GitHub's contract: signature check and event payloads, no IO.
+//! - [`webhook`]: GitHub's and the other forges' contracts: signature checks and event payloads,
+//!   no IO.
 //! - [`repo`]: git sync of the environment repository to the branch head.
 //! - [`stack`]: what should run: stack discovery, the compose model, fingerprints.
 //! - [`engine`]: the boundary to Docker or Podman.

@@ -46,10 +46,10 @@ const STACKS_IN_FLIGHT: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
     pub kind: TriggerKind,
-    /// GitHub's `X-GitHub-Delivery`.
+    /// The delivery id: GitHub's `X-GitHub-Delivery`, or another forge's (`webhook::Forge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
-    /// GitHub's `X-GitHub-Event`.
+    /// The event name: GitHub's `X-GitHub-Event`, or another forge's (`Push Hook`, `repo:push`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// Who pushed, from the payload.
@@ -65,7 +65,7 @@ pub struct Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TriggerKind {
-    /// A GitHub delivery.
+    /// A delivery from GitHub or another forge, or a generic signed trigger.
     Webhook,
     /// A single-stack request with a token or a signature.
     Api,

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{ApiError, BODY_LIMIT, SIGNATURE_HEADER, Shared};
 use crate::config::{Config, Secret};
-use crate::webhook::{self, SignatureError};
+use crate::webhook::{self, Credential, Forge, SignatureError};
 
 /// How a request to a deploy route proved itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,52 @@ pub async fn token_or_signed(
     next: Next,
 ) -> Result<Response, ApiError> {
     admit(&shared, request, next, true).await
+}
+
+/// For the other forges' routes: the forge's own credential (`webhook::Forge`), checked as far as
+/// the headers allow before the body is read, and against the body after. The handler finds the
+/// `Forge` in the request's extensions.
+pub async fn forge(
+    State((shared, forge)): State<(Shared, Forge)>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let config = &shared.app.config;
+    let secret = forge_secret(config, forge).ok_or(ApiError::NoWebhookSecret)?;
+    forge.admit(secret, credential(request.headers(), forge))?;
+    let (mut parts, body) = request.into_parts();
+    let body = read(
+        body,
+        arrived + config.request_timeout,
+        config.request_timeout,
+    )
+    .await?;
+    forge.verify(secret, credential(&parts.headers, forge), &body)?;
+    parts.extensions.insert(forge);
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+}
+
+/// The key a forge's requests are checked with: its own setting, which `config` made fall back
+/// to the webhook secret.
+fn forge_secret(config: &Config, forge: Forge) -> Option<&Secret> {
+    match forge {
+        Forge::GitLab => config.gitlab_token.as_ref(),
+        Forge::Gitea => config.gitea_secret.as_ref(),
+        Forge::Bitbucket => config.bitbucket_secret.as_ref(),
+        Forge::Generic => config.webhook_secret.as_ref(),
+    }
+}
+
+/// The first of the forge's credential headers that the request has.
+fn credential(headers: &HeaderMap, forge: Forge) -> Option<Credential<'_>> {
+    forge.credential_headers().iter().find_map(|&name| {
+        let value = headers.get(name)?;
+        Some(Credential {
+            header: name,
+            value: value.as_bytes(),
+        })
+    })
 }
 
 /// For the read routes (API, status page, metrics): the bearer token, or anyone with

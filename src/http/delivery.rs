@@ -1,5 +1,6 @@
-//! The replay window: `X-GitHub-Delivery` ids seen lately, so that a delivery GitHub (or a proxy)
-//! sends twice runs once (issue 9). Bounded in time and in count; it does not read headers.
+//! The replay window: delivery ids (`X-GitHub-Delivery`, and the other forges' ids kept apart by
+//! a prefix) seen lately, so that a delivery GitHub (or a proxy) sends twice runs once (issue 9).
+//! Bounded in time and in count; it does not read headers.
 //!
 //! The id is not covered by the signature: this stops redeliveries and retries, not someone who
 //! captured a signed request and sends it again under a new id (TLS stops that).

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::stack::NameError;
-use crate::webhook::{PayloadError, SignatureError};
+use crate::webhook::{CredentialError, PayloadError, SignatureError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -21,6 +21,9 @@ pub enum ApiError {
     NoCredentials,
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// A forge's token or signature (`webhook::Forge`).
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error("the bearer token is not the API token")]
     BadToken,
     #[error("send Authorization: Bearer <api token> or a valid X-Hub-Signature-256")]
@@ -47,11 +50,12 @@ pub enum ApiError {
         "a signed request with an empty body must carry a fresh X-GitHub-Delivery id, so that it cannot be replayed"
     )]
     DeliveryRequired,
+    /// The delivery id's header.
     #[error(
-        "X-GitHub-Delivery must be text of at most {} characters",
-        super::delivery::MAX_ID_LEN
+        "{0} must be text of at most {max} characters",
+        max = super::delivery::MAX_ID_LEN
     )]
-    BadDelivery,
+    BadDelivery(&'static str),
     #[error("the deploy worker stopped")]
     WorkerGone,
     #[error(
@@ -74,6 +78,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Signature(_)
+            | ApiError::Credential(_)
             | ApiError::BadToken
             | ApiError::Unauthenticated
             | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
@@ -83,7 +88,7 @@ impl ApiError {
             | ApiError::BodyRead
             | ApiError::SignedNotRelease
             | ApiError::DeliveryRequired
-            | ApiError::BadDelivery => StatusCode::BAD_REQUEST,
+            | ApiError::BadDelivery(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownStack(_) | ApiError::UnknownDeployment(_) => StatusCode::NOT_FOUND,

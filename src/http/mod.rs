@@ -40,7 +40,7 @@ use crate::slot::{Role, Slots};
 use crate::stack::StackName;
 use crate::stack::compose::PullPolicy;
 use crate::store;
-use crate::webhook::{self, Event};
+use crate::webhook::{self, Event, Forge};
 
 use caller::Caller;
 use delivery::Deliveries;
@@ -96,6 +96,44 @@ pub fn router(state: AppState) -> Router {
             shared.clone(),
             count_webhook,
         ));
+    // The other forges' routes: each forge's own credential check, then as GitHub's.
+    let forge_layers = |forge: Forge, route: Router<Shared>| {
+        route
+            .route_layer(middleware::from_fn_with_state(
+                shared.clone(),
+                standby::guard,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                (shared.clone(), forge),
+                caller::forge,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                shared.clone(),
+                count_webhook,
+            ))
+    };
+    let forges = [
+        (
+            Forge::GitLab,
+            Router::new().route("/hooks/gitlab", post(forge_hook)),
+        ),
+        (
+            Forge::Gitea,
+            Router::new().route("/hooks/gitea", post(forge_hook)),
+        ),
+        (
+            Forge::Bitbucket,
+            Router::new().route("/hooks/bitbucket", post(forge_hook)),
+        ),
+        (
+            Forge::Generic,
+            Router::new().route("/hooks/generic", post(forge_hook)),
+        ),
+    ]
+    .into_iter()
+    .fold(Router::new(), |all, (forge, route)| {
+        all.merge(forge_layers(forge, route))
+    });
     let stacks = Router::new()
         .route("/stacks/{stack}/deploy", post(deploy_stack))
         .route("/redeploy-and-update/{stack}", post(redeploy_and_update))
@@ -122,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(github)
+        .merge(forges)
         .merge(stacks)
         .merge(read)
         .merge(page::routes(shared.clone()))
@@ -171,53 +210,43 @@ async fn github(
     let event_name = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok());
     // gitops-deploy-server's callers post an empty signed body to mean "deploy what changed".
     let event = if body.is_empty() && event_name.is_none() {
-        None
+        Event::Deploy
     } else {
-        Some(webhook::parse_event(event_name, &body)?)
+        webhook::parse_event(event_name, &body)?
     };
     let trigger = Trigger {
         delivery: header(&headers, DELIVERY_HEADER),
         event: event_name.map(str::to_owned),
         ..Trigger::new(TriggerKind::Webhook)
     };
-    match event {
-        Some(Event::Ping) => {
-            let mut response = Json(json!({ "pong": true })).into_response();
-            response.extensions_mut().insert(WebhookOutcome::Ignored);
-            Ok(response)
-        }
-        Some(Event::Push {
-            branch,
-            after,
-            pusher,
-            message,
-        }) => {
-            let tracked = shared.app.tracked_branch();
-            let trigger = Trigger {
-                pusher,
-                message,
-                after: Some(after).filter(|after| !after.is_empty()),
-                ..trigger
-            };
-            match tracked {
-                Some(tracked) if tracked != branch => Ok(ignored(format!(
-                    "push to branch {branch}; stackhook follows {tracked}"
-                ))),
-                _ => {
-                    let request = Request::all_changed().by(trigger);
-                    Ok(shared.start(request, query.wait).await)
-                }
-            }
-        }
-        Some(Event::OtherRef(reference)) => Ok(ignored(format!(
-            "push to {reference}, which is not a branch"
-        ))),
-        Some(Event::Other(name)) => Ok(ignored(format!("event {name} does not deploy"))),
-        None => {
-            let request = Request::all_changed().by(trigger);
-            Ok(shared.start(request, query.wait).await)
-        }
+    Ok(shared.act(event, trigger, query.wait).await)
+}
+
+/// `POST /hooks/gitlab`, `/hooks/gitea`, `/hooks/bitbucket` and `/hooks/generic`: another forge's
+/// delivery, or a CI job's signed trigger; `caller::forge` checked the credential.
+async fn forge_hook(
+    State(shared): State<Shared>,
+    Extension(forge): Extension<Forge>,
+    Query(query): Query<DeployQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let present = |names: &[&'static str]| names.iter().copied().find(|n| headers.contains_key(*n));
+    let delivery = present(forge.delivery_headers());
+    if let Some(name) = delivery
+        && let Some(duplicate) = shared.replayed_in(&headers, name, forge.name())?
+    {
+        return Ok(duplicate);
     }
+    let event_name = present(forge.event_headers()).and_then(|name| header(&headers, name));
+    let tracked = shared.app.tracked_branch();
+    let event = forge.parse(event_name.as_deref(), &body, tracked.as_deref())?;
+    let trigger = Trigger {
+        delivery: delivery.and_then(|name| header(&headers, name)),
+        event: event_name,
+        ..Trigger::new(TriggerKind::Webhook)
+    };
+    Ok(shared.act(event, trigger, query.wait).await)
 }
 
 /// A header's value, if it is text and not too long for the history.
@@ -385,18 +414,71 @@ impl Shared {
             .await)
     }
 
+    /// Acts on a delivery's event: a push to the branch stackhook follows (or to any, before it
+    /// knows which) and a bare `Deploy` start a pass over what changed; the rest is answered and
+    /// ignored.
+    async fn act(&self, event: Event, trigger: Trigger, wait: bool) -> Response {
+        match event {
+            Event::Ping => {
+                let mut response = Json(json!({ "pong": true })).into_response();
+                response.extensions_mut().insert(WebhookOutcome::Ignored);
+                response
+            }
+            Event::Deploy => self.start(Request::all_changed().by(trigger), wait).await,
+            Event::Push {
+                branch,
+                after,
+                pusher,
+                message,
+            } => {
+                let tracked = self.app.tracked_branch();
+                let trigger = Trigger {
+                    pusher,
+                    message,
+                    after: Some(after).filter(|after| !after.is_empty()),
+                    ..trigger
+                };
+                match tracked {
+                    Some(tracked) if tracked != branch => ignored(format!(
+                        "push to branch {branch}; stackhook follows {tracked}"
+                    )),
+                    _ => self.start(Request::all_changed().by(trigger), wait).await,
+                }
+            }
+            Event::OtherRef(reference) => {
+                ignored(format!("push to {reference}, which is not a branch"))
+            }
+            Event::Other(name) => ignored(format!("event {name} does not deploy")),
+        }
+    }
+
     /// An answer for a delivery whose `X-GitHub-Delivery` id was seen within the window; `None`
     /// for a new one, which is remembered from now on, and for a request without an id.
     fn replayed(&self, headers: &HeaderMap) -> Result<Option<Response>, ApiError> {
-        let Some(id) = headers.get(DELIVERY_HEADER) else {
+        self.replayed_in(headers, "X-GitHub-Delivery", "")
+    }
+
+    /// As `replayed`, for the id in `header`, kept apart from other senders' ids by `scope`.
+    fn replayed_in(
+        &self,
+        headers: &HeaderMap,
+        header: &'static str,
+        scope: &str,
+    ) -> Result<Option<Response>, ApiError> {
+        let Some(id) = headers.get(header) else {
             return Ok(None);
         };
         let id = id
             .to_str()
             .ok()
             .filter(|id| !id.is_empty() && id.len() <= delivery::MAX_ID_LEN)
-            .ok_or(ApiError::BadDelivery)?;
-        if self.deliveries.first_sighting(id, Instant::now()) {
+            .ok_or(ApiError::BadDelivery(header))?;
+        let remembered = if scope.is_empty() {
+            id.to_owned()
+        } else {
+            format!("{scope}:{id}")
+        };
+        if self.deliveries.first_sighting(&remembered, Instant::now()) {
             Ok(None)
         } else {
             tracing::info!("delivery {id} was seen before; ignored");
@@ -707,6 +789,26 @@ mod tests {
                 &[][..],
                 "send Authorization: Bearer <api token> or a valid X-Hub-Signature-256",
             ),
+            (
+                "/hooks/gitlab",
+                &[("X-Gitlab-Token", "nope")][..],
+                "X-Gitlab-Token is not the GitLab token",
+            ),
+            (
+                "/hooks/gitea",
+                &[("X-Gitea-Signature", "sha256=not-hex")][..],
+                "X-Gitea-Signature is not of the form <64 hex digits>",
+            ),
+            (
+                "/hooks/bitbucket",
+                &[("X-Hub-Signature-256", "sha256=0")][..],
+                "missing X-Hub-Signature header",
+            ),
+            (
+                "/hooks/generic",
+                &[][..],
+                "missing X-Hub-Signature-256 header",
+            ),
         ] {
             let (status, body) = send(&app, post(path, headers, endless())).await;
             assert_eq!((status, body), (401, json!({ "error": error })), "{path}");
@@ -737,6 +839,305 @@ mod tests {
             endless(),
         );
         assert_eq!(send(&app, request).await.0, 408);
+        let signature = Forge::Gitea.sign(&Secret::new(SECRET), b"");
+        let request = post(
+            "/hooks/gitea",
+            &[("X-Gitea-Signature", &signature)],
+            endless(),
+        );
+        assert_eq!(send(&app, request).await.0, 408);
+    }
+
+    /// A request as `forge` sends it: its credential made with `secret`, then `headers`.
+    fn from_forge(
+        forge: Forge,
+        secret: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> HttpRequest<Body> {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let credential = forge.sign(&Secret::new(secret), body.as_bytes());
+        // The header every sender of the forge sets: Gitea's, which Forgejo sets as well.
+        let header = *forge.credential_headers().last().unwrap();
+        let mut all = vec![(header, credential.as_str())];
+        all.extend_from_slice(headers);
+        post(&format!("/hooks/{forge}"), &all, body)
+    }
+
+    /// What an answer says, in short: `queued`, `pong`, or why it was ignored or refused.
+    fn gist((status, body): (u16, Value)) -> String {
+        let said = if body.get("deployment").is_some() {
+            "queued".to_owned()
+        } else if body.get("pong").is_some() {
+            "pong".to_owned()
+        } else {
+            let reason = body["ignored"].as_str().or(body["error"].as_str());
+            reason.unwrap_or("?").to_owned()
+        };
+        format!("{status} {said}")
+    }
+
+    #[tokio::test]
+    async fn every_forge_deploys_a_push_of_the_branch_and_ignores_the_rest() {
+        let (state, _dir) = state(&[("STACKHOOK_BRANCH", "main")]);
+        let app = router(state.clone());
+        let gitlab_push = |reference: &str| {
+            json!({
+                "object_kind": "push",
+                "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+                "ref": reference,
+                "user_username": "jsmith",
+                "commits": [{ "id": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "message": "fixed readme" }],
+            })
+        };
+        let gitea_push = |reference: &str| {
+            json!({
+                "ref": reference,
+                "after": "bffeb74224043ba2feb48d137756c8a9331c449a",
+                "commits": [{ "id": "bffeb74224043ba2feb48d137756c8a9331c449a", "message": "Webhooks Yay!" }],
+                "pusher": { "login": "gitea", "username": "gitea" },
+            })
+        };
+        let bitbucket_push = |kind: &str, name: &str| {
+            json!({
+                "actor": { "display_name": "Emma" },
+                "push": { "changes": [{
+                    "new": { "type": kind, "name": name, "target": {
+                        "type": "commit", "hash": "709d658dc5b6d6afcd46049c2f332ee3f515a67d", "message": "new commit message\n"
+                    } },
+                    "old": null, "created": true, "forced": false, "closed": false
+                }] },
+            })
+        };
+        let main = gitlab_push("refs/heads/main");
+        let gitlab = |headers: &[(&str, &str)], body: &Value| {
+            from_forge(Forge::GitLab, SECRET, headers, body)
+        };
+        let cases = [
+            gitlab(
+                &[("X-Gitlab-Event", "Push Hook"), ("Idempotency-Key", "gl-1")],
+                &main,
+            ),
+            gitlab(
+                &[("X-Gitlab-Event", "Push Hook"), ("Idempotency-Key", "gl-1")],
+                &main,
+            ),
+            gitlab(
+                &[("X-Gitlab-Event", "Push Hook")],
+                &gitlab_push("refs/heads/feature"),
+            ),
+            gitlab(
+                &[("X-Gitlab-Event", "Tag Push Hook")],
+                &gitlab_push("refs/tags/v1.0.0"),
+            ),
+            from_forge(
+                Forge::GitLab,
+                "wrong",
+                &[("X-Gitlab-Event", "Push Hook")],
+                &main,
+            ),
+            post(
+                "/hooks/gitlab",
+                &[("X-Gitlab-Event", "Push Hook")],
+                main.to_string(),
+            ),
+            from_forge(
+                Forge::Gitea,
+                SECRET,
+                &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", "gt-1")],
+                &gitea_push("refs/heads/main"),
+            ),
+            from_forge(
+                Forge::Gitea,
+                SECRET,
+                &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", "gt-1")],
+                &gitea_push("refs/heads/main"),
+            ),
+            from_forge(
+                Forge::Gitea,
+                SECRET,
+                &[("X-Gitea-Event", "push")],
+                &gitea_push("refs/tags/v1"),
+            ),
+            from_forge(
+                Forge::Gitea,
+                "wrong",
+                &[("X-Gitea-Event", "push")],
+                &gitea_push("refs/heads/main"),
+            ),
+            from_forge(
+                Forge::Bitbucket,
+                SECRET,
+                &[("X-Event-Key", "repo:push"), ("X-Request-UUID", "bb-1")],
+                &bitbucket_push("branch", "main"),
+            ),
+            from_forge(
+                Forge::Bitbucket,
+                SECRET,
+                &[("X-Event-Key", "repo:push")],
+                &bitbucket_push("branch", "feature"),
+            ),
+            from_forge(
+                Forge::Bitbucket,
+                SECRET,
+                &[("X-Event-Key", "repo:push")],
+                &bitbucket_push("tag", "v1"),
+            ),
+            from_forge(
+                Forge::Bitbucket,
+                SECRET,
+                &[("X-Event-Key", "diagnostics:ping")],
+                &json!({ "test": true }),
+            ),
+            from_forge(
+                Forge::Bitbucket,
+                "wrong",
+                &[("X-Event-Key", "repo:push")],
+                &bitbucket_push("branch", "main"),
+            ),
+            from_forge(Forge::Generic, SECRET, &[], &Value::Null),
+            from_forge(
+                Forge::Generic,
+                SECRET,
+                &[("Idempotency-Key", "ci-1")],
+                &json!({ "ref": "main" }),
+            ),
+            from_forge(
+                Forge::Generic,
+                SECRET,
+                &[("Idempotency-Key", "ci-1")],
+                &json!({ "ref": "main" }),
+            ),
+            from_forge(
+                Forge::Generic,
+                SECRET,
+                &[],
+                &json!({ "ref": "refs/heads/dev" }),
+            ),
+            from_forge(Forge::Generic, "wrong", &[], &json!({ "ref": "main" })),
+        ];
+        let mut answers = Vec::new();
+        for request in cases {
+            answers.push(gist(send(&app, request).await));
+        }
+        expect_test::expect![[r#"
+            [
+                "202 queued",
+                "200 duplicate delivery gl-1",
+                "200 push to branch feature; stackhook follows main",
+                "200 push to refs/tags/v1.0.0, which is not a branch",
+                "401 X-Gitlab-Token is not the GitLab token",
+                "401 missing X-Gitlab-Token header",
+                "202 queued",
+                "200 duplicate delivery gt-1",
+                "200 push to refs/tags/v1, which is not a branch",
+                "401 X-Gitea-Signature does not match the body",
+                "202 queued",
+                "200 push to branch feature; stackhook follows main",
+                "200 push to refs/tags/v1, which is not a branch",
+                "200 pong",
+                "401 X-Hub-Signature does not match the body",
+                "202 queued",
+                "202 queued",
+                "200 duplicate delivery ci-1",
+                "200 push to branch dev; stackhook follows main",
+                "401 X-Hub-Signature-256 does not match the body",
+            ]
+        "#]]
+        .assert_debug_eq(&answers);
+        let metrics = state
+            .worker
+            .deployer()
+            .metrics
+            .render(&store::State::default());
+        let counted: Vec<&str> = metrics
+            .lines()
+            .filter(|line| line.starts_with("stackhook_webhook_requests_total"))
+            .collect();
+        expect_test::expect![[r#"
+            [
+                "stackhook_webhook_requests_total{outcome=\"accepted\"} 5",
+                "stackhook_webhook_requests_total{outcome=\"ignored\"} 10",
+                "stackhook_webhook_requests_total{outcome=\"bad_signature\"} 5",
+                "stackhook_webhook_requests_total{outcome=\"refused\"} 0",
+            ]
+        "#]]
+        .assert_debug_eq(&counted);
+    }
+
+    #[tokio::test]
+    async fn a_forge_s_own_secret_overrides_the_webhook_secret() {
+        let (state, _dir) = state(&[
+            ("STACKHOOK_GITLAB_TOKEN", "gitlab token"),
+            ("STACKHOOK_BITBUCKET_SECRET", "bitbucket secret"),
+        ]);
+        let app = router(state);
+        let push = json!({ "ref": "refs/heads/main", "after": "abc" });
+        let gitlab = [("X-Gitlab-Event", "Push Hook")];
+        let gitea = [("X-Gitea-Event", "push")];
+        let bitbucket = [("X-Event-Key", "diagnostics:ping")];
+        let cases = [
+            from_forge(Forge::GitLab, SECRET, &gitlab, &push),
+            from_forge(Forge::GitLab, "gitlab token", &gitlab, &push),
+            from_forge(Forge::Bitbucket, SECRET, &bitbucket, &json!({})),
+            from_forge(Forge::Bitbucket, "bitbucket secret", &bitbucket, &json!({})),
+            from_forge(Forge::Gitea, SECRET, &gitea, &push),
+            from_forge(Forge::Generic, SECRET, &[], &Value::Null),
+        ];
+        let mut answers = Vec::new();
+        for request in cases {
+            answers.push(gist(send(&app, request).await));
+        }
+        expect_test::expect![[r#"
+            [
+                "401 X-Gitlab-Token is not the GitLab token",
+                "202 queued",
+                "401 X-Hub-Signature does not match the body",
+                "200 pong",
+                "202 queued",
+                "202 queued",
+            ]
+        "#]]
+        .assert_debug_eq(&answers);
+    }
+
+    #[tokio::test]
+    async fn forgejo_s_own_signature_is_the_one_checked() {
+        let (state, _dir) = state(&[]);
+        let app = router(state);
+        let body = json!({ "ref": "refs/heads/main", "after": "abc" }).to_string();
+        let right = Forge::Gitea.sign(&Secret::new(SECRET), body.as_bytes());
+        let wrong = Forge::Gitea.sign(&Secret::new("wrong"), body.as_bytes());
+        // Forgejo sends its own headers and Gitea's, alike.
+        let request = |forgejo: &str, gitea: &str| {
+            post(
+                "/hooks/gitea",
+                &[
+                    ("X-Forgejo-Signature", forgejo),
+                    ("X-Gitea-Signature", gitea),
+                    ("X-Forgejo-Event", "push"),
+                    ("X-Gitea-Event", "push"),
+                ],
+                body.clone(),
+            )
+        };
+        let answers = [
+            gist(send(&app, request(&right, &right)).await),
+            gist(send(&app, request(&wrong, &right)).await),
+            gist(send(&app, request(&right, &wrong)).await),
+        ];
+        expect_test::expect![[r#"
+            [
+                "202 queued",
+                "401 X-Forgejo-Signature does not match the body",
+                "202 queued",
+            ]
+        "#]]
+        .assert_debug_eq(&answers);
     }
 
     #[tokio::test]
@@ -873,6 +1274,37 @@ mod tests {
                 "x-github-delivery",
                 "x-github-event",
                 "x-hub-signature-256",
+                "x-stackhook-handed-on"
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standby_hands_on_a_forge_s_headers() {
+        let peer = echo_peer().await;
+        let (state, _dir) = state(&[("STACKHOOK_SLOT", "B"), ("STACKHOOK_PEER_URL", &peer)]);
+        let app = router(state);
+        let request = from_forge(
+            Forge::GitLab,
+            SECRET,
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("Idempotency-Key", "k-1"),
+                ("X-Gitlab-Instance", "https://gitlab.example.com"),
+            ],
+            &json!({ "ref": "refs/heads/main" }),
+        );
+        let (status, names) = send(&app, request).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            names,
+            json!([
+                "accept",
+                "content-length",
+                "host",
+                "idempotency-key",
+                "x-gitlab-event",
+                "x-gitlab-token",
                 "x-stackhook-handed-on"
             ])
         );

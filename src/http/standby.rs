@@ -16,11 +16,13 @@ use serde_json::json;
 use super::{BODY_LIMIT, DELIVERY_HEADER, DeployQuery, EVENT_HEADER, SIGNATURE_HEADER, Shared};
 use crate::config::Config;
 use crate::slot::Role;
+use crate::webhook::Forge;
 
 /// A header set on requests handed on, so that two standbys never pass one back and forth.
 const HANDED_ON: &str = "x-stackhook-handed-on";
 
-/// The headers the active slot reads; nothing else is handed on (cookies, proxy headers).
+/// The headers the active slot reads, with each forge's (`forwarded_headers`); nothing else is handed on
+/// (cookies, proxy headers).
 const FORWARDED: [HeaderName; 5] = [
     header::CONTENT_TYPE,
     header::AUTHORIZATION,
@@ -96,7 +98,7 @@ async fn hand_on(
     if Query::<DeployQuery>::try_from_uri(&parts.uri).is_ok_and(|query| query.wait) {
         forwarded = forwarded.timeout(WAIT_TIMEOUT);
     }
-    for name in &FORWARDED {
+    for name in &forwarded_headers() {
         for value in parts.headers.get_all(name) {
             forwarded = forwarded.header(name, value);
         }
@@ -107,4 +109,16 @@ async fn hand_on(
         response = response.header(header::CONTENT_TYPE, content_type);
     }
     Ok(response.body(Body::from(answer.bytes().await?))?)
+}
+
+/// `FORWARDED` and every forge's headers, each once.
+fn forwarded_headers() -> Vec<HeaderName> {
+    let forges = Forge::ALL
+        .iter()
+        .flat_map(|forge| forge.headers())
+        .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"));
+    let mut names: Vec<HeaderName> = FORWARDED.into_iter().chain(forges).collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }

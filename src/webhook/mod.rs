@@ -1,18 +1,24 @@
-//! GitHub's webhook contract, framework-free: the signature check and the events stackhook acts on.
+//! The webhook contracts, framework-free: GitHub's here, the other forges' and the generic
+//! trigger's in `forge`; the signature checks and the events stackhook acts on.
 //!
 //! No IO and no HTTP framework: `http` hands in header values and the raw body. The signature is
 //! checked over the raw bytes before any JSON is parsed, in constant time.
 
+mod forge;
 mod signature;
 
+pub use forge::{Credential, CredentialError, Forge};
 pub use signature::{SignatureError, sign, verify};
 
 use serde::Deserialize;
 
-/// What a delivery asks of stackhook, decided from `X-GitHub-Event` and the body.
+/// What a delivery asks of stackhook, decided from its event name (`X-GitHub-Event`, …) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Ping,
+    /// Deploy what changed, naming no branch: an empty signed body, or a generic trigger
+    /// without a `ref`.
+    Deploy,
     /// A push to `branch` (the `refs/heads/` prefix removed) whose head is `after`, by
     /// `pusher`, with the head commit's `message`.
     Push {

@@ -1,4 +1,5 @@
-//! `X-Hub-Signature-256`: HMAC-SHA256 of the raw body, hex, prefixed `sha256=`.
+//! `X-Hub-Signature-256`: HMAC-SHA256 of the raw body, hex, prefixed `sha256=`; and the digest
+//! check that the other forges' signatures (`forge`) share.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -23,21 +24,34 @@ pub fn verify(secret: &Secret, header: Option<&[u8]>, body: &[u8]) -> Result<(),
     let hex_digest = header
         .strip_prefix(b"sha256=")
         .ok_or(SignatureError::Malformed)?;
-    let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
-    if expected.len() != 32 {
-        return Err(SignatureError::Malformed);
+    let expected = digest(hex_digest).ok_or(SignatureError::Malformed)?;
+    if matches(secret, &expected, body) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
     }
-    mac(secret, body)
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// The header value GitHub would send for `body`; for tests and for clients that sign.
 pub fn sign(secret: &Secret, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(mac(secret, body).finalize().into_bytes())
-    )
+    format!("sha256={}", hex_mac(secret, body))
+}
+
+/// The HMAC-SHA256 of `body` under `secret`, in lowercase hex.
+pub(super) fn hex_mac(secret: &Secret, body: &[u8]) -> String {
+    hex::encode(mac(secret, body).finalize().into_bytes())
+}
+
+/// The 32 bytes that `hex_digest` spells, if it is 64 hex digits (either case).
+pub(super) fn digest(hex_digest: &[u8]) -> Option<Vec<u8>> {
+    hex::decode(hex_digest)
+        .ok()
+        .filter(|digest| digest.len() == 32)
+}
+
+/// Whether `expected` is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
+pub(super) fn matches(secret: &Secret, expected: &[u8], body: &[u8]) -> bool {
+    mac(secret, body).verify_slice(expected).is_ok()
 }
 
 fn mac(secret: &Secret, body: &[u8]) -> HmacSha256 {

@@ -27,6 +27,7 @@ macro_rules! engine_tests {
 mod cli;
 mod engine;
 mod fidelity;
+mod forges;
 mod history;
 mod hooks;
 mod http;
