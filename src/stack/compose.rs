@@ -18,6 +18,7 @@ use super::interpolate;
 mod dotenv;
 mod extends;
 mod include;
+mod merge;
 mod node;
 mod project;
 mod service;
