@@ -1,5 +1,6 @@
-//! How Docker Compose merges one YAML tree over another: a service over the one it extends, as
-//! compose-go v2's `override` package (Docker Compose v2.40.3) does it, with its special cases.
+//! How Docker Compose merges one YAML tree over another: a service over the one it extends, and a
+//! compose file over the files before it (an `include` entry's later paths), as compose-go v2's
+//! `override` package (Docker Compose v2.40.3) does it, with its special cases.
 //!
 //! It works on interpolated YAML, before anything is normalised; what the merged entry means is
 //! for `compose::service` to read.
@@ -10,6 +11,35 @@ use yaml_serde::{Mapping, Value};
 /// `ExtendService`).
 pub fn service(base: Mapping, over: Mapping) -> Mapping {
     merge_mapping(base, over, "")
+}
+
+/// `over`, a whole compose file, merged over `base`, the files before it, as Compose merges an
+/// override file (compose-go's `override.Merge`): services as `extends` merges them, networks,
+/// volumes, secrets and configs key by key, anything else as plain YAML.
+pub fn document(mut base: Mapping, over: Mapping) -> Mapping {
+    for (key, value) in over {
+        let merged = match base.get(&key) {
+            None => value,
+            Some(existing) => match key.as_str() {
+                Some("services") => {
+                    entries(existing.clone(), value, |base, over| match (base, over) {
+                        (Value::Mapping(base), Value::Mapping(over)) => {
+                            Value::Mapping(service(base, over))
+                        }
+                        (base, over) => plain(base, over),
+                    })
+                }
+                Some(section @ ("networks" | "volumes" | "secrets" | "configs")) => {
+                    entries(existing.clone(), value, |base, over| {
+                        resource(base, over, section)
+                    })
+                }
+                _ => plain(existing.clone(), value),
+            },
+        };
+        base.insert(key, merged);
+    }
+    base
 }
 
 /// compose-go's `mergeYaml` with its special cases (`override/merge.go`), for a path `at`
@@ -162,5 +192,123 @@ fn build(value: Value) -> Mapping {
         Value::Mapping(mapping) => mapping,
         Value::Null => Mapping::new(),
         context => [("context".into(), context)].into_iter().collect(),
+    }
+}
+
+/// The entries of a top-level section (`services`, `networks`, …), each of `over` merged over the
+/// one of the same name in `base` with `merge`.
+fn entries(base: Value, over: Value, merge: impl Fn(Value, Value) -> Value) -> Value {
+    let (mut base, over) = match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => (base, over),
+        (base, over) => return plain(base, over),
+    };
+    for (name, value) in over {
+        let merged = match base.get(&name) {
+            Some(existing) => merge(existing.clone(), value),
+            None => value,
+        };
+        base.insert(name, merged);
+    }
+    Value::Mapping(base)
+}
+
+/// A network, volume, secret or config over another of the same name: a network's or volume's
+/// `labels` in either syntax, a network's `ipam.config` by subnet, the rest as plain YAML.
+fn resource(base: Value, over: Value, section: &str) -> Value {
+    let (mut base, over) = match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => (base, over),
+        (base, over) => return plain(base, over),
+    };
+    for (key, value) in over {
+        let merged = match (key.as_str(), base.get(&key)) {
+            (_, None) => value,
+            (Some("labels"), Some(existing)) if matches!(section, "networks" | "volumes") => {
+                let mut merged = key_values(existing.clone());
+                merged.extend(key_values(value));
+                Value::Mapping(merged)
+            }
+            (Some("ipam"), Some(Value::Mapping(existing))) if section == "networks" => {
+                let mut ipam = existing.clone();
+                if let Value::Mapping(over) = value {
+                    for (key, value) in over {
+                        let merged = match (key.as_str(), ipam.get(&key)) {
+                            (Some("config"), Some(configs)) => ipam_config(configs.clone(), value),
+                            (_, Some(existing)) => plain(existing.clone(), value),
+                            (_, None) => value,
+                        };
+                        ipam.insert(key, merged);
+                    }
+                }
+                Value::Mapping(ipam)
+            }
+            (_, Some(existing)) => plain(existing.clone(), value),
+        };
+        base.insert(key, merged);
+    }
+    Value::Mapping(base)
+}
+
+/// compose-go's `mergeIPAMConfig`: each pool of `over` replaces, or merges into, the pool of
+/// `base` with its subnet. As in Compose, a pool of `base` that `over` does not name is dropped,
+/// and an empty `base` drops `over`'s pools too: `docker compose config` shows the same.
+fn ipam_config(base: Value, over: Value) -> Value {
+    let (base, over) = match (base, over) {
+        (Value::Sequence(base), Value::Sequence(over)) => (base, over),
+        (base, over) => return plain(base, over),
+    };
+    let pool = |value: &Value| match value {
+        Value::Mapping(pool) => pool.clone(),
+        _ => Mapping::new(),
+    };
+    let subnet = |pool: &Mapping| pool.get("subnet").cloned();
+    let mut merged: Vec<Mapping> = Vec::new();
+    for original in &base {
+        let mut right = pool(original);
+        for entry in &over {
+            let left = pool(entry);
+            let known = merged.iter().any(|pool| subnet(pool) == subnet(&left));
+            if subnet(&left) != subnet(&right) && !known {
+                merged.push(left);
+                continue;
+            }
+            for (key, value) in left {
+                let value = match right.get(&key) {
+                    Some(existing) => plain(existing.clone(), value),
+                    None => value,
+                };
+                right.insert(key, value);
+            }
+            match merged
+                .iter()
+                .position(|pool| subnet(pool) == subnet(&right))
+            {
+                Some(index) => merged[index] = right.clone(),
+                None => merged.push(right.clone()),
+            }
+        }
+    }
+    Value::Sequence(merged.into_iter().map(Value::Mapping).collect())
+}
+
+/// compose-go's `mergeYaml` without special cases: mappings key by key, sequences appended, a
+/// null keeping what was there, anything else replaced.
+fn plain(base: Value, over: Value) -> Value {
+    match (base, over) {
+        (base, Value::Null) => base,
+        (Value::Mapping(mut base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                let merged = match base.get(&key) {
+                    Some(existing) => plain(existing.clone(), value),
+                    None => value,
+                };
+                base.insert(key, merged);
+            }
+            Value::Mapping(base)
+        }
+        (Value::Sequence(mut base), Value::Sequence(over)) => {
+            base.extend(over);
+            Value::Sequence(base)
+        }
+        (_, over) => over,
     }
 }

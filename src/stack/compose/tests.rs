@@ -2650,6 +2650,117 @@ secrets:
     );
 }
 
+/// An `include` entry with several paths merges them as `-f` files merge: the later ones over the
+/// first, each with its own `extends`, and their relative paths resolved from the first file's
+/// directory. `docker compose config` (v2.40.3) shows the same for these files.
+#[test]
+fn include_with_several_paths_merges_them() {
+    let files = [
+        (
+            "compose.yaml",
+            "include:\n  - path: [sub/base.yaml, other/over.yaml]\nservices:\n  web: {image: busybox}\n",
+        ),
+        (
+            "sub/base.yaml",
+            r#"
+services:
+  api:
+    image: busybox:1
+    command: ["a", "b"]
+    environment: {A: "1", B: "2"}
+    volumes: ["./data:/data"]
+    ports: ["8080:80"]
+    labels: [x=1]
+    build: ./ctx
+    env_file: a.env
+  keep:
+    image: busybox
+networks:
+  n: {labels: {a: "1"}, ipam: {config: [{subnet: 10.1.0.0/16}]}}
+"#,
+        ),
+        (
+            "other/over.yaml",
+            r#"
+services:
+  api:
+    image: busybox:2
+    command: c
+    environment: [B=3, C]
+    volumes: ["./more:/more"]
+    ports: ["9090:90"]
+    labels: {y: "2"}
+    build: {dockerfile: Other}
+    env_file: b.env
+  new:
+    extends: keep2
+    networks: [n]
+    volumes: ["./x:/x"]
+  keep2:
+    image: busybox
+networks:
+  n: {labels: [b=2], ipam: {config: [{subnet: 10.2.0.0/16}]}}
+"#,
+        ),
+        ("sub/a.env", ""),
+        ("sub/b.env", "FROM=sub\n"),
+        ("other/b.env", "FROM=other\n"),
+    ];
+    check_files(
+        &files,
+        &[],
+        |project| {
+            let api = &project.services["api"];
+            let network = &project.networks["n"];
+            Shown(format!(
+                "services: {:?}\nimage: {:?}\nbuild: {:?}\ncommand: {:?}\nenvironment: {:?}\n\
+                 labels: {:?}\nports: {:?}\nvolumes: {:?}\nnew: {:?}\n\
+                 network n: {:?} {:?}\nfiles_read: {:?}",
+                project.services.keys().collect::<Vec<_>>(),
+                api.image,
+                api.build
+                    .as_ref()
+                    .map(|build| (&build.context, &build.dockerfile)),
+                api.command,
+                api.environment,
+                api.labels,
+                api.ports
+                    .iter()
+                    .map(|port| (port.published.as_deref(), port.target))
+                    .collect::<Vec<_>>(),
+                api.volumes
+                    .iter()
+                    .map(|mount| &mount.source)
+                    .collect::<Vec<_>>(),
+                project.services["new"]
+                    .volumes
+                    .iter()
+                    .map(|mount| &mount.source)
+                    .collect::<Vec<_>>(),
+                network.labels,
+                network.ipam.as_ref().map(|ipam| ipam
+                    .config
+                    .iter()
+                    .map(|pool| &pool.subnet)
+                    .collect::<Vec<_>>()),
+                project.files_read,
+            ))
+        },
+        &expect![[r#"
+            services: ["api", "keep", "keep2", "new", "web"]
+            image: Some("busybox:2")
+            build: Some(("/stack/sub/ctx", "Other"))
+            command: Some(["c"])
+            environment: {"A": Some("1"), "B": Some("3"), "C": None, "FROM": Some("sub")}
+            labels: {"x": "1", "y": "2"}
+            ports: [(Some("8080"), 80), (Some("9090"), 90)]
+            volumes: [Some("/stack/sub/data"), Some("/stack/sub/more")]
+            new: [Some("/stack/sub/x")]
+            network n: {"a": "1", "b": "2"} Some([Some("10.2.0.0/16")])
+            files_read: ["/stack/sub/base.yaml", "/stack/other/over.yaml", "/stack/sub/a.env", "/stack/sub/b.env"]"#]],
+    );
+}
+
 /// Compose keeps one entry per port, mount, device, secret or DNS server, the last in the place
 /// of the first, in any service.
 #[test]
@@ -2855,12 +2966,26 @@ fn extends_and_include_errors() {
             ],
         ),
         (
-            vec![(
-                "compose.yaml",
-                "include: [{path: [a.yaml, b.yaml]}]\nservices: {}\n",
-            )],
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [{path: [a.yaml, missing.yaml]}]\nservices: {}\n",
+                ),
+                ("a.yaml", "services: {}\n"),
+            ],
+            expect!["error: /stack/compose.yaml: include[0]: /stack/missing.yaml is not a file"],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [{path: [a.yaml, b.yaml]}]\nservices:\n  api: {image: busybox}\n",
+                ),
+                ("a.yaml", "services:\n  api: {image: busybox}\n"),
+                ("b.yaml", "services:\n  api: {command: x}\n"),
+            ],
             expect![
-                "error: /stack/compose.yaml: include[0]: more than one path is not supported by stackhook"
+                "error: /stack/compose.yaml: include[0]: services.api conflicts with imported resource from /stack/a.yaml, /stack/b.yaml"
             ],
         ),
     ] {
