@@ -567,7 +567,9 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         sources.read(&dotenv_file);
     }
     interpolation_environment.extend(environment.clone());
-    let document = document(&file, dir, &interpolation_environment, &mut sources, &[])?;
+    // The stack's file is merged over nothing, so its `!reset` and `!override` tags clear
+    // nothing: what `!reset` marks is simply gone.
+    let (document, _) = document(&file, dir, &interpolation_environment, &mut sources, &[])?;
     let mut context = project::Context {
         file: &file,
         dir,
@@ -597,23 +599,25 @@ impl Sources {
     }
 }
 
-/// One compose file parsed and interpolated, its services' `extends` merged and its `include`s
-/// imported, in compose-go's order. `dir` is where its relative paths resolve; `including` are
-/// the files that include it, outermost first.
+/// One compose file parsed and interpolated, its `!reset` and `!override` tags taken out, its
+/// services' `extends` merged and its `include`s imported, in compose-go's order; with the tags'
+/// `Resets`, for a caller that merges the file over others. `dir` is where its relative paths
+/// resolve; `including` are the files that include it, outermost first.
 fn document(
     file: &Path,
     dir: &Path,
     environment: &BTreeMap<String, String>,
     sources: &mut Sources,
     including: &[PathBuf],
-) -> Result<Value, Error> {
+) -> Result<(Value, merge::Resets), Error> {
     let text = read(file)?;
     let mut document = parse(file, &text)?;
+    let resets = merge::Resets::take(&mut document);
     check_top_level_keys(file, &document)?;
     interpolate_document(file, &mut document, environment, &mut sources.variables)?;
-    extends::apply(&mut document, file, dir, environment, sources)?;
+    extends::apply(&mut document, file, dir, &resets, environment, sources)?;
     include::apply(&mut document, file, dir, environment, sources, including)?;
-    Ok(document)
+    Ok((document, resets))
 }
 
 /// Makes the relative paths of a compose document absolute against `dir`, as compose-go's

@@ -12,15 +12,18 @@ use std::path::{Path, PathBuf};
 
 use yaml_serde::{Mapping, Value};
 
+use super::merge::{self, Resets};
 use super::node::Node;
-use super::{Error, Sources, merge, normalise_path, relocate};
+use super::{Error, Sources, normalise_path, relocate};
 
 /// Replaces every service of `document` that has `extends` by its merge with the service it
-/// extends. `dir` is where the file's relative paths (`extends.file` among them) resolve.
+/// extends. `dir` is where the file's relative paths (`extends.file` among them) resolve;
+/// `resets` are the file's `!reset` and `!override` tags.
 pub fn apply(
     document: &mut Value,
     file: &Path,
     dir: &Path,
+    resets: &Resets,
     environment: &BTreeMap<String, String>,
     sources: &mut Sources,
 ) -> Result<(), Error> {
@@ -31,6 +34,7 @@ pub fn apply(
         file: file.to_path_buf(),
         dir: dir.to_path_buf(),
         services: services.clone(),
+        resets: resets.clone(),
     };
     let mut loader = Loader {
         environment,
@@ -53,12 +57,13 @@ pub fn apply(
     Ok(())
 }
 
-/// The services of one compose file, and where its relative paths resolve.
+/// The services of one compose file, where its relative paths resolve, and its tags.
 #[derive(Clone)]
 struct Origin {
     file: PathBuf,
     dir: PathBuf,
     services: Mapping,
+    resets: Resets,
 }
 
 /// Reads the other files that `extends.file` names, each once.
@@ -79,6 +84,7 @@ impl Loader<'_> {
         // Named from the extending service, which the reader can find and fix.
         let text = super::read(file).map_err(|error| node.invalid(error))?;
         let mut document = super::parse(file, &text)?;
+        let resets = Resets::take(&mut document);
         super::interpolate_document(
             file,
             &mut document,
@@ -101,6 +107,7 @@ impl Loader<'_> {
             file: file.to_path_buf(),
             dir,
             services,
+            resets,
         };
         self.files.insert(file.to_path_buf(), origin.clone());
         Ok(origin)
@@ -159,7 +166,15 @@ fn extended(
     let base = extended(&base_origin, &reference, chain, loader)?;
     chain.pop();
     match base {
-        Value::Mapping(base) => Ok(Value::Mapping(merge::service(base, service))),
+        // The extending file's tags clear their paths from the base first, as compose-go applies
+        // that file's `ResetProcessor` to the base before `ExtendService`. compose-go skips this
+        // for the middle of a chain in one file when it happens to reach the end of the chain
+        // first (Go's map order), so `docker compose config` shows either result from run to
+        // run; stackhook always clears, as the specification says.
+        Value::Mapping(mut base) => {
+            origin.resets.clear_service(name, &mut base);
+            Ok(Value::Mapping(merge::service(base, service)))
+        }
         _ => Ok(Value::Mapping(service)),
     }
 }

@@ -60,11 +60,12 @@ pub fn apply(
         }
         let environment = include.environment(environment, sources)?;
         // Several paths are merged as `-f` files are: each read on its own (its own `extends`
-        // and `include`), then merged over the ones before it (compose-go's `loadYamlModel`).
+        // and `include`), then merged over the ones before it, once its `!reset` and
+        // `!override` paths are cleared from them (compose-go's `loadYamlFile`).
         // Their relative paths all resolve against the project directory, once merged.
         let mut merged = Mapping::new();
         for path in &include.paths {
-            let document = super::document(
+            let (document, resets) = super::document(
                 path,
                 &include.project_directory,
                 &environment,
@@ -72,6 +73,7 @@ pub fn apply(
                 &chain,
             )?;
             sources.read(path);
+            resets.clear(&mut merged);
             if let Value::Mapping(document) = document {
                 merged = merge::document(merged, document);
             }

@@ -2,10 +2,99 @@
 //! compose file over the files before it (an `include` entry's later paths), as compose-go v2's
 //! `override` package (Docker Compose v2.40.3) does it, with its special cases.
 //!
-//! It works on interpolated YAML, before anything is normalised; what the merged entry means is
-//! for `compose::service` to read.
+//! A file's `!reset` and `!override` tags (`Resets`) say where it replaces, rather than merges
+//! with, what it is merged over. It works on interpolated YAML, before anything is normalised;
+//! what the merged entry means is for `compose::service` to read.
 
+use yaml_serde::value::Tag;
 use yaml_serde::{Mapping, Value};
+
+/// Where one compose file's `!reset` and `!override` tags stood, as paths of mapping keys from the
+/// file's root (compose-go's `ResetProcessor`, Compose Specification "Merge and override":
+/// "Reset value", "Replace value"). Each path is cleared from what the file is merged over (the
+/// files before it, the service a service of it extends) before the merge, so that an
+/// `!override` value replaces what was there and a `!reset` one leaves nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Resets {
+    paths: Vec<Vec<String>>,
+}
+
+impl Resets {
+    /// Takes the tags out of a freshly parsed `document`: a `!reset` node is dropped, an
+    /// `!override` one keeps its value. Inside a list, a `!reset` entry is dropped too, but no
+    /// path is recorded: Compose removes nothing from a list it merges over.
+    pub fn take(document: &mut Value) -> Resets {
+        let mut resets = Resets::default();
+        resets.strip(document, Some(Vec::new()));
+        resets
+    }
+
+    /// Clears every recorded path from `base`, the files this one is merged over.
+    pub fn clear(&self, base: &mut Mapping) {
+        for path in &self.paths {
+            remove(base, path);
+        }
+    }
+
+    /// Clears the recorded paths below `services.<name>` from `base`, the service that this
+    /// file's service `name` extends.
+    pub fn clear_service(&self, name: &str, base: &mut Mapping) {
+        for path in &self.paths {
+            if let [section, service, rest @ ..] = path.as_slice()
+                && section == "services"
+                && service == name
+                && !rest.is_empty()
+            {
+                remove(base, rest);
+            }
+        }
+    }
+
+    /// Strips the tags below `value`, recording the paths of those reached through mapping keys
+    /// only (`at` is `None` inside a list).
+    fn strip(&mut self, value: &mut Value, at: Option<Vec<String>>) {
+        match value {
+            Value::Mapping(mapping) => {
+                let keys: Vec<Value> = mapping.keys().cloned().collect();
+                for key in keys {
+                    let child_at = at.clone().map(|mut at| {
+                        at.push(key_text(&key));
+                        at
+                    });
+                    let Some(child) = mapping.get_mut(&key) else {
+                        continue;
+                    };
+                    let tag = compose_tag(child);
+                    if let (Some(_), Some(path)) = (tag, &child_at) {
+                        self.paths.push(path.clone());
+                    }
+                    match tag {
+                        Some(ComposeTag::Reset) => {
+                            mapping.shift_remove(&key);
+                        }
+                        Some(ComposeTag::Override) | None => self.strip(child, child_at),
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                items.retain(|item| compose_tag(item) != Some(ComposeTag::Reset));
+                for item in items {
+                    self.strip(item, None);
+                }
+            }
+            Value::Tagged(tagged) => {
+                if tag_of(&tagged.tag) == Some(ComposeTag::Override) {
+                    // `!override` is only a mark; what it marks stays.
+                    *value = std::mem::take(&mut tagged.value);
+                    self.strip(value, at);
+                } else {
+                    self.strip(&mut tagged.value, at);
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// `over`, a service's own keys, merged over `base`, the service it extends (compose-go's
 /// `ExtendService`).
@@ -310,5 +399,54 @@ fn plain(base: Value, over: Value) -> Value {
             Value::Sequence(base)
         }
         (_, over) => over,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ComposeTag {
+    Reset,
+    Override,
+}
+
+/// The Compose tag on `value`, if it carries one.
+fn compose_tag(value: &Value) -> Option<ComposeTag> {
+    match value {
+        Value::Tagged(tagged) => tag_of(&tagged.tag),
+        _ => None,
+    }
+}
+
+fn tag_of(tag: &Tag) -> Option<ComposeTag> {
+    if *tag == Tag::new("reset") {
+        Some(ComposeTag::Reset)
+    } else if *tag == Tag::new("override") {
+        Some(ComposeTag::Override)
+    } else {
+        None
+    }
+}
+
+/// A mapping key as a path element; Compose reads every key as a string.
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(value) => value.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Removes the entry at `path` from `mapping`, if there is one.
+fn remove(mapping: &mut Mapping, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(key) = mapping.keys().find(|key| key_text(key) == *first).cloned() else {
+        return;
+    };
+    if rest.is_empty() {
+        mapping.shift_remove(&key);
+    } else if let Some(Value::Mapping(child)) = mapping.get_mut(&key) {
+        remove(child, rest);
     }
 }

@@ -2761,6 +2761,163 @@ networks:
     );
 }
 
+/// Each service's keys that the tag tests look at, one line a service.
+fn tagged_keys(project: &Project) -> Shown {
+    let lines: Vec<String> = project
+        .services
+        .iter()
+        .map(|(name, service)| {
+            format!(
+                "{name}: command {:?}, environment {:?}, labels {:?}, ports {:?}, dns {:?}, \
+                 user {:?}, hostname {:?}, working_dir {:?}, sysctls {:?}",
+                service.command,
+                service.environment,
+                service.labels,
+                service
+                    .ports
+                    .iter()
+                    .map(|port| (port.published.as_deref(), port.target))
+                    .collect::<Vec<_>>(),
+                service.dns,
+                service.user,
+                service.hostname,
+                service.working_dir,
+                service.sysctls,
+            )
+        })
+        .collect();
+    Shown(lines.join("\n"))
+}
+
+/// `!reset` drops a value and `!override` replaces, rather than merges with, what a service
+/// extends or what an include's earlier path defines; where nothing is merged, a `!reset` value
+/// is simply gone (a whole service, a key, a list entry) and an `!override` one stays.
+/// `docker compose config` (v2.40.3) shows the same for these files.
+#[test]
+fn reset_and_override_tags() {
+    let extends_and_include = [
+        (
+            "compose.yaml",
+            r#"
+include:
+  - path: [base.yaml, over.yaml]
+services:
+  base:
+    image: busybox
+    environment: {A: "1", B: "2"}
+    ports: ["8080:80"]
+    labels: {l: "1"}
+    command: ["x"]
+  web:
+    extends: base
+    environment: !reset {}
+    ports: !override ["9090:90"]
+    labels: !reset
+    user: !reset root
+    hostname: !override h
+"#,
+        ),
+        (
+            "base.yaml",
+            r#"
+services:
+  api:
+    image: busybox
+    environment: {A: "1", B: "2"}
+    ports: ["8080:80"]
+    dns: [1.1.1.1]
+    command: ["x"]
+  gone:
+    image: busybox
+"#,
+        ),
+        (
+            "over.yaml",
+            r#"
+services:
+  api:
+    environment: !override {C: "3"}
+    ports: !reset []
+    dns: !reset
+    command: !reset
+  gone: !reset
+"#,
+        ),
+    ];
+    check_files(
+        &extends_and_include,
+        &[],
+        tagged_keys,
+        &expect![[r#"
+        api: command None, environment {"C": Some("3")}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        base: command Some(["x"]), environment {"A": Some("1"), "B": Some("2")}, labels {"l": "1"}, ports [(Some("8080"), 80)], dns [], user None, hostname None, working_dir None, sysctls {}
+        web: command Some(["x"]), environment {}, labels {}, ports [(Some("9090"), 90)], dns [], user None, hostname Some("h"), working_dir None, sysctls {}"#]],
+    );
+    let another_file = [
+        (
+            "compose.yaml",
+            r#"
+services:
+  web:
+    extends: {file: lib/common.yaml, service: mid}
+    dns: [9.9.9.9, !reset 8.8.8.8]
+    environment: {X: !reset "1", Y: "2"}
+  solo: !reset {image: busybox}
+  other:
+    image: busybox
+    sysctls: !override {a: "1"}
+"#,
+        ),
+        (
+            "lib/common.yaml",
+            r#"
+services:
+  root:
+    image: busybox
+    labels: {r: "1"}
+    dns: [1.1.1.1]
+    working_dir: /r
+  mid:
+    extends: root
+    labels: !reset
+    dns: !override [2.2.2.2]
+"#,
+        ),
+    ];
+    check_files(
+        &another_file,
+        &[],
+        tagged_keys,
+        &expect![[r#"
+        other: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {"a": "1"}
+        web: command None, environment {"Y": Some("2")}, labels {}, ports [], dns ["2.2.2.2", "9.9.9.9"], user None, hostname None, working_dir Some("/r"), sysctls {}"#]],
+    );
+
+    // A `!reset` value is dropped before interpolation, so a required variable in it is not
+    // needed. Along a chain, `b`'s tag clears `a`'s labels for `c` too (`docker compose config`
+    // shows this on some runs and not on others, see `extends::extended`).
+    let chain = r#"
+services:
+  a:
+    image: busybox
+    labels: {a: "1"}
+    user: !reset ${NOPE:?must be set}
+  b:
+    extends: a
+    labels: !reset {}
+  c:
+    extends: b
+"#;
+    check(
+        chain,
+        tagged_keys,
+        &expect![[r#"
+        a: command None, environment {}, labels {"a": "1"}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        b: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        c: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}"#]],
+    );
+}
+
 /// Compose keeps one entry per port, mount, device, secret or DNS server, the last in the place
 /// of the first, in any service.
 #[test]
