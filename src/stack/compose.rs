@@ -146,6 +146,9 @@ pub struct Service {
     pub userns_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// `isolation:`, sent to the engine as Compose sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
     /// `service[:alias]` entries; the container is linked on each network it joins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
@@ -340,6 +343,16 @@ pub struct Build {
     /// The service's `platform`, else the only entry of `build.platforms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+}
+
+/// A container's isolation technology (`isolation:`). Only Windows engines have more than
+/// `default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Default,
+    Process,
+    Hyperv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -539,6 +552,14 @@ pub enum Error {
         file: PathBuf,
         service: String,
         key: String,
+    },
+    /// A service key of `SERVICE_KEYS` that stackhook refuses, with why.
+    #[error("{file}: service {service}: key {key} is not supported by stackhook: {reason}")]
+    RefusedKey {
+        file: PathBuf,
+        service: String,
+        key: String,
+        reason: &'static str,
     },
     #[error("{file}: service {service} has neither an image nor a build context specified")]
     NoImage { file: PathBuf, service: String },
@@ -895,6 +916,15 @@ fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
     for key in mapping.keys() {
         let key = key.as_str().unwrap_or_default();
         let allowed = TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-");
+        // Compose's top-level `models` are what services' `models` use, refused for the same
+        // reason.
+        if let ("models", Some(Support::Refused(reason))) = (key, service::support("models")) {
+            return Err(Error::Invalid {
+                file: file.to_path_buf(),
+                at: key.to_owned(),
+                message: format!("is not supported by stackhook: {reason}"),
+            });
+        }
         if !allowed {
             return Err(Error::UnknownTopLevelKey {
                 file: file.to_path_buf(),

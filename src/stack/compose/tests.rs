@@ -158,6 +158,7 @@ fn minimal_project() {
                         cgroup_parent: None,
                         userns_mode: None,
                         runtime: None,
+                        isolation: None,
                         links: [],
                         external_links: [],
                         volumes_from: [],
@@ -1188,6 +1189,7 @@ services:
                     cgroup_parent: None,
                     userns_mode: None,
                     runtime: None,
+                    isolation: None,
                     links: [],
                     external_links: [],
                     volumes_from: [],
@@ -1549,6 +1551,77 @@ services:
                 ],
             )"#]],
     );
+}
+
+/// The keys Docker Compose 2.40.3 accepts and does nothing with on Linux load, noted in the
+/// plan; `isolation` goes to the engine as Compose sends it; the keys stackhook cannot do as
+/// Compose does are refused with why. Compose's own `up -d` on these: `credential_spec` and
+/// `pull_refresh_after` change nothing in the container, `isolation: default` shows in
+/// `HostConfig.Isolation`, `models` fails without the Docker Model plugin, `provider` runs the
+/// plugin program, `use_api_socket` mounts the socket and writes credentials.
+#[test]
+fn windows_and_plugin_keys() {
+    check(
+        r#"
+services:
+  web:
+    image: busybox
+    credential_spec: {file: spec.json}
+    pull_refresh_after: 1h
+    isolation: default
+"#,
+        |project| (project.services["web"].isolation, project.notes.clone()),
+        &expect![[r#"
+            (
+                Some(
+                    Default,
+                ),
+                [
+                    "services.web.credential_spec: only Windows containers use it, and docker compose up sends the engine none",
+                    "services.web.pull_refresh_after: docker compose 2.40 reads no such setting, and ignores it too",
+                ],
+            )"#]],
+    );
+    let refused = [
+        "  web: {image: busybox, isolation: sandbox}\n",
+        "  web: {image: busybox, models: [llm]}\n",
+        "  web: {provider: {type: awesomecloud, options: {type: mysql}}}\n",
+        "  web: {image: busybox, use_api_socket: true}\n",
+    ];
+    let errors: Vec<String> = refused
+        .iter()
+        .map(|service| {
+            let (result, dir, _) =
+                load_stack(&[("compose.yaml", &format!("services:\n{service}"))], &[]);
+            let error = result
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+            error.replace(&dir, "/stack")
+        })
+        .collect();
+    let (top_level, dir, _) = load_stack(
+        &[(
+            "compose.yaml",
+            "services: {}\nmodels:\n  llm: {model: ai/smollm2}\n",
+        )],
+        &[],
+    );
+    let top_level = top_level
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    expect![[r#"
+        (
+            [
+                "/stack/compose.yaml: services.web.isolation: isolation \"sandbox\" is none of default, process, hyperv",
+                "/stack/compose.yaml: service web: key models is not supported by stackhook: it needs Docker Model Runner, which Compose drives through the `docker model` CLI plugin, not the engine API",
+                "/stack/compose.yaml: service web: key provider is not supported by stackhook: Compose hands the service to a provider plugin, a program it runs on the host; stackhook runs no program a repository names",
+                "/stack/compose.yaml: service web: key use_api_socket is not supported by stackhook: with the engine socket, Compose copies the Docker CLI credentials of whoever runs it into the container; stackhook has none to copy (mount /var/run/docker.sock as a volume instead)",
+            ],
+            "/stack/compose.yaml: models: is not supported by stackhook: it needs Docker Model Runner, which Compose drives through the `docker model` CLI plugin, not the engine API",
+        )
+    "#]].assert_debug_eq(&(errors, top_level.replace(&dir, "/stack")));
 }
 
 #[test]
@@ -2158,19 +2231,31 @@ fn readme_lists_the_service_keys() {
         .and_then(|(_, rest)| rest.split_once(end))
         .map(|(listed, _)| listed)
         .expect("README.md has the service keys between their markers");
-    let keys = |wanted: Support| {
+    // Each key of one kind, with its reason where it has one.
+    let keys = |kind: fn(&Support) -> Option<Option<&str>>| {
         SERVICE_KEYS
             .iter()
-            .filter(|(_, support)| *support == wanted)
-            .map(|(key, _)| format!("`{key}`"))
+            .filter_map(|(key, support)| match kind(support)? {
+                Some(reason) => Some(format!("`{key}` ({reason})")),
+                None => Some(format!("`{key}`")),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let expected = format!(
-        "- Supported: {}.\n- Accepted and ignored, as `up -d` ignores them: {}.\n- Refused: {}.\n",
-        keys(Support::Applied),
-        keys(Support::Ignored),
-        keys(Support::Refused),
+        "- Supported: {}.\n- Accepted and ignored, as `up -d` ignores them: {}.\n\
+         - Accepted and ignored as Compose ignores them, with a note in the plan: {}.\n\
+         - Refused: {}.\n",
+        keys(|support| matches!(support, Support::Applied).then_some(None)),
+        keys(|support| matches!(support, Support::Ignored).then_some(None)),
+        keys(|support| match support {
+            Support::Noted(reason) => Some(Some(reason)),
+            _ => None,
+        }),
+        keys(|support| match support {
+            Support::Refused(reason) => Some(Some(reason)),
+            _ => None,
+        }),
     );
     assert!(
         listed == expected,
