@@ -18,6 +18,7 @@ use super::interpolate;
 mod dotenv;
 mod extends;
 mod include;
+mod merge;
 mod node;
 mod project;
 mod service;
@@ -145,6 +146,9 @@ pub struct Service {
     pub userns_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// `isolation:`, sent to the engine as Compose sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
     /// `service[:alias]` entries; the container is linked on each network it joins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
@@ -339,6 +343,16 @@ pub struct Build {
     /// The service's `platform`, else the only entry of `build.platforms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+}
+
+/// A container's isolation technology (`isolation:`). Only Windows engines have more than
+/// `default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Default,
+    Process,
+    Hyperv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -539,6 +553,14 @@ pub enum Error {
         service: String,
         key: String,
     },
+    /// A service key of `SERVICE_KEYS` that stackhook refuses, with why.
+    #[error("{file}: service {service}: key {key} is not supported by stackhook: {reason}")]
+    RefusedKey {
+        file: PathBuf,
+        service: String,
+        key: String,
+        reason: &'static str,
+    },
     #[error("{file}: service {service} has neither an image nor a build context specified")]
     NoImage { file: PathBuf, service: String },
     /// Any other invalid value; `at` is a path such as `services.web.ports[0]`.
@@ -566,7 +588,9 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         sources.read(&dotenv_file);
     }
     interpolation_environment.extend(environment.clone());
-    let document = document(&file, dir, &interpolation_environment, &mut sources, &[])?;
+    // The stack's file is merged over nothing, so its `!reset` and `!override` tags clear
+    // nothing: what `!reset` marks is simply gone.
+    let (document, _) = document(&file, dir, &interpolation_environment, &mut sources, &[])?;
     let mut context = project::Context {
         file: &file,
         dir,
@@ -596,23 +620,25 @@ impl Sources {
     }
 }
 
-/// One compose file parsed and interpolated, its services' `extends` merged and its `include`s
-/// imported, in compose-go's order. `dir` is where its relative paths resolve; `including` are
-/// the files that include it, outermost first.
+/// One compose file parsed and interpolated, its `!reset` and `!override` tags taken out, its
+/// services' `extends` merged and its `include`s imported, in compose-go's order; with the tags'
+/// `Resets`, for a caller that merges the file over others. `dir` is where its relative paths
+/// resolve; `including` are the files that include it, outermost first.
 fn document(
     file: &Path,
     dir: &Path,
     environment: &BTreeMap<String, String>,
     sources: &mut Sources,
     including: &[PathBuf],
-) -> Result<Value, Error> {
+) -> Result<(Value, merge::Resets), Error> {
     let text = read(file)?;
     let mut document = parse(file, &text)?;
+    let resets = merge::Resets::take(&mut document);
     check_top_level_keys(file, &document)?;
     interpolate_document(file, &mut document, environment, &mut sources.variables)?;
-    extends::apply(&mut document, file, dir, environment, sources)?;
+    extends::apply(&mut document, file, dir, &resets, environment, sources)?;
     include::apply(&mut document, file, dir, environment, sources, including)?;
-    Ok(document)
+    Ok((document, resets))
 }
 
 /// Makes the relative paths of a compose document absolute against `dir`, as compose-go's
@@ -890,6 +916,15 @@ fn check_top_level_keys(file: &Path, document: &Value) -> Result<(), Error> {
     for key in mapping.keys() {
         let key = key.as_str().unwrap_or_default();
         let allowed = TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-");
+        // Compose's top-level `models` are what services' `models` use, refused for the same
+        // reason.
+        if let ("models", Some(Support::Refused(reason))) = (key, service::support("models")) {
+            return Err(Error::Invalid {
+                file: file.to_path_buf(),
+                at: key.to_owned(),
+                message: format!("is not supported by stackhook: {reason}"),
+            });
+        }
         if !allowed {
             return Err(Error::UnknownTopLevelKey {
                 file: file.to_path_buf(),

@@ -98,6 +98,7 @@ const HOST_CONFIG_FIELDS: &[&str] = &[
     "IpcMode",
     "PidMode",
     "Runtime",
+    "Isolation",
     "VolumeDriver",
     "VolumesFrom",
     "Links",

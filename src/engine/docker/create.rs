@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
-    HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
-    MountVolumeOptions, NetworkingConfig, PortBinding, ResourcesBlkioWeightDevice,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
+    HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigIsolationEnum,
+    HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
+    ResourcesBlkioWeightDevice, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ThrottleDevice,
 };
 
 use crate::engine::{Attachment, ContainerSpec, EngineKind};
@@ -133,6 +134,11 @@ fn host_config(spec: &ContainerSpec, ids: &BTreeMap<String, String>) -> HostConf
         cgroup_parent: service.cgroup_parent.clone(),
         userns_mode: service.userns_mode.clone(),
         runtime: service.runtime.clone(),
+        isolation: service.isolation.map(|isolation| match isolation {
+            compose::Isolation::Default => HostConfigIsolationEnum::DEFAULT,
+            compose::Isolation::Process => HostConfigIsolationEnum::PROCESS,
+            compose::Isolation::Hyperv => HostConfigIsolationEnum::HYPERV,
+        }),
         volumes_from: non_empty(volumes_from(&service.volumes_from, ids)),
         links: non_empty(
             spec.networks
@@ -956,6 +962,7 @@ mod tests {
             cgroup_parent: Some("mygroup".to_owned()),
             userns_mode: Some("host".to_owned()),
             runtime: Some("nvidia".to_owned()),
+            isolation: Some(compose::Isolation::Default),
             volumes_from: strings(&["db:ro", "container:data:rw", "db"]),
             group_add: strings(&["1234"]),
             dns_search: strings(&["example.org"]),
@@ -1065,6 +1072,7 @@ mod tests {
                   "1234"
                 ],
                 "IpcMode": "container:0123abcd",
+                "Isolation": "default",
                 "Links": [
                   "demo-db-1:db",
                   "demo-db-1:db-1",

@@ -3,7 +3,8 @@
 //!
 //! Each included file is read as a project of its own (its own `extends` and `include`, its
 //! relative paths resolved against its project directory, its `.env`), then imported; its `name`
-//! and anything else are left behind. Normalising what was imported belongs to
+//! and anything else are left behind. An entry with several paths merges them first, as `-f`
+//! files merge (`compose::merge`). Normalising what was imported belongs to
 //! `compose::project`.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use yaml_serde::{Mapping, Value};
 
 use super::node::Node;
-use super::{Error, Sources, normalise_path, read_dotenv, relocate};
+use super::{Error, Sources, merge, normalise_path, read_dotenv, relocate};
 
 /// The top-level sections an included file contributes.
 const IMPORTED: [&str; 5] = ["services", "networks", "volumes", "secrets", "configs"];
@@ -41,40 +42,55 @@ pub fn apply(
     chain.push(file.to_path_buf());
     for item in node.items()? {
         let include = Include::parse(&item, dir)?;
-        if let Some(start) = chain.iter().position(|file| *file == include.path) {
-            let cycle: Vec<String> = chain[start..]
-                .iter()
-                .chain([&include.path])
-                .map(|file| file.display().to_string())
-                .collect();
-            return Err(item.invalid(format!(
-                "include cycle detected: {}",
-                cycle.join(" include ")
-            )));
-        }
-        if !include.path.is_file() {
-            return Err(item.invalid(format!("{} is not a file", include.path.display())));
+        for path in &include.paths {
+            if let Some(start) = chain.iter().position(|file| file == path) {
+                let cycle: Vec<String> = chain[start..]
+                    .iter()
+                    .chain([path])
+                    .map(|file| file.display().to_string())
+                    .collect();
+                return Err(item.invalid(format!(
+                    "include cycle detected: {}",
+                    cycle.join(" include ")
+                )));
+            }
+            if !path.is_file() {
+                return Err(item.invalid(format!("{} is not a file", path.display())));
+            }
         }
         let environment = include.environment(environment, sources)?;
-        let mut imported = super::document(
-            &include.path,
-            &include.project_directory,
-            &environment,
-            sources,
-            &chain,
-        )?;
-        sources.read(&include.path);
+        // Several paths are merged as `-f` files are: each read on its own (its own `extends`
+        // and `include`), then merged over the ones before it, once its `!reset` and
+        // `!override` paths are cleared from them (compose-go's `loadYamlFile`).
+        // Their relative paths all resolve against the project directory, once merged.
+        let mut merged = Mapping::new();
+        for path in &include.paths {
+            let (document, resets) = super::document(
+                path,
+                &include.project_directory,
+                &environment,
+                sources,
+                &chain,
+            )?;
+            sources.read(path);
+            resets.clear(&mut merged);
+            if let Value::Mapping(document) = document {
+                merged = merge::document(merged, document);
+            }
+        }
+        let mut imported = Value::Mapping(merged);
         relocate(&mut imported, &include.project_directory, true);
-        import(mapping, imported, &item, &include.path)?;
+        import(mapping, imported, &item, &include.paths)?;
     }
     Ok(())
 }
 
 /// One entry of `include`, its paths absolute.
 struct Include {
-    path: PathBuf,
-    /// Where the included file's relative paths resolve: `project_directory`, else the file's
-    /// own directory.
+    /// The file to include, then any that override it; never empty.
+    paths: Vec<PathBuf>,
+    /// Where the included files' relative paths resolve: `project_directory`, else the first
+    /// file's directory.
     project_directory: PathBuf,
     /// `env_file`, relative to the including file's directory; `None` reads the project
     /// directory's `.env` if there is one.
@@ -87,7 +103,7 @@ impl Include {
         let absolute = |path: String| normalise_path(&dir.join(path));
         let Ok(entries) = node.entries() else {
             let path = absolute(node.string()?);
-            return Ok(Include::new(path, None, None));
+            return Ok(Include::new(vec![path], None, None));
         };
         let (mut paths, mut project_directory, mut env_files) = (Vec::new(), None, None);
         for (key, value) in entries {
@@ -103,27 +119,24 @@ impl Include {
                 }
             }
         }
-        match paths.as_slice() {
-            [path] => Ok(Include::new(
-                absolute(path.clone()),
-                project_directory,
-                env_files,
-            )),
-            [] => Err(node.invalid("needs a path")),
-            // Later paths override the first as `-f` files do, which stackhook does not merge.
-            _ => Err(node.invalid("more than one path is not supported by stackhook")),
+        if paths.is_empty() {
+            return Err(node.invalid("needs a path"));
         }
+        let paths = paths.into_iter().map(absolute).collect();
+        Ok(Include::new(paths, project_directory, env_files))
     }
 
     fn new(
-        path: PathBuf,
+        paths: Vec<PathBuf>,
         project_directory: Option<PathBuf>,
         env_files: Option<Vec<PathBuf>>,
     ) -> Include {
-        let project_directory = project_directory
-            .unwrap_or_else(|| path.parent().unwrap_or(Path::new("/")).to_path_buf());
+        let project_directory = project_directory.unwrap_or_else(|| {
+            let first = paths.first().and_then(|path| path.parent());
+            first.unwrap_or(Path::new("/")).to_path_buf()
+        });
         Include {
-            path,
+            paths,
             project_directory,
             env_files,
         }
@@ -164,9 +177,14 @@ impl Include {
     }
 }
 
-/// Adds the imported file's resources to `target`. A name both define is an error unless the
+/// Adds the imported files' resources to `target`. A name both define is an error unless the
 /// definitions are equal ("conflicts with imported resource", as Compose says).
-fn import(target: &mut Mapping, imported: Value, node: &Node, path: &Path) -> Result<(), Error> {
+fn import(
+    target: &mut Mapping,
+    imported: Value,
+    node: &Node,
+    paths: &[PathBuf],
+) -> Result<(), Error> {
     let Value::Mapping(mut imported) = imported else {
         return Ok(());
     };
@@ -186,9 +204,13 @@ fn import(target: &mut Mapping, imported: Value, node: &Node, path: &Path) -> Re
         for (name, value) in entries {
             if existing.get(&name).is_some_and(|known| *known != value) {
                 let name = name.as_str().unwrap_or_default();
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|path| path.display().to_string())
+                    .collect();
                 return Err(node.invalid(format!(
                     "{section}.{name} conflicts with imported resource from {}",
-                    path.display()
+                    paths.join(", ")
                 )));
             }
             existing.insert(name, value);

@@ -14,7 +14,7 @@ use super::node::Node;
 use super::project::{Context, Definition, strings_map};
 use super::{
     Blkio, Build, Condition, Dependency, DeviceRate, DeviceRequest, DeviceWeight, Error, FileKind,
-    FileSource, Healthcheck, Hook, Logging, Mount, MountKind, Port, PullPolicy, Service,
+    FileSource, Healthcheck, Hook, Isolation, Logging, Mount, MountKind, Port, PullPolicy, Service,
     ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
 };
 
@@ -25,14 +25,18 @@ pub enum Support {
     Applied,
     /// Accepted without effect, as `docker compose up -d` has none for it.
     Ignored,
-    /// Valid Compose that stackhook refuses (`UnsupportedKey`) rather than deploy something
-    /// other than Compose would.
-    Refused,
+    /// Accepted without effect, as Docker Compose accepts it and does nothing with it on Linux;
+    /// the plan says so in a note (`Project::notes`) that gives this reason.
+    Noted(&'static str),
+    /// Valid Compose that stackhook refuses (`RefusedKey`, with this reason) rather than deploy
+    /// something other than Compose would.
+    Refused(&'static str),
 }
 
 /// Every service key of Docker Compose v2.40.3's schema, with how stackhook treats it: the one
-/// list from which parsing, the `UnsupportedKey` error and the README's list derive. A key that
-/// is not here (nor `x-`) is not Compose, and is reported as Compose's schema check reports it.
+/// list from which parsing, notes, the `RefusedKey` error and the README's list derive. A key
+/// that is not here (nor `x-`) is not Compose, and is reported as Compose's schema check
+/// reports it.
 pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("annotations", Support::Applied),
     // Which services' output `up` (without `-d`) follows.
@@ -55,7 +59,12 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("cpu_shares", Support::Applied),
     ("cpus", Support::Applied),
     ("cpuset", Support::Applied),
-    ("credential_spec", Support::Refused),
+    (
+        "credential_spec",
+        Support::Noted(
+            "only Windows containers use it, and docker compose up sends the engine none",
+        ),
+    ),
     ("depends_on", Support::Applied),
     ("deploy", Support::Applied),
     // Used by `docker compose watch` only.
@@ -80,7 +89,7 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("image", Support::Applied),
     ("init", Support::Applied),
     ("ipc", Support::Applied),
-    ("isolation", Support::Refused),
+    ("isolation", Support::Applied),
     ("label_file", Support::Applied),
     ("labels", Support::Applied),
     ("links", Support::Applied),
@@ -90,7 +99,12 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("mem_reservation", Support::Applied),
     ("mem_swappiness", Support::Applied),
     ("memswap_limit", Support::Applied),
-    ("models", Support::Refused),
+    (
+        "models",
+        Support::Refused(
+            "it needs Docker Model Runner, which Compose drives through the `docker model` CLI plugin, not the engine API",
+        ),
+    ),
     ("network_mode", Support::Applied),
     ("networks", Support::Applied),
     ("oom_kill_disable", Support::Applied),
@@ -103,9 +117,17 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("pre_stop", Support::Applied),
     ("privileged", Support::Applied),
     ("profiles", Support::Applied),
-    ("provider", Support::Refused),
+    (
+        "provider",
+        Support::Refused(
+            "Compose hands the service to a provider plugin, a program it runs on the host; stackhook runs no program a repository names",
+        ),
+    ),
     ("pull_policy", Support::Applied),
-    ("pull_refresh_after", Support::Refused),
+    (
+        "pull_refresh_after",
+        Support::Noted("docker compose 2.40 reads no such setting, and ignores it too"),
+    ),
     ("read_only", Support::Applied),
     ("restart", Support::Applied),
     ("runtime", Support::Applied),
@@ -121,7 +143,12 @@ pub const SERVICE_KEYS: &[(&str, Support)] = &[
     ("tmpfs", Support::Applied),
     ("tty", Support::Applied),
     ("ulimits", Support::Applied),
-    ("use_api_socket", Support::Refused),
+    (
+        "use_api_socket",
+        Support::Refused(
+            "with the engine socket, Compose copies the Docker CLI credentials of whoever runs it into the container; stackhook has none to copy (mount /var/run/docker.sock as a volume instead)",
+        ),
+    ),
     ("user", Support::Applied),
     ("userns_mode", Support::Applied),
     ("uts", Support::Applied),
@@ -153,8 +180,15 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
     };
     for (key, _) in &entries {
         match support(key) {
-            Some(Support::Applied | Support::Ignored) => {}
-            Some(Support::Refused) => return Err(unsupported(key)),
+            Some(Support::Applied | Support::Ignored | Support::Noted(_)) => {}
+            Some(Support::Refused(reason)) => {
+                return Err(Error::RefusedKey {
+                    file: node.file.to_path_buf(),
+                    service: name.to_owned(),
+                    key: key.to_owned(),
+                    reason,
+                });
+            }
             None if key.starts_with("x-") => {}
             // Worded as Compose's schema validation says it.
             None => {
@@ -170,6 +204,11 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
         && !profiles.strings()?.is_empty()
     {
         return Ok(None);
+    }
+    for (key, value) in &fields {
+        if let Some(Support::Noted(reason)) = support(key) {
+            context.notes.push(format!("{}: {reason}", value.at));
+        }
     }
     let mut service = Service::default();
     let mut environment_node = None;
@@ -229,6 +268,7 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "cgroup_parent" => service.cgroup_parent = Some(value.string()?),
             "userns_mode" => service.userns_mode = Some(value.string()?),
             "runtime" => service.runtime = Some(value.string()?),
+            "isolation" => service.isolation = Some(isolation(value)?),
             "links" => service.links = value.strings()?,
             "external_links" => service.external_links = value.strings()?,
             "volumes_from" => service.volumes_from = value.strings()?,
@@ -729,6 +769,19 @@ fn labels(
     }
     merged.extend(labels.clone());
     Ok(merged)
+}
+
+/// The isolation technologies the engine's API names; the engine on Linux takes only
+/// `default`, and refuses the others itself, as it does for Compose.
+fn isolation(node: &Node) -> Result<Isolation, Error> {
+    match node.string()?.as_str() {
+        "default" => Ok(Isolation::Default),
+        "process" => Ok(Isolation::Process),
+        "hyperv" => Ok(Isolation::Hyperv),
+        other => Err(node.invalid(format!(
+            "isolation {other:?} is none of default, process, hyperv"
+        ))),
+    }
 }
 
 fn pull_policy(node: &Node) -> Result<PullPolicy, Error> {

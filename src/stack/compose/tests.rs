@@ -158,6 +158,7 @@ fn minimal_project() {
                         cgroup_parent: None,
                         userns_mode: None,
                         runtime: None,
+                        isolation: None,
                         links: [],
                         external_links: [],
                         volumes_from: [],
@@ -1188,6 +1189,7 @@ services:
                     cgroup_parent: None,
                     userns_mode: None,
                     runtime: None,
+                    isolation: None,
                     links: [],
                     external_links: [],
                     volumes_from: [],
@@ -1549,6 +1551,77 @@ services:
                 ],
             )"#]],
     );
+}
+
+/// The keys Docker Compose 2.40.3 accepts and does nothing with on Linux load, noted in the
+/// plan; `isolation` goes to the engine as Compose sends it; the keys stackhook cannot do as
+/// Compose does are refused with why. Compose's own `up -d` on these: `credential_spec` and
+/// `pull_refresh_after` change nothing in the container, `isolation: default` shows in
+/// `HostConfig.Isolation`, `models` fails without the Docker Model plugin, `provider` runs the
+/// plugin program, `use_api_socket` mounts the socket and writes credentials.
+#[test]
+fn windows_and_plugin_keys() {
+    check(
+        r#"
+services:
+  web:
+    image: busybox
+    credential_spec: {file: spec.json}
+    pull_refresh_after: 1h
+    isolation: default
+"#,
+        |project| (project.services["web"].isolation, project.notes.clone()),
+        &expect![[r#"
+            (
+                Some(
+                    Default,
+                ),
+                [
+                    "services.web.credential_spec: only Windows containers use it, and docker compose up sends the engine none",
+                    "services.web.pull_refresh_after: docker compose 2.40 reads no such setting, and ignores it too",
+                ],
+            )"#]],
+    );
+    let refused = [
+        "  web: {image: busybox, isolation: sandbox}\n",
+        "  web: {image: busybox, models: [llm]}\n",
+        "  web: {provider: {type: awesomecloud, options: {type: mysql}}}\n",
+        "  web: {image: busybox, use_api_socket: true}\n",
+    ];
+    let errors: Vec<String> = refused
+        .iter()
+        .map(|service| {
+            let (result, dir, _) =
+                load_stack(&[("compose.yaml", &format!("services:\n{service}"))], &[]);
+            let error = result
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+            error.replace(&dir, "/stack")
+        })
+        .collect();
+    let (top_level, dir, _) = load_stack(
+        &[(
+            "compose.yaml",
+            "services: {}\nmodels:\n  llm: {model: ai/smollm2}\n",
+        )],
+        &[],
+    );
+    let top_level = top_level
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    expect![[r#"
+        (
+            [
+                "/stack/compose.yaml: services.web.isolation: isolation \"sandbox\" is none of default, process, hyperv",
+                "/stack/compose.yaml: service web: key models is not supported by stackhook: it needs Docker Model Runner, which Compose drives through the `docker model` CLI plugin, not the engine API",
+                "/stack/compose.yaml: service web: key provider is not supported by stackhook: Compose hands the service to a provider plugin, a program it runs on the host; stackhook runs no program a repository names",
+                "/stack/compose.yaml: service web: key use_api_socket is not supported by stackhook: with the engine socket, Compose copies the Docker CLI credentials of whoever runs it into the container; stackhook has none to copy (mount /var/run/docker.sock as a volume instead)",
+            ],
+            "/stack/compose.yaml: models: is not supported by stackhook: it needs Docker Model Runner, which Compose drives through the `docker model` CLI plugin, not the engine API",
+        )
+    "#]].assert_debug_eq(&(errors, top_level.replace(&dir, "/stack")));
 }
 
 #[test]
@@ -2158,19 +2231,31 @@ fn readme_lists_the_service_keys() {
         .and_then(|(_, rest)| rest.split_once(end))
         .map(|(listed, _)| listed)
         .expect("README.md has the service keys between their markers");
-    let keys = |wanted: Support| {
+    // Each key of one kind, with its reason where it has one.
+    let keys = |kind: fn(&Support) -> Option<Option<&str>>| {
         SERVICE_KEYS
             .iter()
-            .filter(|(_, support)| *support == wanted)
-            .map(|(key, _)| format!("`{key}`"))
+            .filter_map(|(key, support)| match kind(support)? {
+                Some(reason) => Some(format!("`{key}` ({reason})")),
+                None => Some(format!("`{key}`")),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let expected = format!(
-        "- Supported: {}.\n- Accepted and ignored, as `up -d` ignores them: {}.\n- Refused: {}.\n",
-        keys(Support::Applied),
-        keys(Support::Ignored),
-        keys(Support::Refused),
+        "- Supported: {}.\n- Accepted and ignored, as `up -d` ignores them: {}.\n\
+         - Accepted and ignored as Compose ignores them, with a note in the plan: {}.\n\
+         - Refused: {}.\n",
+        keys(|support| matches!(support, Support::Applied).then_some(None)),
+        keys(|support| matches!(support, Support::Ignored).then_some(None)),
+        keys(|support| match support {
+            Support::Noted(reason) => Some(Some(reason)),
+            _ => None,
+        }),
+        keys(|support| match support {
+            Support::Refused(reason) => Some(Some(reason)),
+            _ => None,
+        }),
     );
     assert!(
         listed == expected,
@@ -2650,6 +2735,274 @@ secrets:
     );
 }
 
+/// An `include` entry with several paths merges them as `-f` files merge: the later ones over the
+/// first, each with its own `extends`, and their relative paths resolved from the first file's
+/// directory. `docker compose config` (v2.40.3) shows the same for these files.
+#[test]
+fn include_with_several_paths_merges_them() {
+    let files = [
+        (
+            "compose.yaml",
+            "include:\n  - path: [sub/base.yaml, other/over.yaml]\nservices:\n  web: {image: busybox}\n",
+        ),
+        (
+            "sub/base.yaml",
+            r#"
+services:
+  api:
+    image: busybox:1
+    command: ["a", "b"]
+    environment: {A: "1", B: "2"}
+    volumes: ["./data:/data"]
+    ports: ["8080:80"]
+    labels: [x=1]
+    build: ./ctx
+    env_file: a.env
+  keep:
+    image: busybox
+networks:
+  n: {labels: {a: "1"}, ipam: {config: [{subnet: 10.1.0.0/16}]}}
+"#,
+        ),
+        (
+            "other/over.yaml",
+            r#"
+services:
+  api:
+    image: busybox:2
+    command: c
+    environment: [B=3, C]
+    volumes: ["./more:/more"]
+    ports: ["9090:90"]
+    labels: {y: "2"}
+    build: {dockerfile: Other}
+    env_file: b.env
+  new:
+    extends: keep2
+    networks: [n]
+    volumes: ["./x:/x"]
+  keep2:
+    image: busybox
+networks:
+  n: {labels: [b=2], ipam: {config: [{subnet: 10.2.0.0/16}]}}
+"#,
+        ),
+        ("sub/a.env", ""),
+        ("sub/b.env", "FROM=sub\n"),
+        ("other/b.env", "FROM=other\n"),
+    ];
+    check_files(
+        &files,
+        &[],
+        |project| {
+            let api = &project.services["api"];
+            let network = &project.networks["n"];
+            Shown(format!(
+                "services: {:?}\nimage: {:?}\nbuild: {:?}\ncommand: {:?}\nenvironment: {:?}\n\
+                 labels: {:?}\nports: {:?}\nvolumes: {:?}\nnew: {:?}\n\
+                 network n: {:?} {:?}\nfiles_read: {:?}",
+                project.services.keys().collect::<Vec<_>>(),
+                api.image,
+                api.build
+                    .as_ref()
+                    .map(|build| (&build.context, &build.dockerfile)),
+                api.command,
+                api.environment,
+                api.labels,
+                api.ports
+                    .iter()
+                    .map(|port| (port.published.as_deref(), port.target))
+                    .collect::<Vec<_>>(),
+                api.volumes
+                    .iter()
+                    .map(|mount| &mount.source)
+                    .collect::<Vec<_>>(),
+                project.services["new"]
+                    .volumes
+                    .iter()
+                    .map(|mount| &mount.source)
+                    .collect::<Vec<_>>(),
+                network.labels,
+                network.ipam.as_ref().map(|ipam| ipam
+                    .config
+                    .iter()
+                    .map(|pool| &pool.subnet)
+                    .collect::<Vec<_>>()),
+                project.files_read,
+            ))
+        },
+        &expect![[r#"
+            services: ["api", "keep", "keep2", "new", "web"]
+            image: Some("busybox:2")
+            build: Some(("/stack/sub/ctx", "Other"))
+            command: Some(["c"])
+            environment: {"A": Some("1"), "B": Some("3"), "C": None, "FROM": Some("sub")}
+            labels: {"x": "1", "y": "2"}
+            ports: [(Some("8080"), 80), (Some("9090"), 90)]
+            volumes: [Some("/stack/sub/data"), Some("/stack/sub/more")]
+            new: [Some("/stack/sub/x")]
+            network n: {"a": "1", "b": "2"} Some([Some("10.2.0.0/16")])
+            files_read: ["/stack/sub/base.yaml", "/stack/other/over.yaml", "/stack/sub/a.env", "/stack/sub/b.env"]"#]],
+    );
+}
+
+/// Each service's keys that the tag tests look at, one line a service.
+fn tagged_keys(project: &Project) -> Shown {
+    let lines: Vec<String> = project
+        .services
+        .iter()
+        .map(|(name, service)| {
+            format!(
+                "{name}: command {:?}, environment {:?}, labels {:?}, ports {:?}, dns {:?}, \
+                 user {:?}, hostname {:?}, working_dir {:?}, sysctls {:?}",
+                service.command,
+                service.environment,
+                service.labels,
+                service
+                    .ports
+                    .iter()
+                    .map(|port| (port.published.as_deref(), port.target))
+                    .collect::<Vec<_>>(),
+                service.dns,
+                service.user,
+                service.hostname,
+                service.working_dir,
+                service.sysctls,
+            )
+        })
+        .collect();
+    Shown(lines.join("\n"))
+}
+
+/// `!reset` drops a value and `!override` replaces, rather than merges with, what a service
+/// extends or what an include's earlier path defines; where nothing is merged, a `!reset` value
+/// is simply gone (a whole service, a key, a list entry) and an `!override` one stays.
+/// `docker compose config` (v2.40.3) shows the same for these files.
+#[test]
+fn reset_and_override_tags() {
+    let extends_and_include = [
+        (
+            "compose.yaml",
+            r#"
+include:
+  - path: [base.yaml, over.yaml]
+services:
+  base:
+    image: busybox
+    environment: {A: "1", B: "2"}
+    ports: ["8080:80"]
+    labels: {l: "1"}
+    command: ["x"]
+  web:
+    extends: base
+    environment: !reset {}
+    ports: !override ["9090:90"]
+    labels: !reset
+    user: !reset root
+    hostname: !override h
+"#,
+        ),
+        (
+            "base.yaml",
+            r#"
+services:
+  api:
+    image: busybox
+    environment: {A: "1", B: "2"}
+    ports: ["8080:80"]
+    dns: [1.1.1.1]
+    command: ["x"]
+  gone:
+    image: busybox
+"#,
+        ),
+        (
+            "over.yaml",
+            r#"
+services:
+  api:
+    environment: !override {C: "3"}
+    ports: !reset []
+    dns: !reset
+    command: !reset
+  gone: !reset
+"#,
+        ),
+    ];
+    check_files(
+        &extends_and_include,
+        &[],
+        tagged_keys,
+        &expect![[r#"
+        api: command None, environment {"C": Some("3")}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        base: command Some(["x"]), environment {"A": Some("1"), "B": Some("2")}, labels {"l": "1"}, ports [(Some("8080"), 80)], dns [], user None, hostname None, working_dir None, sysctls {}
+        web: command Some(["x"]), environment {}, labels {}, ports [(Some("9090"), 90)], dns [], user None, hostname Some("h"), working_dir None, sysctls {}"#]],
+    );
+    let another_file = [
+        (
+            "compose.yaml",
+            r#"
+services:
+  web:
+    extends: {file: lib/common.yaml, service: mid}
+    dns: [9.9.9.9, !reset 8.8.8.8]
+    environment: {X: !reset "1", Y: "2"}
+  solo: !reset {image: busybox}
+  other:
+    image: busybox
+    sysctls: !override {a: "1"}
+"#,
+        ),
+        (
+            "lib/common.yaml",
+            r#"
+services:
+  root:
+    image: busybox
+    labels: {r: "1"}
+    dns: [1.1.1.1]
+    working_dir: /r
+  mid:
+    extends: root
+    labels: !reset
+    dns: !override [2.2.2.2]
+"#,
+        ),
+    ];
+    check_files(
+        &another_file,
+        &[],
+        tagged_keys,
+        &expect![[r#"
+        other: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {"a": "1"}
+        web: command None, environment {"Y": Some("2")}, labels {}, ports [], dns ["2.2.2.2", "9.9.9.9"], user None, hostname None, working_dir Some("/r"), sysctls {}"#]],
+    );
+
+    // A `!reset` value is dropped before interpolation, so a required variable in it is not
+    // needed. Along a chain, `b`'s tag clears `a`'s labels for `c` too (`docker compose config`
+    // shows this on some runs and not on others, see `extends::extended`).
+    let chain = r#"
+services:
+  a:
+    image: busybox
+    labels: {a: "1"}
+    user: !reset ${NOPE:?must be set}
+  b:
+    extends: a
+    labels: !reset {}
+  c:
+    extends: b
+"#;
+    check(
+        chain,
+        tagged_keys,
+        &expect![[r#"
+        a: command None, environment {}, labels {"a": "1"}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        b: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}
+        c: command None, environment {}, labels {}, ports [], dns [], user None, hostname None, working_dir None, sysctls {}"#]],
+    );
+}
+
 /// Compose keeps one entry per port, mount, device, secret or DNS server, the last in the place
 /// of the first, in any service.
 #[test]
@@ -2855,12 +3208,26 @@ fn extends_and_include_errors() {
             ],
         ),
         (
-            vec![(
-                "compose.yaml",
-                "include: [{path: [a.yaml, b.yaml]}]\nservices: {}\n",
-            )],
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [{path: [a.yaml, missing.yaml]}]\nservices: {}\n",
+                ),
+                ("a.yaml", "services: {}\n"),
+            ],
+            expect!["error: /stack/compose.yaml: include[0]: /stack/missing.yaml is not a file"],
+        ),
+        (
+            vec![
+                (
+                    "compose.yaml",
+                    "include: [{path: [a.yaml, b.yaml]}]\nservices:\n  api: {image: busybox}\n",
+                ),
+                ("a.yaml", "services:\n  api: {image: busybox}\n"),
+                ("b.yaml", "services:\n  api: {command: x}\n"),
+            ],
             expect![
-                "error: /stack/compose.yaml: include[0]: more than one path is not supported by stackhook"
+                "error: /stack/compose.yaml: include[0]: services.api conflicts with imported resource from /stack/a.yaml, /stack/b.yaml"
             ],
         ),
     ] {
