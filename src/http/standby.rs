@@ -42,7 +42,7 @@ pub fn client(config: &Config) -> reqwest::Client {
         .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
         .timeout(config.request_timeout)
         .build()
-        .expect("an HTTP client without TLS builds")
+        .expect("an HTTP client with built-in roots builds")
 }
 
 pub async fn guard(State(shared): State<Shared>, request: Request, next: Next) -> Response {
