@@ -121,6 +121,22 @@ impl History {
         Ok(())
     }
 
+    /// Deletes deployment `id`'s record and log.
+    pub fn forget(&self, id: &str) -> anyhow::Result<()> {
+        for path in [self.record_path(id), self.log_path(id)]
+            .into_iter()
+            .flatten()
+        {
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Deployment `id`'s record, if it is kept.
     pub fn get(&self, id: &str) -> anyhow::Result<Option<Report>> {
         let Some(path) = self.record_path(id) else {

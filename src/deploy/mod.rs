@@ -312,6 +312,16 @@ impl Report {
         };
     }
 
+    /// Whether the pass succeeded without deploying, taking down or pinning anything (a
+    /// suspended pass included).
+    pub fn changed_nothing(&self) -> bool {
+        self.succeeded()
+            && self
+                .stacks
+                .iter()
+                .all(|s| s.outcome == Outcome::Unchanged && s.pinned.is_none())
+    }
+
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.stacks.iter().all(|s| s.outcome != Outcome::Failed)
     }
@@ -696,6 +706,14 @@ impl Deployer {
     pub(crate) fn conclude(&self, report: &Report) {
         if report.dry_run || report.commit.is_none() && report.status == Status::Succeeded {
             // A dry run changes nothing; a pass that never synced (handed on) has nothing to say.
+            return;
+        }
+        if report.changed_nothing() {
+            // A poll or push that found nothing to do is no deployment: it would crowd the
+            // history's deployments out within hours of polling.
+            if let Err(error) = self.history().forget(&report.deployment) {
+                tracing::warn!("forgetting deployment {}: {error:#}", report.deployment);
+            }
             return;
         }
         let stacks: Vec<(String, bool)> = report

@@ -728,6 +728,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pass_that_changes_nothing_leaves_no_history() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        repository(repo.path());
+        let engine = Arc::new(Fake::default());
+        let worker = worker(repo.path(), state.path(), engine);
+
+        let first = worker.trigger(Request::all_changed()).report.await.unwrap();
+        let second = worker.trigger(Request::all_changed()).report.await.unwrap();
+        assert!(second.changed_nothing(), "{second:?}");
+        let kept: Vec<String> = worker
+            .deployer()
+            .history()
+            .list(10, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.deployment)
+            .collect();
+        assert_eq!(kept, [first.deployment.clone()]);
+        let log = worker.deployer().history().read_log(&second.deployment, 0);
+        assert_eq!(log.unwrap(), None, "its log is gone too");
+    }
+
+    #[tokio::test]
     async fn a_panic_in_a_pass_fails_that_deployment_and_later_ones_still_run() {
         let repo = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
