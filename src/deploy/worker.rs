@@ -746,7 +746,7 @@ mod tests {
             .into_iter()
             .map(|r| r.deployment)
             .collect();
-        assert_eq!(kept, [first.deployment.clone()]);
+        assert_eq!(kept, std::slice::from_ref(&first.deployment));
         let log = worker.deployer().history().read_log(&second.deployment, 0);
         assert_eq!(log.unwrap(), None, "its log is gone too");
     }
