@@ -155,8 +155,21 @@ impl History {
     /// took down or failed that stack.
     pub fn list(&self, limit: usize, stack: Option<&str>) -> anyhow::Result<Vec<Report>> {
         let mut reports = Vec::new();
+        self.each(limit, stack, |report| reports.push(report))?;
+        Ok(reports)
+    }
+
+    /// Hands the newest `limit` deployments (of `stack`) to `visit` one at a time, newest
+    /// first, so that a long list is never all in memory at once.
+    pub fn each(
+        &self,
+        limit: usize,
+        stack: Option<&str>,
+        mut visit: impl FnMut(Report),
+    ) -> anyhow::Result<()> {
+        let mut seen = 0;
         for id in self.ids()? {
-            if reports.len() >= limit {
+            if seen >= limit {
                 break;
             }
             // A record trimmed between listing and reading is simply gone.
@@ -164,10 +177,11 @@ impl History {
                 continue;
             };
             if stack.is_none_or(|stack| report.stacks.iter().any(|s| s.stack == stack)) {
-                reports.push(report);
+                seen += 1;
+                visit(report);
             }
         }
-        Ok(reports)
+        Ok(())
     }
 
     /// Deployment `id`'s log from byte `from` on; `None` if it has no log (yet).

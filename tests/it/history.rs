@@ -227,4 +227,63 @@ async fn history_says_what_was_deployed_when_by_whom_and_why(engine: TestEngine)
     h.cleanup().await;
 }
 
-crate::engine_tests!(history_says_what_was_deployed_when_by_whom_and_why);
+/// Issue 8, "Notifications": a deployment on a real engine is told to a JSON webhook (a local
+/// HTTP server here), and a failure with the stack's error.
+async fn a_finished_deployment_is_told_to_a_webhook(engine: TestEngine) {
+    ensure_image(engine, IMAGE);
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    let mut h = Harness::new(engine, "notify").await;
+    h.set("STACKHOOK_NOTIFY_URL", &format!("http://{address}/hook"));
+    let app = h.stack("app");
+    h.compose("app", &sleeper("1"));
+    h.repo.commit("one");
+    let server = h.start().await;
+    let wait = std::time::Duration::from_secs(60);
+    let message = tokio::time::timeout(wait, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message["succeeded"], true, "{message}");
+    assert_eq!(message["stacks"][0]["stack"], json!(app), "{message}");
+    assert_eq!(message["stacks"][0]["outcome"], "deployed", "{message}");
+
+    h.compose(
+        "app",
+        &sleeper("2").replace(IMAGE, "stackhook-test/missing:never"),
+    );
+    h.repo.commit("a broken image");
+    let (status, _) = server.push("main").await;
+    assert_eq!(status, 500);
+    let message = tokio::time::timeout(wait, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message["succeeded"], false, "{message}");
+    assert!(
+        message["stacks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{message}"
+    );
+    server.stop().await;
+    h.cleanup().await;
+}
+
+crate::engine_tests!(
+    history_says_what_was_deployed_when_by_whom_and_why,
+    a_finished_deployment_is_told_to_a_webhook
+);
