@@ -33,6 +33,11 @@ cleanup() {
 trap cleanup EXIT
 
 docker info >/dev/null 2>&1 || { echo "no Docker engine answers (scripts/engines.sh docker)" >&2; exit 1; }
+# Its stacks are named as bench/run.sh's (bench-NNN): never beside it.
+if docker ps -q --filter name=bench- | grep -q .; then
+    echo "containers named bench-* run (bench/run.sh?); run this alone" >&2
+    exit 1
+fi
 [ -x "$bin" ] || (cd "$root" && cargo build --release --quiet)
 "$root/scripts/busybox-image.sh" "$image" docker
 docker network inspect "$BENCH_NETWORK" >/dev/null 2>&1 ||
