@@ -106,17 +106,7 @@ impl History {
     /// Deletes the records and logs of all but the newest `keep` deployments.
     fn trim(&self) -> anyhow::Result<()> {
         for id in self.ids()?.iter().skip(self.keep) {
-            for path in [self.record_path(id), self.log_path(id)]
-                .into_iter()
-                .flatten()
-            {
-                match fs::remove_file(&path) {
-                    Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                        return Err(error).with_context(|| format!("removing {}", path.display()));
-                    }
-                    _ => {}
-                }
-            }
+            self.forget(id)?;
         }
         Ok(())
     }
