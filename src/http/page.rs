@@ -54,6 +54,8 @@ pub fn routes(shared: Shared) -> Router<Shared> {
         .route("/login", get(sign_in).post(login))
         .route("/logout", post(logout))
         .route("/ui/stacks/{stack}/deploy", post(redeploy))
+        .route("/ui/stacks/{stack}/rollback", post(roll_back))
+        .route("/ui/stacks/{stack}/unpin", post(unpin))
         .route_layer(RequestBodyTimeoutLayer::new(
             shared.app.config.request_timeout,
         ))
@@ -300,28 +302,70 @@ async fn redeploy(
     Path(stack): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = Viewer::of(&app.config, &headers);
+    act(&app, &stack, &headers, |name| Request::stack(name, None))
+}
+
+#[derive(Debug, Deserialize)]
+struct RollBack {
+    to: String,
+}
+
+/// `POST /ui/stacks/{stack}/rollback` (form field `to`: a commit or a deployment id): the
+/// stack page's rollback, as `POST /stacks/{stack}/rollback`; same rules as `redeploy`.
+async fn roll_back(
+    State(app): State<AppState>,
+    Path(stack): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<RollBack>,
+) -> Response {
+    let to = form.to.trim().to_owned();
+    act(&app, &stack, &headers, |name| Request::rollback(name, to))
+}
+
+/// `POST /ui/stacks/{stack}/unpin`: the stack page's unpin, as `POST /stacks/{stack}/unpin`.
+async fn unpin(
+    State(app): State<AppState>,
+    Path(stack): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    act(&app, &stack, &headers, Request::unpin)
+}
+
+/// A button's deployment: for a signed-in, same-origin request about a stack that exists (or
+/// is pinned, which a rollback may have kept after the branch dropped it); then to its page.
+fn act(
+    app: &AppState,
+    stack: &str,
+    headers: &HeaderMap,
+    request: impl FnOnce(StackName) -> Request,
+) -> Response {
+    let viewer = Viewer::of(&app.config, headers);
     if !viewer.signed_in {
         let here = format!("/stacks/{stack}");
         let here = local_path(&here).unwrap_or("/");
         return page(
             StatusCode::UNAUTHORIZED,
-            &sign_in_html(here, Some("Redeploying wants the API token."), viewer),
+            &sign_in_html(here, Some("Deploying wants the API token."), viewer),
         );
     }
-    if !same_origin(&headers) {
+    if !same_origin(headers) {
         return cross_site(viewer);
     }
-    let name = match StackName::parse(&stack) {
+    let name = match StackName::parse(stack) {
         Ok(name) => name,
         Err(error) => return failure(error.into(), viewer),
     };
-    if !app.stack_dir(&name).is_dir() {
-        return failure(ApiError::UnknownStack(stack), viewer);
+    if !app.stack_dir(&name).is_dir() && !pinned(app, &name) {
+        return failure(ApiError::UnknownStack(stack.to_owned()), viewer);
     }
-    let request = Request::stack(name, None).by(Trigger::new(TriggerKind::Api));
+    let request = request(name).by(Trigger::new(TriggerKind::Api));
     let ticket = app.worker.trigger(request);
     see_other(&format!("/deployments/{}", ticket.deployment), None)
+}
+
+fn pinned(app: &AppState, name: &StackName) -> bool {
+    crate::store::load(&app.config.state_dir)
+        .is_ok_and(|state| state.pins.contains_key(name.as_str()))
 }
 
 /// Whether a form was posted from one of this server's pages, by the headers browsers set and
@@ -638,6 +682,14 @@ fn stack_html(
         put!(body, "<pre class=\"bad\">{}</pre>", escape(error));
     }
     body.push_str("</div>");
+    if let Some(pin) = &status.pinned {
+        put!(
+            body,
+            "<div>pinned at <code>{}</code> since {}: pushes leave it alone</div>",
+            escape(short(pin.commit.as_str())),
+            escape(&pin.since)
+        );
+    }
     if viewer.signed_in {
         put!(
             body,
@@ -645,8 +697,20 @@ fn stack_html(
              action=\"/ui/stacks/{name}/deploy\"><button>Redeploy</button></form>\
              <form class=\"inline\" method=\"get\" action=\"/stacks/{name}\">\
              <input type=\"hidden\" name=\"plan\" value=\"true\">\
-             <button class=\"plain\">Dry run</button></form></div>"
+             <button class=\"plain\">Dry run</button></form></div>\
+             <div class=\"actions\"><form class=\"inline\" method=\"post\" \
+             action=\"/ui/stacks/{name}/rollback\">\
+             <input name=\"to\" required placeholder=\"commit or deployment id\" \
+             aria-label=\"roll back to\"> <button class=\"plain\">Roll back and pin</button>\
+             </form></div>"
         );
+        if status.pinned.is_some() {
+            put!(
+                body,
+                "<div class=\"actions\"><form class=\"inline\" method=\"post\" \
+                 action=\"/ui/stacks/{name}/unpin\"><button>Unpin</button></form></div>"
+            );
+        }
     } else if viewer.can_sign_in {
         put!(
             body,
@@ -1253,9 +1317,24 @@ mod tests {
         };
         let html = stack_html(&pending, &[], signed_in, true, now());
         assert!(html.contains("action=\"/ui/stacks/app/deploy\""), "{html}");
+        assert!(
+            html.contains("action=\"/ui/stacks/app/rollback\""),
+            "{html}"
+        );
+        assert!(!html.contains("/ui/stacks/app/unpin"), "not pinned: {html}");
         assert!(text(&html).contains(
             "Dry run What a deployment would do now: recreate web: configuration changed"
         ));
+        let mut pinned = pending.clone();
+        pinned.pinned = Some(crate::store::Pin {
+            commit: crate::repo::CommitId::parse(SHA).unwrap(),
+            images: Default::default(),
+            deployment: None,
+            since: AT.into(),
+        });
+        let html = stack_html(&pinned, &[], signed_in, false, now());
+        assert!(html.contains("action=\"/ui/stacks/app/unpin\""), "{html}");
+        assert!(text(&html).contains("pinned at"), "{html}");
         let public = Viewer {
             signed_in: false,
             can_sign_in: true,
@@ -1418,6 +1497,22 @@ mod tests {
             let location = response.headers()[header::LOCATION].to_str().unwrap();
             let id = location.strip_prefix("/deployments/").unwrap();
             assert!(History::parse_id(id).is_some(), "{location}");
+        }
+
+        // The rollback and unpin buttons follow the same rules.
+        for (path, body) in [
+            ("/ui/stacks/app/rollback", "to=1700000000-1"),
+            ("/ui/stacks/app/unpin", ""),
+        ] {
+            let cross = vec![cookie, ("sec-fetch-site", "cross-site")];
+            let response = send(&app, form(path, &cross, body)).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+            let anonymous = [("sec-fetch-site", "same-origin")];
+            let response = send(&app, form(path, &anonymous, body)).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+            let same = vec![cookie, ("sec-fetch-site", "same-origin")];
+            let response = send(&app, form(path, &same, body)).await;
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
         }
     }
 }
