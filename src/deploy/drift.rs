@@ -137,7 +137,7 @@ async fn check(
         let Ok(name) = StackName::parse(&stack) else {
             continue;
         };
-        if worker.deploying(&stack) {
+        if worker.deploying(&stack) || worker.preparing() {
             later.insert(project);
             continue;
         }

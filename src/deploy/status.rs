@@ -194,7 +194,10 @@ impl Deployer {
         };
         if let Some((snapshot, tree_id)) = present {
             status.wanted_commit = Some(snapshot.id.to_string());
-            match self.wanted(name, &snapshot, &tree_id, record, plan).await {
+            match self
+                .wanted(name, &snapshot, &tree_id, record, pin, plan)
+                .await
+            {
                 Ok((project, wanted)) => {
                     status.project = Some(project);
                     status.state = wanted.state;
@@ -226,10 +229,11 @@ impl Deployer {
         snapshot: &Arc<Snapshot>,
         tree_id: &str,
         record: Option<&StackRecord>,
+        pin: Option<&Pin>,
         plan: bool,
     ) -> anyhow::Result<(String, Wanted)> {
         let stack_dir = self.config.services_dir.join(name);
-        let project = {
+        let mut project = {
             let dir = snapshot.dir.join(&stack_dir);
             let environment = self.config.environment.clone();
             tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
@@ -255,6 +259,10 @@ impl Deployer {
             None => {}
         }
         if plan {
+            // A pinned stack runs the images its pin recorded, not what its tags name now.
+            if let Some(pin) = pin {
+                self.pinned_images(&mut project, pin, &Log::default()).await;
+            }
             wanted.actions = self
                 .preview(snapshot, name, tree_id, &project, hashes, fingerprint)
                 .await?;

@@ -156,6 +156,11 @@ impl Worker {
         self.inner.queue().last.clone()
     }
 
+    /// Whether a pass is being prepared: it may be changing pins and records.
+    pub fn preparing(&self) -> bool {
+        self.inner.queue().running
+    }
+
     /// Whether a job of `stack` runs or waits.
     pub fn deploying(&self, stack: &str) -> bool {
         self.inner.lanes().contains_key(stack)

@@ -14,6 +14,7 @@ use futures_util::{Stream, stream};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
+use crate::deploy::plan::Kind;
 use crate::deploy::status::{StackState, StackStatus};
 use crate::deploy::{Report, Status};
 use crate::history::History;
@@ -235,7 +236,19 @@ pub async fn stack(
         ApiError::Internal("reading the stack's status")
     })?;
     let mut status = statuses.pop().ok_or(ApiError::UnknownStack(stack))?;
-    with_drift(&app, &mut status);
+    // The plan was just made: it says whether the containers drifted, fresher than the watcher.
+    if status.state == StackState::UpToDate && !app.worker.deploying(&status.stack) {
+        let drift: Vec<_> = status
+            .actions
+            .iter()
+            .filter(|step| step.kind != Kind::Keep)
+            .cloned()
+            .collect();
+        if !drift.is_empty() {
+            status.state = StackState::Drifted;
+            status.drift = drift;
+        }
+    }
     Ok(Json(status))
 }
 
