@@ -96,6 +96,11 @@ pub fn variable_digests(
 }
 
 fn digest_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    // Lanes ask at once; two making the key would share a temporary file name.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let path = state_dir.join(DIGEST_KEY_FILE);
     match fs::read(&path) {
         Ok(key) if key.len() >= 32 => return Ok(key),
@@ -228,10 +233,14 @@ pub fn set_active_slot(state_dir: &Path, slot: Slot) -> anyhow::Result<()> {
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
+    // A name of its own for each write: two writers of one file at once (lanes) must not share
+    // a temporary file, or one renames the other's away.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temporary = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut file = File::create(&temporary)?;
     file.write_all(bytes)?;
@@ -368,6 +377,49 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let elsewhere = variable_digests(other.path(), &variables("1.0")).unwrap();
         assert_ne!(first["TAG"], elsewhere["TAG"], "keyed per state directory");
+    }
+
+    #[test]
+    fn the_digest_key_is_made_once_when_many_ask_at_once() {
+        let variables = BTreeMap::from([("TAG".to_owned(), Some("1".to_owned()))]);
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(8);
+        let digests: Vec<_> = std::thread::scope(|scope| {
+            let askers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        variable_digests(dir.path(), &variables).unwrap()
+                    })
+                })
+                .collect();
+            askers.into_iter().map(|a| a.join().unwrap()).collect()
+        });
+        assert!(
+            digests.windows(2).all(|pair| pair[0] == pair[1]),
+            "{digests:?}"
+        );
+    }
+
+    #[test]
+    fn writers_of_one_file_at_once_never_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        std::thread::scope(|scope| {
+            for writer in 0..4u8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..200 {
+                        write_atomically(path, &[writer; 64]).unwrap();
+                    }
+                });
+            }
+        });
+        let last = fs::read(&path).unwrap();
+        assert!(
+            last.len() == 64 && last.iter().all(|b| *b == last[0]),
+            "{last:?}"
+        );
     }
 
     #[test]
