@@ -282,17 +282,26 @@ fn is_aside(container: &Container, name: &str) -> bool {
 }
 
 /// Why `container` is not what is wanted, if it is not.
-fn differs(want: &Wanted, container: &Container) -> Option<&'static str> {
+fn differs(want: &Wanted, container: &Container) -> Option<String> {
     if container.label(labels::STACKHOOK_COMMIT).is_none() {
-        return Some("adopting a container stackhook did not create");
+        return Some("adopting a container stackhook did not create".into());
     }
     if container.label(labels::CONFIG_HASH) != Some(want.config_hash.as_str()) {
-        return Some("configuration changed");
+        return Some("configuration changed".into());
     }
     if let Some(image) = &want.image
         && *image != container.image_id
     {
-        return Some("image updated");
+        // Which digest went and which came: the history's answer to "why did it redeploy?".
+        let short = |id: &ImageId| {
+            let id = id.as_str();
+            id[..id.len().min("sha256:".len() + 12)].to_owned()
+        };
+        return Some(format!(
+            "image updated: {} → {}",
+            short(&container.image_id),
+            short(image)
+        ));
     }
     None
 }
@@ -310,7 +319,7 @@ fn decide(
             spec: spec.clone(),
             order: want.order,
         };
-        return step(action, Some(reason.into()));
+        return step(action, Some(reason));
     }
     let start = |reason: String| {
         let action = Action::Start {
@@ -535,7 +544,7 @@ mod tests {
             ],
             expect![[r#"
                 old      Remove demo-old-1: service is no longer in the compose file
-                web      Recreate demo-web-1: image updated
+                web      Recreate demo-web-1: image updated: img1 → img2
                 worker   Start demo-worker-1: container is exited
             "#]],
         );

@@ -39,7 +39,14 @@ fn actions(report: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| format!("{} {} {}", a["service"], a["kind"], a["reason"]))
+        .map(|a| {
+            // "image updated: sha256:… → sha256:…" compares as its first words.
+            let reason = match a["reason"].as_str() {
+                Some(reason) => format!("{:?}", reason.split(": ").next().unwrap_or(reason)),
+                None => "null".into(),
+            };
+            format!("{} {} {reason}", a["service"], a["kind"])
+        })
         .collect()
 }
 
