@@ -299,19 +299,19 @@ struct RollbackQuery {
 }
 
 /// `POST /stacks/{stack}/rollback?to=<commit|deployment>`: deploy the stack as it was then and
-/// pin it there. Only with the API token: a signature proves a push, not a wish to go back.
+/// pin it there.
 async fn rollback(
     State(shared): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(stack): Path<String>,
     Query(query): Query<RollbackQuery>,
 ) -> Result<Response, ApiError> {
-    if caller != Caller::Token {
-        return Err(ApiError::TokenRequired);
-    }
-    let name = StackName::parse(&stack)?;
-    let request = Request::rollback(name, query.to).by(Trigger::new(TriggerKind::Api));
-    Ok(shared.start(request, query.wait).await)
+    let to = query.to;
+    shared
+        .change_pin(caller, &stack, query.wait, |name| {
+            Request::rollback(name, to)
+        })
+        .await
 }
 
 /// `POST /stacks/{stack}/unpin`: release a pinned stack and deploy it at the branch head.
@@ -321,12 +321,9 @@ async fn unpin(
     Path(stack): Path<String>,
     Query(query): Query<DeployQuery>,
 ) -> Result<Response, ApiError> {
-    if caller != Caller::Token {
-        return Err(ApiError::TokenRequired);
-    }
-    let name = StackName::parse(&stack)?;
-    let request = Request::unpin(name).by(Trigger::new(TriggerKind::Api));
-    Ok(shared.start(request, query.wait).await)
+    shared
+        .change_pin(caller, &stack, query.wait, Request::unpin)
+        .await
 }
 
 /// `GET /health`, for reverse proxies: 200 while this instance is the active one, and for the
@@ -450,6 +447,22 @@ impl Shared {
             }
             Event::Other(name) => ignored(format!("event {name} does not deploy")),
         }
+    }
+
+    /// A rollback or unpin of `stack`. Only with the API token: a signature proves a push, not a
+    /// wish to go back.
+    async fn change_pin(
+        &self,
+        caller: Caller,
+        stack: &str,
+        wait: bool,
+        request: impl FnOnce(StackName) -> Request,
+    ) -> Result<Response, ApiError> {
+        if caller != Caller::Token {
+            return Err(ApiError::TokenRequired);
+        }
+        let request = request(StackName::parse(stack)?).by(Trigger::new(TriggerKind::Api));
+        Ok(self.start(request, wait).await)
     }
 
     /// An answer for a delivery whose `X-GitHub-Delivery` id was seen within the window; `None`
