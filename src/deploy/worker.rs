@@ -560,8 +560,13 @@ mod tests {
         assert!(status.success(), "git {args:?}");
     }
 
-    /// A worker deploying from `repo` to `engine`, its state in `state`.
-    fn worker(repo: &std::path::Path, state: &std::path::Path, engine: Arc<Fake>) -> Worker {
+    /// A deployer from `repo` to `engine`, its state in `state`, in `slot` if given.
+    fn deployer(
+        repo: &std::path::Path,
+        state: &std::path::Path,
+        engine: Arc<Fake>,
+        slot: Option<Slot>,
+    ) -> Deployer {
         let environment = BTreeMap::from([
             ("STACKHOOK_REPO".to_owned(), repo.display().to_string()),
             (
@@ -570,13 +575,18 @@ mod tests {
             ),
         ]);
         let config = Config::from_sources(None, &environment).unwrap();
-        Worker::new(Deployer {
-            slots: Slots::new(None, config.state_dir.clone()),
+        Deployer {
+            slots: Slots::new(slot, config.state_dir.clone()),
             config: Arc::new(config),
             engine,
             holder: "test".into(),
             metrics: Default::default(),
-        })
+        }
+    }
+
+    /// A worker deploying from `repo` to `engine`, its state in `state`.
+    fn worker(repo: &std::path::Path, state: &std::path::Path, engine: Arc<Fake>) -> Worker {
+        Worker::new(deployer(repo, state, engine, None))
     }
 
     async fn until(what: &str, condition: impl Fn() -> bool) {
@@ -687,26 +697,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         repository(repo.path());
         let engine = Arc::new(Fake::default());
-        let deployer = |slot| {
-            let environment = BTreeMap::from([
-                (
-                    "STACKHOOK_REPO".to_owned(),
-                    repo.path().display().to_string(),
-                ),
-                (
-                    "STACKHOOK_STATE_DIR".to_owned(),
-                    state.path().display().to_string(),
-                ),
-            ]);
-            let config = Config::from_sources(None, &environment).unwrap();
-            Deployer {
-                slots: Slots::new(Some(slot), config.state_dir.clone()),
-                config: Arc::new(config),
-                engine: engine.clone(),
-                holder: "test".into(),
-                metrics: Default::default(),
-            }
-        };
+        let deployer = |slot| deployer(repo.path(), state.path(), engine.clone(), Some(slot));
         crate::store::set_active_slot(state.path(), Slot::B).unwrap();
         let web = || StackName::parse("web").unwrap();
 
@@ -761,26 +752,9 @@ mod tests {
         let repo = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         repository(repo.path());
-        let environment = BTreeMap::from([
-            (
-                "STACKHOOK_REPO".to_owned(),
-                repo.path().display().to_string(),
-            ),
-            (
-                "STACKHOOK_STATE_DIR".to_owned(),
-                state.path().display().to_string(),
-            ),
-        ]);
-        let config = Config::from_sources(None, &environment).unwrap();
         let engine = Arc::new(Fake::default());
         engine.fail(Operation::Panic);
-        let worker = Worker::new(Deployer {
-            slots: Slots::new(None, config.state_dir.clone()),
-            config: Arc::new(config),
-            engine: engine.clone(),
-            holder: "test".into(),
-            metrics: Default::default(),
-        });
+        let worker = worker(repo.path(), state.path(), engine.clone());
 
         let first = worker.trigger(Request::all_changed()).report.await.unwrap();
         assert_eq!(
@@ -797,23 +771,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let repo = root.path().join("env");
         let state = tempfile::tempdir().unwrap();
-        let environment = BTreeMap::from([
-            ("STACKHOOK_REPO".to_owned(), repo.display().to_string()),
-            (
-                "STACKHOOK_STATE_DIR".to_owned(),
-                state.path().display().to_string(),
-            ),
-        ]);
-        let config = Config::from_sources(None, &environment).unwrap();
         let engine = Arc::new(Fake::default());
         let worker = Worker::with_retry_delay(
-            Deployer {
-                slots: Slots::new(None, config.state_dir.clone()),
-                config: Arc::new(config),
-                engine: engine.clone(),
-                holder: "test".into(),
-                metrics: Default::default(),
-            },
+            deployer(&repo, state.path(), engine.clone(), None),
             Duration::from_millis(50),
         );
 
