@@ -439,6 +439,30 @@ pub(crate) struct Snapshot {
     dir: PathBuf,
 }
 
+impl Snapshot {
+    /// `commit` written out under the state directory (`store::pinned_dir`), for a pinned or
+    /// rolled-back stack: with `write`, writes it if it is not there yet; without, only reads
+    /// what is there.
+    fn written_out(
+        checkout: &Path,
+        state_dir: &Path,
+        commit: &CommitId,
+        write: bool,
+    ) -> anyhow::Result<Snapshot> {
+        let dir = store::pinned_dir(state_dir, commit);
+        if write {
+            repo::export(checkout, commit, &dir)?;
+        } else if !repo::exported(&dir) {
+            anyhow::bail!("commit {} is not written out yet", commit.short());
+        }
+        Ok(Snapshot {
+            id: commit.clone(),
+            tree: repo::tree::read(checkout, commit.as_str())?,
+            dir,
+        })
+    }
+}
+
 /// A stack found in the commit.
 /// What one stack's deployment aims at.
 struct Target<'a> {
@@ -618,17 +642,10 @@ impl Deployer {
             commit.short()
         ));
         let checkout = self.checkout_dir();
-        let dir = store::pinned_dir(&self.config.state_dir, &commit);
         let snapshot = {
-            let commit = commit.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Snapshot> {
-                repo::export(&checkout, &commit, &dir)?;
-                let tree = repo::tree::read(&checkout, commit.as_str())?;
-                Ok(Snapshot {
-                    id: commit,
-                    tree,
-                    dir,
-                })
+            let (commit, state_dir) = (commit.clone(), self.config.state_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                Snapshot::written_out(&checkout, &state_dir, &commit, true)
             })
             .await??
         };
@@ -1073,24 +1090,8 @@ impl Deployer {
             commits
                 .into_iter()
                 .map(|commit| {
-                    let dir = store::pinned_dir(&state_dir, &commit);
-                    let written = match write {
-                        true => repo::export(&checkout, &commit, &dir),
-                        false if repo::exported(&dir) => Ok(()),
-                        false => Err(anyhow::anyhow!(
-                            "commit {} is not written out yet",
-                            commit.short()
-                        )),
-                    };
-                    let snapshot = written
-                        .and_then(|()| repo::tree::read(&checkout, commit.as_str()))
-                        .map(|tree| {
-                            Arc::new(Snapshot {
-                                id: commit.clone(),
-                                tree,
-                                dir,
-                            })
-                        })
+                    let snapshot = Snapshot::written_out(&checkout, &state_dir, &commit, write)
+                        .map(Arc::new)
                         .map_err(|error| format!("{error:#}"));
                     (commit, snapshot)
                 })
