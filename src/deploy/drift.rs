@@ -151,7 +151,7 @@ async fn check(
                 continue;
             }
         };
-        let steps: Vec<Summary> = match status.state {
+        let mut steps: Vec<Summary> = match status.state {
             StackState::UpToDate => status
                 .actions
                 .into_iter()
@@ -159,6 +159,13 @@ async fn check(
                 .collect(),
             _ => Vec::new(),
         };
+        // A container that exited 0 finished its work (a one-shot job such as a migration that
+        // others wait for with `service_completed_successfully`): starting it again is no
+        // healing, and healing it would run it after every run.
+        if steps.iter().any(|step| step.kind == Kind::Start) {
+            let finished = finished_services(deployer, &project).await;
+            steps.retain(|step| step.kind != Kind::Start || !finished.contains(&step.service));
+        }
         let drifted = !steps.is_empty();
         if drifted && worker.drift().of(&stack).as_ref() != Some(&steps) {
             let what: Vec<String> = steps.iter().map(describe).collect();
@@ -173,6 +180,26 @@ async fn check(
         }
     }
     later
+}
+
+/// The services of `project` whose containers all exited with status 0.
+async fn finished_services(deployer: &super::Deployer, project: &str) -> BTreeSet<String> {
+    let Ok(containers) = deployer.engine.containers(Some(project)).await else {
+        return BTreeSet::new();
+    };
+    let mut exits: BTreeMap<String, bool> = BTreeMap::new();
+    for container in containers {
+        let Some(service) = container.label(super::labels::SERVICE).map(str::to_owned) else {
+            continue;
+        };
+        let finished = container.state == crate::engine::State::Exited
+            && matches!(deployer.engine.inspect(&container.id).await, Ok(s) if s.exit_code == Some(0));
+        *exits.entry(service).or_insert(true) &= finished;
+    }
+    exits
+        .into_iter()
+        .filter_map(|(service, finished)| finished.then_some(service))
+        .collect()
 }
 
 fn describe(step: &Summary) -> String {
