@@ -6,11 +6,18 @@ use serde_json::{Value, json};
 use crate::support::image::{TestEngine, cli_output, import_version};
 use crate::support::server::{Harness, Server, TOKEN};
 
+/// Each test has an image of its own: the tests run at once, and some retag theirs.
 const IMAGE: &str = "stackhook-test/rollback:latest";
+const AUTO_IMAGE: &str = "stackhook-test/autorollback:latest";
+const DRIFT_IMAGE: &str = "stackhook-test/drift:latest";
 
 fn stack(marker: &str) -> String {
+    stack_on(IMAGE, marker)
+}
+
+fn stack_on(image: &str, marker: &str) -> String {
     format!(
-        "services:\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n"
+        "services:\n  app:\n    image: {image}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n"
     )
 }
 
@@ -151,10 +158,10 @@ async fn a_stack_rolls_back_stays_pinned_and_is_released(engine: TestEngine) {
 async fn a_failed_deployment_rolls_the_stack_back_to_its_last_good_commit(engine: TestEngine) {
     let mut h = Harness::new(engine, "autorollback").await;
     h.set("STACKHOOK_AUTO_ROLLBACK", "true");
-    import_version(engine, IMAGE, "1");
+    import_version(engine, AUTO_IMAGE, "1");
     let stack = |marker: &str, check: &str| {
         format!(
-            "services:\n  web:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n  app:\n    image: {IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    depends_on: [web]\n    healthcheck:\n      test: [\"CMD\", \"{check}\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n"
+            "services:\n  web:\n    image: {AUTO_IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    environment:\n      MARKER: \"{marker}\"\n  app:\n    image: {AUTO_IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n    depends_on: [web]\n    healthcheck:\n      test: [\"CMD\", \"{check}\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n"
         )
     };
     h.compose("app", &stack("1", "true"));
@@ -205,8 +212,8 @@ crate::engine_tests!(
 /// engine's events, reported in the API and metrics, and, with `STACKHOOK_HEAL=true`, put back.
 async fn drift_is_reported_and_healed(engine: TestEngine) {
     let mut h = Harness::new(engine, "drift").await;
-    import_version(engine, IMAGE, "1");
-    h.compose("app", &stack("1"));
+    import_version(engine, DRIFT_IMAGE, "1");
+    h.compose("app", &stack_on(DRIFT_IMAGE, "1"));
     h.repo.commit("one");
     let app = h.stack("app");
     let server = h.start().await;
