@@ -105,6 +105,16 @@ pub struct Config {
     pub auto_rollback: bool,
     /// Whether a stack that drifted from what was deployed is put back (`STACKHOOK_HEAL`).
     pub heal: bool,
+    /// Containers, or Swarm services (`STACKHOOK_ENGINE_MODE`).
+    pub engine_mode: EngineMode,
+    /// How long a Swarm service may take to converge on its new spec
+    /// (`STACKHOOK_SWARM_TIMEOUT`).
+    pub swarm_timeout: Duration,
+    /// The host this instance deploys for (`STACKHOOK_HOST`): it takes the stacks of
+    /// `hosts/<name>/` and those whose `x-stackhook.hosts` names it.
+    pub host: Option<String>,
+    /// Whether a stack that names no host is left out (`STACKHOOK_HOST_STRICT`).
+    pub host_strict: bool,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -165,6 +175,31 @@ pub enum NotifyOn {
     Failures,
 }
 
+/// What a stack becomes on the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineMode {
+    /// Containers, as `docker compose up` makes them.
+    #[default]
+    Standalone,
+    /// Swarm services, as `docker stack deploy` makes them.
+    Swarm,
+    /// Swarm when the engine is a Swarm manager, else containers.
+    Auto,
+}
+
+impl std::str::FromStr for EngineMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "standalone" => Ok(EngineMode::Standalone),
+            "swarm" => Ok(EngineMode::Swarm),
+            "auto" => Ok(EngineMode::Auto),
+            other => Err(format!("{other:?} is none of standalone, swarm, auto")),
+        }
+    }
+}
+
 /// The config file's keys: the environment variables' names without `STACKHOOK_`, lowercase.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +239,10 @@ struct File {
     public_status: Option<bool>,
     auto_rollback: Option<bool>,
     heal: Option<bool>,
+    engine_mode: Option<String>,
+    swarm_timeout: Option<String>,
+    host: Option<String>,
+    host_strict: Option<bool>,
     notify_url: Option<String>,
     notify_url_file: Option<PathBuf>,
     notify_discord_url: Option<String>,
@@ -402,6 +441,24 @@ impl Config {
             false,
         )?;
         let heal = bool_setting("HEAL", env("HEAL"), file.heal, false)?;
+        let engine_mode = match setting("ENGINE_MODE", file.engine_mode) {
+            None => EngineMode::default(),
+            Some(text) => text
+                .parse()
+                .map_err(|error| anyhow::anyhow!("STACKHOOK_ENGINE_MODE: {error}"))?,
+        };
+        let swarm_timeout = duration(
+            "SWARM_TIMEOUT",
+            file.swarm_timeout,
+            Duration::from_secs(300),
+        )?;
+        let host = setting("HOST", file.host);
+        if let Some(host) = &host
+            && (host.is_empty() || host.contains('/') || host.starts_with('.'))
+        {
+            anyhow::bail!("STACKHOOK_HOST: {host:?} is not a host name");
+        }
+        let host_strict = bool_setting("HOST_STRICT", env("HOST_STRICT"), file.host_strict, false)?;
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -530,6 +587,10 @@ impl Config {
             public_status,
             auto_rollback,
             heal,
+            engine_mode,
+            swarm_timeout,
+            host,
+            host_strict,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod drift;
 mod self_update;
 pub mod status;
+pub mod swarm;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +23,7 @@ use anyhow::Context;
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Prune};
+use crate::config::{Config, EngineMode, Prune};
 use crate::engine::Engine;
 use crate::history::History;
 use crate::metrics::Metrics;
@@ -1302,6 +1303,16 @@ impl Deployer {
         Ok(tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??)
     }
 
+    /// Whether stacks become Swarm services (`STACKHOOK_ENGINE_MODE`; with `auto`, when the
+    /// engine is a Swarm manager).
+    pub(crate) async fn swarm(&self) -> anyhow::Result<bool> {
+        match self.config.engine_mode {
+            EngineMode::Standalone => Ok(false),
+            EngineMode::Swarm => Ok(true),
+            EngineMode::Auto => self.engine.swarm_manager().await,
+        }
+    }
+
     /// Brings one stack to what `commit` wants, unless nothing about it changed.
     async fn deploy_stack(
         &self,
@@ -1311,6 +1322,19 @@ impl Deployer {
         record: Option<StackRecord>,
         log: Log,
     ) -> (StackReport, Option<StackRecord>) {
+        match self.swarm().await {
+            Ok(false) => {}
+            Ok(true) => {
+                return self
+                    .deploy_swarm_stack(target, found, project, record, log)
+                    .await;
+            }
+            Err(error) => {
+                let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
+                report.error = Some(format!("asking the engine for its Swarm role: {error:#}"));
+                return (report, None);
+            }
+        }
         let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
         report.project = Some(project.name.clone());
         report.notes.clone_from(&project.notes);
@@ -1354,6 +1378,63 @@ impl Deployer {
         }
     }
 
+    /// `deploy_stack` in Swarm mode: the stack as Swarm services (`deploy::swarm`).
+    async fn deploy_swarm_stack(
+        &self,
+        target: Target<'_>,
+        found: Found,
+        project: Project,
+        record: Option<StackRecord>,
+        log: Log,
+    ) -> (StackReport, Option<StackRecord>) {
+        let mut report = StackReport::new(found.name.as_str(), Outcome::Unchanged);
+        report.project = Some(project.name.clone());
+        // The notes say what `docker compose up` leaves to Swarm: Swarm does it here.
+        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == target.fingerprint) {
+            return (report, None);
+        }
+        let origin = labels::Origin {
+            stack: found.name.as_str(),
+            commit: target.commit.id.as_str(),
+        };
+        let result = swarm::deploy(
+            self.engine.as_ref(),
+            &project,
+            &origin,
+            target.dry_run,
+            self.config.swarm_timeout,
+            &log,
+        )
+        .await;
+        report.log = log.lines();
+        match result {
+            Ok(actions) => {
+                report.actions = actions;
+                if target.dry_run {
+                    report.outcome = Outcome::Planned;
+                    return (report, None);
+                }
+                report.outcome = Outcome::Deployed;
+                let record = StackRecord {
+                    commit: target.commit.id.clone(),
+                    fingerprint: target.fingerprint,
+                    project: project.name.clone(),
+                    deployed_at: now(),
+                    services: target.hashes,
+                    variables: target.variables,
+                    images: BTreeMap::new(),
+                };
+                (report, Some(record))
+            }
+            Err(error) => {
+                tracing::error!(stack = %found.name, "{error:#}");
+                report.outcome = Outcome::Failed;
+                report.error = Some(format!("{error:#}"));
+                (report, None)
+            }
+        }
+    }
+
     /// The stack's plan and the record it leaves once carried out; `None` when its fingerprint
     /// says nothing changed and it was not named. Resolves (pulls or builds) images, except in a
     /// dry run; touches no container.
@@ -1375,6 +1456,7 @@ impl Deployer {
         if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == *fingerprint) {
             return Ok(None);
         }
+        project.check_standalone()?;
 
         let pull = found.forced.flatten();
         let images = if *dry_run {
@@ -1457,6 +1539,22 @@ impl Deployer {
     async fn prune(&self, name: &str, project: &str, dry_run: bool, log: Log) -> StackReport {
         let mut report = StackReport::new(name, Outcome::Pruned);
         report.project = Some(project.to_owned());
+        if let Ok(true) = self.swarm().await {
+            match swarm::take_down(self.engine.as_ref(), project, dry_run, &log).await {
+                Ok(actions) => {
+                    report.actions = actions;
+                    if dry_run {
+                        report.outcome = Outcome::Planned;
+                    }
+                }
+                Err(error) => {
+                    report.outcome = Outcome::Failed;
+                    report.error = Some(format!("taking down stack {name}: {error:#}"));
+                }
+            }
+            report.log = log.lines();
+            return report;
+        }
         let result: anyhow::Result<()> = async {
             let containers = self.engine.containers(Some(project)).await?;
             for container in containers {

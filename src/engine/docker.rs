@@ -8,6 +8,7 @@
 
 mod create;
 mod raw;
+mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -720,6 +721,93 @@ impl Engine for Docker {
                 }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        }
+    }
+
+    async fn swarm_manager(&self) -> anyhow::Result<bool> {
+        if self.info.kind == EngineKind::Podman {
+            return Ok(false);
+        }
+        swarm::swarm_manager(&self.endpoint).await
+    }
+
+    async fn services(&self, namespace: &str) -> anyhow::Result<Vec<super::swarm::Object>> {
+        swarm::services(&self.endpoint, namespace)
+            .await
+            .with_context(|| format!("listing the services of stack {namespace}"))
+    }
+
+    async fn service_state(&self, id: &str) -> anyhow::Result<super::swarm::ServiceState> {
+        swarm::service_state(&self.endpoint, id).await
+    }
+
+    async fn create_service(&self, spec: &super::swarm::ServiceSpec) -> anyhow::Result<String> {
+        swarm::create_service(&self.endpoint, spec).await
+    }
+
+    async fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        spec: &super::swarm::ServiceSpec,
+    ) -> anyhow::Result<()> {
+        swarm::update_service(&self.endpoint, id, version, spec).await
+    }
+
+    async fn remove_service(&self, id: &str) -> anyhow::Result<()> {
+        swarm::remove(&self.endpoint, &format!("/services/{id}"))
+            .await
+            .with_context(|| format!("removing service {id}"))?;
+        Ok(())
+    }
+
+    async fn tasks(&self, service: &str) -> anyhow::Result<Vec<super::swarm::Task>> {
+        swarm::tasks(&self.endpoint, service)
+            .await
+            .with_context(|| format!("listing the tasks of service {service}"))
+    }
+
+    async fn stack_networks(&self, namespace: &str) -> anyhow::Result<Vec<String>> {
+        swarm::stack_networks(&self.endpoint, namespace).await
+    }
+
+    async fn ensure_object(
+        &self,
+        kind: super::swarm::ObjectKind,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        data: &[u8],
+    ) -> anyhow::Result<String> {
+        swarm::ensure_object(&self.endpoint, kind, name, labels, data).await
+    }
+
+    async fn objects(
+        &self,
+        kind: super::swarm::ObjectKind,
+        namespace: &str,
+    ) -> anyhow::Result<Vec<super::swarm::Object>> {
+        swarm::objects(&self.endpoint, kind, namespace)
+            .await
+            .with_context(|| format!("listing the {kind}s of stack {namespace}"))
+    }
+
+    async fn remove_object(&self, kind: super::swarm::ObjectKind, id: &str) -> anyhow::Result<()> {
+        // A secret or config still in use (by a service Swarm rolled back) stays: 400 says so.
+        let path = format!("/{kind}s/{id}");
+        let (status, answer) = raw::send_json(
+            &self.endpoint,
+            "DELETE",
+            &path,
+            &serde_json::Value::Null,
+            Duration::from_secs(REQUEST_TIMEOUT),
+        )
+        .await?;
+        match status {
+            200..=299 | 404 | 400 => Ok(()),
+            _ => bail!(
+                "removing {kind} {id}: status {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            ),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,6 +87,67 @@ pub trait Engine: Send + Sync + 'static {
     /// Runs a lifecycle hook's command in a running container and waits for it to end, at most
     /// `HOOK_TIMEOUT`.
     async fn exec(&self, id: &str, hook: &compose::Hook) -> anyhow::Result<ExecOutcome>;
+
+    // Swarm mode (issue 12). An engine that is no Swarm manager refuses every call.
+
+    /// Whether the engine is a manager of an active swarm.
+    async fn swarm_manager(&self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+    /// Services labelled `com.docker.stack.namespace=<namespace>`.
+    async fn services(&self, _namespace: &str) -> anyhow::Result<Vec<swarm::Object>> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    async fn service_state(&self, _id: &str) -> anyhow::Result<swarm::ServiceState> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Creates a service; returns its id.
+    async fn create_service(&self, _spec: &swarm::ServiceSpec) -> anyhow::Result<String> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Replaces a service's spec; `version` is the one it was read at.
+    async fn update_service(
+        &self,
+        _id: &str,
+        _version: u64,
+        _spec: &swarm::ServiceSpec,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    async fn remove_service(&self, _id: &str) -> anyhow::Result<()> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// The tasks of a service that match its current spec.
+    async fn tasks(&self, _service: &str) -> anyhow::Result<Vec<swarm::Task>> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Networks labelled `com.docker.stack.namespace=<namespace>`.
+    async fn stack_networks(&self, _namespace: &str) -> anyhow::Result<Vec<String>> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Creates a secret or config unless one of that name exists, and returns its id. Names are
+    /// content-addressed, so one that exists holds these bytes.
+    async fn ensure_object(
+        &self,
+        _kind: swarm::ObjectKind,
+        _name: &str,
+        _labels: &BTreeMap<String, String>,
+        _data: &[u8],
+    ) -> anyhow::Result<String> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Secrets or configs labelled `com.docker.stack.namespace=<namespace>`.
+    async fn objects(
+        &self,
+        _kind: swarm::ObjectKind,
+        _namespace: &str,
+    ) -> anyhow::Result<Vec<swarm::Object>> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
+    /// Removes a secret or config; one still in use stays, and that is no error.
+    async fn remove_object(&self, _kind: swarm::ObjectKind, _id: &str) -> anyhow::Result<()> {
+        anyhow::bail!("this engine runs no Swarm services")
+    }
 }
 
 /// The longest a lifecycle hook may run. Docker Compose waits for ever; a deployment should

@@ -64,6 +64,35 @@ pub struct Project {
     pub notes: Vec<String>,
 }
 
+impl Project {
+    /// What containers cannot do that Swarm services can: a start-first update runs the old and
+    /// the new container side by side, which a fixed container name or a published host port
+    /// forbids (Swarm's routing mesh shares a published port between tasks).
+    pub fn check_standalone(&self) -> Result<(), Error> {
+        for (name, service) in &self.services {
+            if service.update_order != Some(UpdateOrder::StartFirst) {
+                continue;
+            }
+            let fixed = match (
+                &service.container_name,
+                service.ports.iter().find_map(|p| p.published.as_ref()),
+            ) {
+                (Some(container_name), _) => format!("its fixed container_name {container_name}"),
+                (None, Some(port)) => format!("its published host port {port}"),
+                (None, None) => continue,
+            };
+            return Err(Error::Invalid {
+                file: self.config_files[0].clone(),
+                at: format!("services.{name}"),
+                message: format!(
+                    "deploy.update_config.order: start-first runs the old and the new container at once, which {fixed} does not allow; use stop-first"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One service, normalised: every short syntax expanded, every path absolute.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Service {
@@ -220,6 +249,70 @@ pub struct Service {
     /// Commands run in a container before it is stopped for good (scaled down), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pre_stop: Vec<Hook>,
+    /// `deploy:` as Swarm reads it (issue 12). Left out of the config hash: without Swarm these
+    /// keys change nothing that runs.
+    #[serde(skip)]
+    pub swarm: SwarmDeploy,
+}
+
+/// Everything of `deploy:` that `docker stack deploy` applies, as written. Replicas are the
+/// service's `scale`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SwarmDeploy {
+    /// `replicated` (the default), `global`, `replicated-job` or `global-job`.
+    pub mode: Option<String>,
+    /// `vip` or `dnsrr`.
+    pub endpoint_mode: Option<String>,
+    /// The service's labels (the containers' are the service's `labels:`).
+    pub labels: BTreeMap<String, String>,
+    pub placement: Placement,
+    /// `resources.limits`, when the file has that section.
+    pub limits: Option<SwarmResources>,
+    /// `resources.reservations`, when the file has that section.
+    pub reservations: Option<SwarmResources>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub update_config: Option<UpdateConfig>,
+    pub rollback_config: Option<UpdateConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub constraints: Vec<String>,
+    /// The `spread` descriptors of `preferences`, in order.
+    pub preferences: Vec<String>,
+    pub max_replicas_per_node: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SwarmResources {
+    pub cpus: Option<f64>,
+    /// Bytes.
+    pub memory: Option<i64>,
+    pub pids: Option<i64>,
+    /// `generic_resources` as `(kind, value)` of their `discrete_resource_spec`.
+    pub generic: Vec<(String, i64)>,
+}
+
+/// `deploy.restart_policy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestartPolicy {
+    /// `none`, `on-failure` or `any`.
+    pub condition: Option<String>,
+    pub delay: Option<Duration>,
+    pub max_attempts: Option<u64>,
+    pub window: Option<Duration>,
+}
+
+/// `deploy.update_config` or `deploy.rollback_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpdateConfig {
+    pub parallelism: Option<u64>,
+    pub delay: Option<Duration>,
+    /// `continue`, `rollback` or `pause`.
+    pub failure_action: Option<String>,
+    pub monitor: Option<Duration>,
+    pub max_failure_ratio: Option<f64>,
+    pub order: Option<UpdateOrder>,
 }
 
 /// A lifecycle hook (`post_start`, `pre_stop`): a command the engine runs in the service's
@@ -277,7 +370,7 @@ pub struct ServiceFile {
     pub mode: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     Secret,
@@ -372,6 +465,9 @@ pub struct Port {
     pub host_ip: Option<String>,
     /// `tcp`, `udp` or `sctp`.
     pub protocol: String,
+    /// `ingress` or `host`: only Swarm tells them apart.
+    #[serde(skip)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

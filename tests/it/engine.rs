@@ -481,6 +481,7 @@ volumes:
         published: None,
         host_ip: host_ip.map(str::to_owned),
         protocol: protocol.to_owned(),
+        mode: None,
     };
     let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let name = format!("{project}-web-twin");

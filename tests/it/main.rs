@@ -40,3 +40,4 @@ mod safety;
 mod scale;
 mod self_update;
 mod support;
+mod swarm;

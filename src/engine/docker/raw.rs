@@ -3,7 +3,8 @@
 //! bollard's state enums have no catch-all, so one container in a state the API spec does not
 //! list (Podman's `stopped`) fails a whole list or inspect call (FIELD-NOTES). The listing and
 //! the state of containers are read here instead, where an unknown state is just a string.
-//! Everything else, and every write, goes through bollard. Every exchange has a deadline, as
+//! Swarm's services, tasks, secrets and configs are read and written here too, in the API's own
+//! JSON (`docker::swarm`). Everything else, and every other write, goes through bollard. Every exchange has a deadline, as
 //! bollard's calls do: an engine that accepts a connection and never answers fails the call.
 
 use std::collections::BTreeMap;
@@ -70,7 +71,7 @@ pub async fn get_json<T: DeserializeOwned>(
     timeout: Duration,
 ) -> anyhow::Result<Option<T>> {
     let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let (status, body) = send(endpoint, &request, timeout)
+    let (status, body) = send(endpoint, request.as_bytes(), timeout)
         .await
         .with_context(|| format!("reading the answer to GET {path_and_query}"))?;
     match status {
@@ -94,16 +95,36 @@ pub async fn post(
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let request =
         format!("POST {path_and_query} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
-    send(endpoint, &request, timeout)
+    send(endpoint, request.as_bytes(), timeout)
         .await
         .with_context(|| format!("POST {path_and_query}"))
+}
+
+/// `method path_and_query` with a JSON body; the status and the answer's body, within `timeout`.
+pub async fn send_json(
+    endpoint: &Endpoint,
+    method: &str,
+    path_and_query: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let body = serde_json::to_vec(body)?;
+    let mut request = format!(
+        "{method} {path_and_query} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    send(endpoint, &request, timeout)
+        .await
+        .with_context(|| format!("{method} {path_and_query}"))
 }
 
 /// Connects, sends an HTTP/1.0 request, so that the engine (Go's net/http in both cases) answers
 /// with the whole body and closes the connection, and reads the answer, all within `timeout`.
 async fn send(
     endpoint: &Endpoint,
-    request: &str,
+    request: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let exchange = async {
@@ -146,9 +167,9 @@ pub fn encode(value: &str) -> String {
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    request: &str,
+    request: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    stream.write_all(request.as_bytes()).await?;
+    stream.write_all(request).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     parse_response(&response)

@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::node::Node;
 use super::project::{Context, Definition, strings_map};
 use super::{
     Blkio, Build, Condition, Dependency, DeviceRate, DeviceRequest, DeviceWeight, Error, FileKind,
-    FileSource, Healthcheck, Hook, Isolation, Logging, Mount, MountKind, Port, PullPolicy, Service,
-    ServiceFile, ServiceNetwork, Ulimit, UpdateOrder,
+    FileSource, Healthcheck, Hook, Isolation, Logging, Mount, MountKind, Placement, Port,
+    PullPolicy, RestartPolicy, Service, ServiceFile, ServiceNetwork, SwarmResources, Ulimit,
+    UpdateConfig, UpdateOrder,
 };
 
 /// How stackhook treats one service key of the Compose Specification.
@@ -342,22 +342,6 @@ pub fn service(name: &str, node: &Node, context: &mut Context) -> Result<Option<
             "can't set container_name and scale or replicas above 1, as container name {container_name} must be unique"
         )));
     }
-    if service.update_order == Some(UpdateOrder::StartFirst) {
-        // Start-first runs the old and the new container side by side for a moment.
-        let fixed = match (
-            &service.container_name,
-            service.ports.iter().find_map(|p| p.published.as_ref()),
-        ) {
-            (Some(container_name), _) => Some(format!("its fixed container_name {container_name}")),
-            (None, Some(port)) => Some(format!("its published host port {port}")),
-            (None, None) => None,
-        };
-        if let Some(fixed) = fixed {
-            return Err(node.invalid(format!(
-                "deploy.update_config.order: start-first runs the old and the new container at once, which {fixed} does not allow; use stop-first"
-            )));
-        }
-    }
     implicit_dependencies(&mut service);
     service.environment = environment(env_files, environment_node, context)?;
     if service.image.is_none() && service.build.is_none() {
@@ -388,6 +372,7 @@ fn enforce_unicity(service: &mut Service) {
             published,
             host_ip,
             protocol,
+            mode: _,
         } = port;
         (
             *target,
@@ -972,6 +957,7 @@ fn short_ports(text: &str) -> Option<Vec<Port>> {
             published,
             host_ip: host_ip.clone(),
             protocol: protocol.clone(),
+            mode: None,
         });
     }
     Some(ports)
@@ -989,6 +975,7 @@ fn long_port(node: &Node) -> Result<Port, Error> {
         published: None,
         host_ip: None,
         protocol: "tcp".to_owned(),
+        mode: None,
     };
     for (key, value) in node.entries()? {
         match key.as_str() {
@@ -999,9 +986,10 @@ fn long_port(node: &Node) -> Result<Port, Error> {
             "published" => port.published = Some(value.string()?),
             "host_ip" => port.host_ip = Some(value.string()?),
             "protocol" => port.protocol = value.string()?,
-            // `mode: ingress` is the default; `host` only differs in Swarm. `name` and
-            // `app_protocol` are informational.
-            "mode" | "name" | "app_protocol" => {}
+            // `mode: ingress` is the default; `host` only differs in Swarm.
+            "mode" => port.mode = Some(value.string()?),
+            // Informational.
+            "name" | "app_protocol" => {}
             _ => return Err(value.invalid("is not supported by stackhook")),
         }
     }
@@ -1380,27 +1368,81 @@ fn deploy(
             // -d` v2.40.3).
             "mode" => {
                 let mode = value.string()?;
+                if !["replicated", "global", "replicated-job", "global-job"].contains(&&*mode) {
+                    return Err(value.invalid(format!(
+                        "unknown mode {mode:?}; use replicated, global, replicated-job or global-job"
+                    )));
+                }
                 if mode != "replicated" {
                     notes.push(format!(
                         "{}: {mode} only matters to Swarm; as docker compose up does, the service runs its replicas (one unless set)",
                         value.at
                     ));
                 }
+                service.swarm.mode = Some(mode);
             }
-            "placement" | "endpoint_mode" | "labels" => notes.push(swarm_only(&value)),
+            "placement" => {
+                service.swarm.placement = placement(&value)?;
+                notes.push(swarm_only(&value));
+            }
+            "endpoint_mode" => {
+                service.swarm.endpoint_mode = Some(value.string()?);
+                notes.push(swarm_only(&value));
+            }
+            "labels" => {
+                service.swarm.labels = super::project::strings_map(&value)?;
+                notes.push(swarm_only(&value));
+            }
             "update_config" => {
-                let (order, monitor) = update_config(&value, notes)?;
-                service.update_order = order;
-                service.update_monitor = monitor;
+                let config = update_config(&value, notes)?;
+                service.update_order = config.order;
+                service.update_monitor = config.monitor;
+                service.swarm.update_config = Some(config);
             }
             "rollback_config" => {
-                update_config(&value, &mut Vec::new())?;
+                service.swarm.rollback_config = Some(update_config(&value, &mut Vec::new())?);
                 notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.{key}"))),
         }
     }
     Ok(())
+}
+
+/// `deploy.placement`.
+fn placement(node: &Node) -> Result<Placement, Error> {
+    let mut placement = Placement::default();
+    for (key, value) in node.entries()? {
+        match key.as_str() {
+            "constraints" => {
+                placement.constraints = value
+                    .items()?
+                    .iter()
+                    .map(Node::string)
+                    .collect::<Result<_, _>>()?;
+            }
+            "preferences" => {
+                for preference in value.items()? {
+                    for (kind, descriptor) in preference.entries()? {
+                        if kind != "spread" {
+                            return Err(descriptor
+                                .invalid(format!("additional properties '{kind}' not allowed")));
+                        }
+                        placement.preferences.push(descriptor.string()?);
+                    }
+                }
+            }
+            "max_replicas_per_node" => {
+                let count = value.integer()?;
+                placement.max_replicas_per_node =
+                    Some(u64::try_from(count).map_err(|_| {
+                        value.invalid(format!("{count} is not a number of replicas"))
+                    })?);
+            }
+            _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
+        }
+    }
+    Ok(placement)
 }
 
 /// A number of containers: `scale` or `deploy.replicas`.
@@ -1419,16 +1461,12 @@ fn swarm_only(node: &Node) -> String {
 
 /// `update_config` and `rollback_config` share their keys; `order` and `monitor` shape how
 /// stackhook replaces a container (issue 9), the others only matter to Swarm.
-fn update_config(
-    node: &Node,
-    notes: &mut Vec<String>,
-) -> Result<(Option<UpdateOrder>, Option<Duration>), Error> {
-    let mut order = None;
-    let mut monitor = None;
+fn update_config(node: &Node, notes: &mut Vec<String>) -> Result<UpdateConfig, Error> {
+    let mut config = UpdateConfig::default();
     for (key, value) in node.entries()? {
         match key.as_str() {
             "order" => {
-                order = Some(match value.string()?.as_str() {
+                config.order = Some(match value.string()?.as_str() {
                     "stop-first" => UpdateOrder::StopFirst,
                     "start-first" => UpdateOrder::StartFirst,
                     other => {
@@ -1438,26 +1476,36 @@ fn update_config(
                 });
             }
             "parallelism" => {
-                value.integer()?;
+                let count = value.integer()?;
+                config.parallelism = Some(
+                    u64::try_from(count)
+                        .map_err(|_| value.invalid(format!("{count} is not a number of tasks")))?,
+                );
                 notes.push(swarm_only(&value));
             }
-            "monitor" => monitor = Some(value.duration()?),
+            "monitor" => config.monitor = Some(value.duration()?),
             "delay" => {
-                value.duration()?;
+                config.delay = Some(value.duration()?);
                 notes.push(swarm_only(&value));
             }
             "failure_action" => {
-                value.string()?;
+                let action = value.string()?;
+                if !["continue", "rollback", "pause"].contains(&&*action) {
+                    return Err(value.invalid(format!(
+                        "{action:?} must be one of continue, rollback, pause"
+                    )));
+                }
+                config.failure_action = Some(action);
                 notes.push(swarm_only(&value));
             }
             "max_failure_ratio" => {
-                value.float()?;
+                config.max_failure_ratio = Some(value.float()?);
                 notes.push(swarm_only(&value));
             }
             _ => return Err(value.invalid(format!("additional properties '{key}' not allowed"))),
         }
     }
-    Ok((order, monitor))
+    Ok(config)
 }
 
 fn resources(
@@ -1467,15 +1515,28 @@ fn resources(
     unsupported: &dyn Fn(&str) -> Error,
 ) -> Result<(), Error> {
     for (section, limits) in node.entries()? {
+        let mut swarm = SwarmResources::default();
         for (key, value) in limits.entries()? {
             match (section.as_str(), key.as_str()) {
-                ("limits", "cpus") => service.cpus = Some(value.float()?),
-                ("limits", "memory") => service.mem_limit = Some(value.bytes()?),
-                ("limits", "pids") => service.pids_limit = Some(value.integer()?),
-                ("reservations", "memory") => service.mem_reservation = Some(value.bytes()?),
+                ("limits", "cpus") => {
+                    swarm.cpus = Some(value.float()?);
+                    service.cpus = swarm.cpus;
+                }
+                ("limits", "memory") => {
+                    swarm.memory = Some(value.bytes()?);
+                    service.mem_limit = swarm.memory;
+                }
+                ("limits", "pids") => {
+                    swarm.pids = Some(value.integer()?);
+                    service.pids_limit = swarm.pids;
+                }
+                ("reservations", "memory") => {
+                    swarm.memory = Some(value.bytes()?);
+                    service.mem_reservation = swarm.memory;
+                }
                 // A CPU reservation is a Swarm scheduling hint; Compose leaves it out too.
                 ("reservations", "cpus") => {
-                    value.float()?;
+                    swarm.cpus = Some(value.float()?);
                     notes.push(swarm_only(&value));
                 }
                 ("reservations", "devices") => {
@@ -1483,11 +1544,37 @@ fn resources(
                         service.device_requests.push(device_request(&item)?);
                     }
                 }
+                ("reservations", "generic_resources") => {
+                    for item in value.items()? {
+                        swarm.generic.push(generic_resource(&item)?);
+                    }
+                    notes.push(swarm_only(&value));
+                }
                 _ => return Err(unsupported(&format!("deploy.resources.{section}.{key}"))),
             }
         }
+        match section.as_str() {
+            "limits" => service.swarm.limits = Some(swarm),
+            _ => service.swarm.reservations = Some(swarm),
+        }
     }
     Ok(())
+}
+
+/// A `generic_resources` entry: `{discrete_resource_spec: {kind, value}}`.
+fn generic_resource(node: &Node) -> Result<(String, i64), Error> {
+    let spec = node
+        .get("discrete_resource_spec")
+        .ok_or_else(|| node.invalid("a generic resource needs a discrete_resource_spec"))?;
+    let kind = spec
+        .get("kind")
+        .ok_or_else(|| spec.invalid("needs a kind"))?
+        .string()?;
+    let value = spec
+        .get("value")
+        .ok_or_else(|| spec.invalid("needs a value"))?
+        .integer()?;
+    Ok((kind, value))
 }
 
 /// `restart:` as the engine takes it: `no`, `always`, `on-failure[:N]` or `unless-stopped`.
@@ -1517,18 +1604,35 @@ fn restart_policy(
 ) -> Result<(), Error> {
     let mut name = "";
     let mut attempts = None;
+    let mut swarm = RestartPolicy::default();
     for (key, value) in node.entries()? {
         match key.as_str() {
-            "condition" => name = restart_name(&value, &value.string()?)?,
-            "max_attempts" => attempts = Some(value.integer()?),
+            "condition" => {
+                let condition = value.string()?;
+                name = restart_name(&value, &condition)?;
+                swarm.condition = Some(condition);
+            }
+            "max_attempts" => {
+                let count = value.integer()?;
+                attempts = Some(count);
+                swarm.max_attempts =
+                    Some(u64::try_from(count).map_err(|_| {
+                        value.invalid(format!("{count} is not a number of attempts"))
+                    })?);
+            }
             // Swarm's timing of restarts; the engine's restart policy has no such settings.
-            "delay" | "window" => {
-                value.duration()?;
+            "delay" => {
+                swarm.delay = Some(value.duration()?);
+                notes.push(swarm_only(&value));
+            }
+            "window" => {
+                swarm.window = Some(value.duration()?);
                 notes.push(swarm_only(&value));
             }
             _ => return Err(unsupported(&format!("deploy.restart_policy.{key}"))),
         }
     }
+    service.swarm.restart_policy = Some(swarm);
     service.restart = Some(match attempts {
         Some(attempts) => format!("{name}:{attempts}"),
         None => name.to_owned(),
@@ -1605,13 +1709,13 @@ mod tests {
         ]
         .map(|text| format!("{text} => {:?}", short_ports(text)));
         expect![[r#"
-            80 => Some([Port { target: 80, published: None, host_ip: None, protocol: "tcp" }])
-            8080:80 => Some([Port { target: 80, published: Some("8080"), host_ip: None, protocol: "tcp" }])
-            127.0.0.1:8080:80/udp => Some([Port { target: 80, published: Some("8080"), host_ip: Some("127.0.0.1"), protocol: "udp" }])
-            8000-8001:8000-8001 => Some([Port { target: 8000, published: Some("8000"), host_ip: None, protocol: "tcp" }, Port { target: 8001, published: Some("8001"), host_ip: None, protocol: "tcp" }])
-            9000-9010:80 => Some([Port { target: 80, published: Some("9000-9010"), host_ip: None, protocol: "tcp" }])
-            [::1]:80:80 => Some([Port { target: 80, published: Some("80"), host_ip: Some("::1"), protocol: "tcp" }])
-            127.0.0.1::80 => Some([Port { target: 80, published: None, host_ip: Some("127.0.0.1"), protocol: "tcp" }])
+            80 => Some([Port { target: 80, published: None, host_ip: None, protocol: "tcp", mode: None }])
+            8080:80 => Some([Port { target: 80, published: Some("8080"), host_ip: None, protocol: "tcp", mode: None }])
+            127.0.0.1:8080:80/udp => Some([Port { target: 80, published: Some("8080"), host_ip: Some("127.0.0.1"), protocol: "udp", mode: None }])
+            8000-8001:8000-8001 => Some([Port { target: 8000, published: Some("8000"), host_ip: None, protocol: "tcp", mode: None }, Port { target: 8001, published: Some("8001"), host_ip: None, protocol: "tcp", mode: None }])
+            9000-9010:80 => Some([Port { target: 80, published: Some("9000-9010"), host_ip: None, protocol: "tcp", mode: None }])
+            [::1]:80:80 => Some([Port { target: 80, published: Some("80"), host_ip: Some("::1"), protocol: "tcp", mode: None }])
+            127.0.0.1::80 => Some([Port { target: 80, published: None, host_ip: Some("127.0.0.1"), protocol: "tcp", mode: None }])
             8000-8002:80-81 => None
             x:80 => None"#]].assert_eq(&cases.join("\n"));
     }

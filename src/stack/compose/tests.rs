@@ -79,6 +79,18 @@ fn error(compose: &str, expected: &Expect) {
     check(compose, |_| (), expected);
 }
 
+/// A file that loads, but that containers cannot run (`Project::check_standalone`).
+fn standalone_error(compose: &str, expected: &Expect) {
+    check(
+        compose,
+        |project| match project.check_standalone() {
+            Ok(()) => "loads, and containers can run it".to_owned(),
+            Err(error) => format!("error: {error}"),
+        },
+        expected,
+    );
+}
+
 #[test]
 fn minimal_project() {
     check(
@@ -188,6 +200,21 @@ fn minimal_project() {
                         blkio: None,
                         post_start: [],
                         pre_stop: [],
+                        swarm: SwarmDeploy {
+                            mode: None,
+                            endpoint_mode: None,
+                            labels: {},
+                            placement: Placement {
+                                constraints: [],
+                                preferences: [],
+                                max_replicas_per_node: None,
+                            },
+                            limits: None,
+                            reservations: None,
+                            restart_policy: None,
+                            update_config: None,
+                            rollback_config: None,
+                        },
                     },
                 },
                 networks: {
@@ -658,14 +685,14 @@ services:
             Some(
                 (
                     [
-                        "Port { target: 80, published: None, host_ip: None, protocol: \"tcp\" }",
-                        "Port { target: 80, published: Some(\"8080\"), host_ip: None, protocol: \"tcp\" }",
-                        "Port { target: 53, published: Some(\"5353\"), host_ip: Some(\"127.0.0.1\"), protocol: \"udp\" }",
-                        "Port { target: 8000, published: Some(\"8000\"), host_ip: None, protocol: \"tcp\" }",
-                        "Port { target: 8001, published: Some(\"8001\"), host_ip: None, protocol: \"tcp\" }",
-                        "Port { target: 90, published: Some(\"9000\"), host_ip: Some(\"::1\"), protocol: \"tcp\" }",
-                        "Port { target: 443, published: Some(\"8443\"), host_ip: Some(\"0.0.0.0\"), protocol: \"tcp\" }",
-                        "Port { target: 53, published: Some(\"5300\"), host_ip: None, protocol: \"udp\" }",
+                        "Port { target: 80, published: None, host_ip: None, protocol: \"tcp\", mode: None }",
+                        "Port { target: 80, published: Some(\"8080\"), host_ip: None, protocol: \"tcp\", mode: None }",
+                        "Port { target: 53, published: Some(\"5353\"), host_ip: Some(\"127.0.0.1\"), protocol: \"udp\", mode: None }",
+                        "Port { target: 8000, published: Some(\"8000\"), host_ip: None, protocol: \"tcp\", mode: None }",
+                        "Port { target: 8001, published: Some(\"8001\"), host_ip: None, protocol: \"tcp\", mode: None }",
+                        "Port { target: 90, published: Some(\"9000\"), host_ip: Some(\"::1\"), protocol: \"tcp\", mode: None }",
+                        "Port { target: 443, published: Some(\"8443\"), host_ip: Some(\"0.0.0.0\"), protocol: \"tcp\", mode: None }",
+                        "Port { target: 53, published: Some(\"5300\"), host_ip: None, protocol: \"udp\", mode: Some(\"host\") }",
                     ],
                     [
                         "3000",
@@ -1219,6 +1246,21 @@ services:
                     blkio: None,
                     post_start: [],
                     pre_stop: [],
+                    swarm: SwarmDeploy {
+                        mode: None,
+                        endpoint_mode: None,
+                        labels: {},
+                        placement: Placement {
+                            constraints: [],
+                            preferences: [],
+                            max_replicas_per_node: None,
+                        },
+                        limits: None,
+                        reservations: None,
+                        restart_policy: None,
+                        update_config: None,
+                        rollback_config: None,
+                    },
                 },
             )"#]],
     );
@@ -1864,6 +1906,43 @@ services:
                 update_order: Some(
                     StartFirst,
                 ),
+                swarm: SwarmDeploy {
+                    mode: Some(
+                        "replicated",
+                    ),
+                    placement: Placement {
+                        constraints: [
+                            "node.role==manager",
+                        ],
+                    },
+                    reservations: Some(
+                        SwarmResources {
+                            cpus: Some(
+                                0.5,
+                            ),
+                        },
+                    ),
+                    update_config: Some(
+                        UpdateConfig {
+                            parallelism: Some(
+                                2,
+                            ),
+                            delay: Some(
+                                10s,
+                            ),
+                            order: Some(
+                                StartFirst,
+                            ),
+                        },
+                    ),
+                    rollback_config: Some(
+                        UpdateConfig {
+                            order: Some(
+                                StopFirst,
+                            ),
+                        },
+                    ),
+                },
             }
             files read: ["/stack/web.labels"]"#]],
     );
@@ -2345,16 +2424,16 @@ fn start_first_needs_a_service_that_can_run_twice() {
                 ),
             )"#]],
     );
-    error(
+    standalone_error(
         &format!("services:\n  web:\n    image: app\n    container_name: web\n{start_first}"),
         &expect![[
-            r#"error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its fixed container_name web does not allow; use stop-first"#
+            r#""error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its fixed container_name web does not allow; use stop-first""#
         ]],
     );
-    error(
+    standalone_error(
         &format!("services:\n  web:\n    image: app\n    ports: [\"8080:80\"]\n{start_first}"),
         &expect![[
-            r#"error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its published host port 8080 does not allow; use stop-first"#
+            r#""error: /stack/compose.yaml: services.web: deploy.update_config.order: start-first runs the old and the new container at once, which its published host port 8080 does not allow; use stop-first""#
         ]],
     );
 }
