@@ -356,9 +356,14 @@ pub fn render_report(report: &Report) -> String {
         .as_deref()
         .map_or("-", |c| &c[..c.len().min(12)]);
     let branch = report.branch.as_deref().unwrap_or("-");
+    let host = report
+        .host
+        .as_deref()
+        .map(|host| format!(" on host {host}"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "deployment {} at {commit} ({branch})",
+        "deployment {} at {commit} ({branch}){host}",
         report.deployment
     );
     if report.suspended {

@@ -601,6 +601,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Where stack `name` may live in the repository, relative to its root, the first found
+    /// winning: `hosts/<host>/<name>` for this instance's host, then `<services_dir>/<name>`.
+    pub fn stack_paths(&self, name: &str) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        if let Some(host) = &self.host {
+            paths.push(Path::new(HOSTS_DIR).join(host).join(name));
+        }
+        paths.push(self.services_dir.join(name));
+        paths
+    }
+}
+
+/// The directory whose `<host>/` directories hold the stacks of one host each.
+pub const HOSTS_DIR: &str = "hosts";
+
 fn read_secret(
     name: &str,
     value: Option<String>,

@@ -337,6 +337,9 @@ struct Webhook<'a> {
     deployment: &'a str,
     commit: Option<&'a str>,
     branch: Option<&'a str>,
+    /// The host that deployed (`STACKHOOK_HOST`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
     succeeded: bool,
     started_at: &'a str,
     finished_at: &'a str,
@@ -367,6 +370,7 @@ fn webhook(report: &Report) -> Webhook<'_> {
         deployment: &report.deployment,
         commit: report.commit.as_deref(),
         branch: report.branch.as_deref(),
+        host: report.host.as_deref(),
         succeeded: report.succeeded(),
         started_at: &report.started_at,
         finished_at: &report.finished_at,
@@ -516,11 +520,15 @@ fn headline(report: &Report) -> String {
         (None, Some(branch)) => Some(format!("({branch})")),
         (None, None) => None,
     };
-    match (report.succeeded(), subject) {
+    let headline = match (report.succeeded(), subject) {
         (true, Some(subject)) => format!("Deployed {subject}"),
         (true, None) => "Deployed".to_owned(),
         (false, Some(subject)) => format!("Deployment of {subject} failed"),
         (false, None) => "Deployment failed".to_owned(),
+    };
+    match &report.host {
+        Some(host) => format!("{headline} on {host}"),
+        None => headline,
     }
 }
 

@@ -222,6 +222,9 @@ pub struct Report {
     pub previous_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The host that deployed (`STACKHOOK_HOST`), when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub started_at: String,
     pub finished_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +267,7 @@ impl Report {
             message: None,
             previous_commit: None,
             branch: None,
+            host: None,
             started_at: at.clone(),
             finished_at: at,
             duration_ms: None,
@@ -464,7 +468,46 @@ impl Snapshot {
     }
 }
 
-/// A stack found in the commit.
+/// Where one stack lives in a commit.
+#[derive(Debug, Clone)]
+pub(crate) struct StackDir {
+    /// Relative to the repository's root.
+    path: PathBuf,
+    tree_id: String,
+}
+
+impl Snapshot {
+    /// The stacks of this commit that this host deploys, by name (issue 12, "Many hosts"):
+    /// `hosts/<host>/<name>` for `STACKHOOK_HOST`, which takes the place of a `<services_dir>/<name>`,
+    /// and each `<services_dir>/<name>` whose compose file's `x-stackhook.hosts` names the host,
+    /// or names none (unless `STACKHOOK_HOST_STRICT`). Without a host, every stack of
+    /// `<services_dir>`.
+    pub(crate) fn stacks(&self, config: &Config) -> BTreeMap<String, StackDir> {
+        let dirs = |root: &Path| {
+            self.tree
+                .stacks(root)
+                .into_iter()
+                .map(|(name, tree_id)| {
+                    let path = root.join(&name);
+                    (name, StackDir { path, tree_id })
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut stacks = dirs(&config.services_dir);
+        let Some(host) = &config.host else {
+            return stacks;
+        };
+        stacks.retain(
+            |_, stack| match crate::stack::hosts(&self.dir.join(&stack.path)) {
+                Some(hosts) => hosts.contains(host),
+                None => !config.host_strict,
+            },
+        );
+        stacks.extend(dirs(&Path::new(crate::config::HOSTS_DIR).join(host)));
+        stacks
+    }
+}
+
 /// What one stack's deployment aims at.
 struct Target<'a> {
     commit: &'a Snapshot,
@@ -651,17 +694,15 @@ impl Deployer {
             .await??
         };
         let snapshot = Arc::new(snapshot);
-        let tree_id = snapshot
-            .tree
-            .stacks(&self.config.services_dir)
-            .get(stack)
-            .cloned()
+        let place = snapshot
+            .stacks(&self.config)
+            .remove(stack)
             .with_context(|| format!("commit {} has no stack {stack}", commit.short()))?;
         let found = Found {
-            dir: snapshot.dir.join(&self.config.services_dir).join(stack),
+            dir: snapshot.dir.join(&place.path),
             snapshot: Arc::clone(&snapshot),
             name: StackName::parse(stack)?,
-            tree_id,
+            tree_id: place.tree_id,
             forced: Some(None),
         };
         let mut project = self.load(&found).await?;
@@ -813,6 +854,7 @@ impl Deployer {
             error
         };
         report.triggers = request.triggers.clone();
+        report.host.clone_from(&self.config.host);
         let history = self.history();
         let lock = match held {
             Some(lock) => lock,
@@ -882,15 +924,15 @@ impl Deployer {
         let pinned = self.pinned_snapshots(&state, !request.dry_run).await;
         let mut unknown: BTreeSet<&StackName> = request.forced.keys().collect();
         let mut found = Vec::new();
-        let present = snapshot.tree.stacks(&self.config.services_dir);
+        let present = snapshot.stacks(&self.config);
         let names: BTreeSet<&String> = present.keys().chain(state.pins.keys()).collect();
         for name in names {
-            let (snapshot, tree_id) = match state.pins.get(name) {
+            let (snapshot, place) = match state.pins.get(name) {
                 None => (Arc::clone(&snapshot), present.get(name).cloned()),
                 Some(pin) => match pinned.get(&pin.commit) {
                     Some(Ok(pinned)) => {
-                        let stacks = pinned.tree.stacks(&self.config.services_dir);
-                        (Arc::clone(pinned), stacks.get(name).cloned())
+                        let mut stacks = pinned.stacks(&self.config);
+                        (Arc::clone(pinned), stacks.remove(name))
                     }
                     Some(Err(error)) => {
                         report.stacks.push(failed(name, error.clone()));
@@ -899,7 +941,7 @@ impl Deployer {
                     None => continue,
                 },
             };
-            let Some(tree_id) = tree_id else {
+            let Some(StackDir { path, tree_id }) = place else {
                 let error = format!(
                     "stack {name} is pinned to commit {}, which has no {}/{name}",
                     snapshot.id.short(),
@@ -908,7 +950,7 @@ impl Deployer {
                 report.stacks.push(failed(name, error));
                 continue;
             };
-            let dir = snapshot.dir.join(&self.config.services_dir).join(name);
+            let dir = snapshot.dir.join(path);
             let Ok(name) = StackName::parse(name) else {
                 report
                     .stacks
@@ -1157,7 +1199,10 @@ impl Deployer {
                 if let Some(pin) = &pin {
                     self.pinned_images(&mut project, pin, &log).await;
                 }
-                let stack_dir = self.config.services_dir.join(&stack);
+                let stack_dir = found
+                    .dir
+                    .strip_prefix(&snapshot.dir)
+                    .map_or_else(|_| self.config.services_dir.join(&stack), Path::to_path_buf);
                 let changes = |report: &StackReport| {
                     let since = record
                         .as_ref()
@@ -1236,7 +1281,7 @@ impl Deployer {
     fn prune_refusal(
         &self,
         tree: &Tree,
-        present: &BTreeMap<String, String>,
+        present: &BTreeMap<String, StackDir>,
         gone: &[String],
         state: &store::State,
     ) -> Option<String> {

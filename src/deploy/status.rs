@@ -17,12 +17,15 @@ use crate::store::{self, Pin, StackRecord};
 
 use super::apply::Log;
 use super::plan::Summary;
-use super::{Changes, Deployer, Found, Snapshot, Target, changes, labels, measure};
+use super::{Changes, Deployer, Found, Snapshot, StackDir, Target, changes, labels, measure};
 
 /// One stack, now.
 #[derive(Debug, Clone, Serialize)]
 pub struct StackStatus {
     pub stack: String,
+    /// The host this instance deploys for (`STACKHOOK_HOST`), when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     pub state: StackState,
@@ -118,7 +121,7 @@ impl Deployer {
         let pinned = self.pinned_snapshots(&state, false).await;
         let present = snapshot
             .as_ref()
-            .map(|snapshot| snapshot.tree.stacks(&self.config.services_dir))
+            .map(|snapshot| snapshot.stacks(&self.config))
             .unwrap_or_default();
         let names: BTreeSet<String> = present
             .keys()
@@ -135,8 +138,8 @@ impl Deployer {
                 let present = match pin.map(|pin| pinned.get(&pin.commit)) {
                     None => snapshot.clone().zip(present.get(name).cloned()),
                     Some(Some(Ok(pinned))) => {
-                        let stacks = pinned.tree.stacks(&self.config.services_dir);
-                        Some(Arc::clone(pinned)).zip(stacks.get(name).cloned())
+                        let mut stacks = pinned.stacks(&self.config);
+                        Some(Arc::clone(pinned)).zip(stacks.remove(name))
                     }
                     Some(_) => None,
                 };
@@ -168,13 +171,14 @@ impl Deployer {
     async fn stack_status(
         &self,
         name: &str,
-        present: Option<(Arc<Snapshot>, String)>,
+        present: Option<(Arc<Snapshot>, StackDir)>,
         record: Option<&StackRecord>,
         pin: Option<&Pin>,
         plan: bool,
     ) -> StackStatus {
         let mut status = StackStatus {
             stack: name.to_owned(),
+            host: self.config.host.clone(),
             project: record.map(|r| r.project.clone()),
             state: StackState::Removed,
             deployed: record.map(|record| Deployed {
@@ -192,10 +196,10 @@ impl Deployer {
             pinned: pin.cloned(),
             error: None,
         };
-        if let Some((snapshot, tree_id)) = present {
+        if let Some((snapshot, place)) = present {
             status.wanted_commit = Some(snapshot.id.to_string());
             match self
-                .wanted(name, &snapshot, &tree_id, record, pin, plan)
+                .wanted(name, &snapshot, &place, record, pin, plan)
                 .await
             {
                 Ok((project, wanted)) => {
@@ -227,12 +231,13 @@ impl Deployer {
         &self,
         name: &str,
         snapshot: &Arc<Snapshot>,
-        tree_id: &str,
+        place: &StackDir,
         record: Option<&StackRecord>,
         pin: Option<&Pin>,
         plan: bool,
     ) -> anyhow::Result<(String, Wanted)> {
-        let stack_dir = self.config.services_dir.join(name);
+        let stack_dir = place.path.clone();
+        let tree_id = place.tree_id.as_str();
         let mut project = {
             let dir = snapshot.dir.join(&stack_dir);
             let environment = self.config.environment.clone();
@@ -264,7 +269,7 @@ impl Deployer {
                 self.pinned_images(&mut project, pin, &Log::default()).await;
             }
             wanted.actions = self
-                .preview(snapshot, name, tree_id, &project, hashes, fingerprint)
+                .preview(snapshot, name, place, &project, hashes, fingerprint)
                 .await?;
         }
         Ok((project.name, wanted))
@@ -275,16 +280,31 @@ impl Deployer {
         &self,
         snapshot: &Arc<Snapshot>,
         name: &str,
-        tree_id: &str,
+        place: &StackDir,
         project: &Project,
         hashes: BTreeMap<String, crate::stack::ConfigHash>,
         fingerprint: crate::stack::Fingerprint,
     ) -> anyhow::Result<Vec<Summary>> {
+        if self.swarm().await? {
+            let origin = labels::Origin {
+                stack: name,
+                commit: snapshot.id.as_str(),
+            };
+            return super::swarm::deploy(
+                self.engine.as_ref(),
+                project,
+                &origin,
+                true,
+                self.config.swarm_timeout,
+                &Log::default(),
+            )
+            .await;
+        }
         let found = Found {
             snapshot: Arc::clone(snapshot),
             name: StackName::parse(name)?,
-            tree_id: tree_id.to_owned(),
-            dir: snapshot.dir.join(&self.config.services_dir).join(name),
+            tree_id: place.tree_id.clone(),
+            dir: snapshot.dir.join(&place.path),
             forced: Some(None),
         };
         let target = Target {
@@ -304,6 +324,9 @@ impl Deployer {
 
     /// The project's containers with their state and, where they have a check, health.
     async fn containers(&self, project: &str) -> anyhow::Result<Vec<ContainerStatus>> {
+        if self.swarm().await? {
+            return self.tasks(project).await;
+        }
         let containers = self.engine.containers(Some(project)).await?;
         let statuses = stream::iter(containers)
             .map(|container| async move {
@@ -316,6 +339,39 @@ impl Deployer {
             .buffered(STACKS_AT_ONCE)
             .collect()
             .await;
+        Ok(statuses)
+    }
+}
+
+impl Deployer {
+    /// In Swarm mode: each service's tasks of its current spec that should run, wherever they
+    /// run, as the stack's containers.
+    async fn tasks(&self, namespace: &str) -> anyhow::Result<Vec<ContainerStatus>> {
+        let mut statuses = Vec::new();
+        for service in self.engine.services(namespace).await? {
+            let key = service
+                .name
+                .strip_prefix(&format!("{namespace}_"))
+                .unwrap_or(&service.name)
+                .to_owned();
+            let image = service
+                .labels
+                .get(crate::engine::swarm::IMAGE_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            for task in self.engine.tasks(&service.id).await? {
+                if task.desired != "running" {
+                    continue;
+                }
+                statuses.push(ContainerStatus {
+                    service: key.clone(),
+                    name: format!("{}.{}", service.name, task.id),
+                    state: task.state,
+                    health: None,
+                    image: image.clone(),
+                });
+            }
+        }
         Ok(statuses)
     }
 }

@@ -398,7 +398,7 @@ impl Shared {
             }
             _ => {}
         }
-        if !self.app.stack_dir(&name).is_dir() {
+        if !self.app.has_stack(&name) {
             return Err(ApiError::UnknownStack(name.to_string()));
         }
         let trigger = Trigger {
@@ -530,10 +530,20 @@ impl AppState {
         self.worker.deployer().checkout_dir()
     }
 
+    #[cfg(test)]
     fn stack_dir(&self, name: &StackName) -> PathBuf {
         self.checkout_dir()
             .join(&self.config.services_dir)
             .join(name.as_str())
+    }
+
+    /// Whether the checkout has a directory for stack `name`, for this host or any.
+    fn has_stack(&self, name: &StackName) -> bool {
+        let checkout = self.checkout_dir();
+        self.config
+            .stack_paths(name.as_str())
+            .iter()
+            .any(|path| checkout.join(path).is_dir())
     }
 
     fn suspended(&self) -> bool {

@@ -355,7 +355,7 @@ fn act(
         Ok(name) => name,
         Err(error) => return failure(error.into(), viewer),
     };
-    if !app.stack_dir(&name).is_dir() && !pinned(app, &name) {
+    if !app.has_stack(&name) && !pinned(app, &name) {
         return failure(ApiError::UnknownStack(stack.to_owned()), viewer);
     }
     let request = request(name).by(Trigger::new(TriggerKind::Api));
@@ -602,7 +602,10 @@ fn overview_html(
     viewer: Viewer,
     now: SystemTime,
 ) -> String {
-    let mut body = String::from("<h1>Stacks</h1>");
+    let mut body = match stacks.iter().find_map(|s| s.host.as_deref()) {
+        Some(host) => format!("<h1>Stacks on {}</h1>", escape(host)),
+        None => String::from("<h1>Stacks</h1>"),
+    };
     if stacks.is_empty() {
         body.push_str("<p class=\"muted\">No stacks: the checkout has none yet.</p>");
     }
@@ -819,6 +822,13 @@ fn deployment_html(report: &Report, log: &str, viewer: Viewer, now: SystemTime) 
         );
         if let Some(branch) = &report.branch {
             put!(body, " <span class=\"muted\">on {}</span>", escape(branch));
+        }
+        if let Some(host) = &report.host {
+            put!(
+                body,
+                " <span class=\"muted\">by host {}</span>",
+                escape(host)
+            );
         }
         body.push_str("</dd>");
     }
@@ -1201,6 +1211,7 @@ mod tests {
 
     fn status() -> StackStatus {
         StackStatus {
+            host: None,
             stack: "app".into(),
             project: Some("app".into()),
             state: StackState::Pending,

@@ -91,6 +91,28 @@ impl Fingerprint {
 /// Bind-mounted files that git tracks count by their content id (`content_id`), so that editing a
 /// mounted config file in the repository recreates the service that reads it; paths outside the
 /// repository (data directories) count by path only, never by content.
+/// The hosts a stack's compose file names in `x-stackhook: {hosts: [...]}`; `None` when it
+/// names none (or `dir` has no readable compose file: loading it says why).
+pub fn hosts(dir: &Path) -> Option<Vec<String>> {
+    let file = compose::FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let document: yaml_serde::Value = yaml_serde::from_str(&text).ok()?;
+    let hosts = document.get("x-stackhook")?.get("hosts")?;
+    match hosts {
+        yaml_serde::Value::String(host) => Some(vec![host.clone()]),
+        yaml_serde::Value::Sequence(items) => Some(
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 pub fn config_hash(
     project: &compose::Project,
     service_name: &str,

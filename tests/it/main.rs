@@ -30,6 +30,7 @@ mod fidelity;
 mod forges;
 mod history;
 mod hooks;
+mod hosts;
 mod http;
 mod packaging;
 mod page;

@@ -195,6 +195,16 @@ async fn a_stack_becomes_swarm_services_and_only_changed_ones_are_updated() {
     assert_eq!(spec["UpdateConfig"]["FailureAction"], "rollback", "{spec}");
     assert_eq!(spec["Labels"]["com.docker.stack.namespace"], stack.as_str());
     assert_eq!(service_spec(&web)["Labels"]["tier"], "front");
+    // The status reads Swarm's tasks as the stack's containers.
+    let (_, status) = server.read(&format!("/api/stacks/{stack}")).await;
+    assert_eq!(status["state"], "up_to_date", "{status}");
+    let running = status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|task| task["service"] == "app" && task["state"] == "running")
+        .count();
+    assert_eq!(running, 2, "{status}");
     // The secret reaches the task, from an object named by its content.
     let filter = format!("label=com.docker.swarm.service.name={app}");
     let task = docker(&["ps", "-q", "--filter", &filter]);
