@@ -184,9 +184,15 @@ async fn a_stack_becomes_swarm_services_and_only_changed_ones_are_updated() {
     h.compose("app", &stack_file("1", "true"));
     h.repo
         .write(&format!("services/{stack}/token.txt"), "s3cret");
+    let other = h.stack("other");
+    h.compose(
+        "other",
+        &format!("services:\n  job:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"),
+    );
     h.repo.commit("one");
     let server = h.start().await;
     deployed(&server).await;
+    assert_eq!(services(&other), vec![format!("{other}_job")]);
     let (web, app) = (format!("{stack}_web"), format!("{stack}_app"));
     assert_eq!(services(&stack), vec![app.clone(), web.clone()]);
     assert!(task_env(&app).contains(&"MARKER=1".to_owned()));

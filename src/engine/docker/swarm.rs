@@ -860,3 +860,135 @@ pub async fn ensure_object(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::compose::{Port, Service, SwarmDeploy};
+
+    fn spec(service: Service) -> ServiceSpec {
+        ServiceSpec {
+            name: "shop_web".into(),
+            key: "web".into(),
+            service,
+            labels: BTreeMap::from([(NAMESPACE_LABEL.into(), "shop".into())]),
+            container_labels: BTreeMap::new(),
+            networks: Vec::new(),
+            volumes: BTreeMap::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn restart_falls_back_to_the_services_restart_as_the_cli_reads_it() {
+        let with = |restart: &str| {
+            let service = Service {
+                restart: Some(restart.into()),
+                ..Service::default()
+            };
+            restart_policy(&service)
+        };
+        assert_eq!(with("always"), Some(json!({"Condition": "any"})));
+        assert_eq!(with("unless-stopped"), Some(json!({"Condition": "any"})));
+        assert_eq!(
+            with("on-failure:3"),
+            Some(json!({"Condition": "on-failure", "MaxAttempts": 3}))
+        );
+        assert_eq!(with("no"), None);
+    }
+
+    #[test]
+    fn capabilities_are_named_and_sorted_as_the_cli_sends_them() {
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            capabilities(
+                &strings(&["sys_admin", "NET_ADMIN"]),
+                &strings(&["net_admin", "CHOWN"])
+            ),
+            (
+                strings(&["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]),
+                strings(&["CAP_CHOWN"])
+            )
+        );
+        assert_eq!(
+            capabilities(&strings(&["ALL", "CHOWN"]), &[]),
+            (strings(&["ALL"]), Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_service_maps_onto_the_apis_service_spec() {
+        let service = Service {
+            image: Some("app:1".into()),
+            command: Some(vec!["serve".into()]),
+            extra_hosts: vec!["db:10.0.0.2".into()],
+            ports: vec![
+                Port {
+                    target: 81,
+                    published: Some("8081".into()),
+                    host_ip: None,
+                    protocol: "tcp".into(),
+                    mode: Some("host".into()),
+                },
+                Port {
+                    target: 80,
+                    published: Some("8080".into()),
+                    host_ip: None,
+                    protocol: "tcp".into(),
+                    mode: None,
+                },
+            ],
+            scale: Some(3),
+            swarm: SwarmDeploy {
+                update_config: Some(UpdateConfig {
+                    monitor: Some(Duration::from_secs(2)),
+                    ..UpdateConfig::default()
+                }),
+                ..SwarmDeploy::default()
+            },
+            ..Service::default()
+        };
+        let body = service_spec(&spec(service)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "Name": "shop_web",
+                "Labels": {"com.docker.stack.namespace": "shop"},
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": "app:1",
+                        "Args": ["serve"],
+                        "Hosts": ["10.0.0.2 db"],
+                        "Privileges": {},
+                    },
+                    "Resources": {},
+                    "Placement": {},
+                },
+                "Mode": {"Replicated": {"Replicas": 3}},
+                "UpdateConfig": {"Parallelism": 1, "Monitor": 2_000_000_000u64},
+                "EndpointSpec": {"Ports": [
+                    {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"},
+                    {"Protocol": "tcp", "TargetPort": 81, "PublishedPort": 8081, "PublishMode": "host"},
+                ]},
+            })
+        );
+    }
+
+    #[test]
+    fn a_port_range_is_refused_with_why() {
+        let service = Service {
+            image: Some("app:1".into()),
+            ports: vec![Port {
+                target: 80,
+                published: Some("8000-8010".into()),
+                host_ip: None,
+                protocol: "tcp".into(),
+                mode: None,
+            }],
+            ..Service::default()
+        };
+        let error = service_spec(&spec(service)).unwrap_err();
+        assert!(format!("{error:#}").contains("not a range"), "{error:#}");
+    }
+}
