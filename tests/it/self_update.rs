@@ -598,7 +598,7 @@ async fn parts(response: reqwest::Response) -> reqwest::Result<(u16, Value)> {
 
 /// The self image, built once per test run with `compose/build-image.sh` and tagged `:1`, `:2`
 /// and `:3`: three configurations of the self stack.
-fn self_images() -> [String; 3] {
+pub(crate) fn self_images() -> [String; 3] {
     static BUILT: OnceLock<()> = OnceLock::new();
     let tags = ["1", "2", "3"].map(|tag| format!("{SELF_IMAGE}:{tag}"));
     BUILT.get_or_init(|| {

@@ -545,3 +545,147 @@ fn differences(path: &str, want: &Value, got: &Value) -> Vec<String> {
         (a, b) => vec![format!("{path}: docker stack deploy {a}, stackhook {b}")],
     }
 }
+
+/// The self stack on Swarm: stackhook's own service, bootstrapped by `stackhook deploy`.
+const SELF_STACK: &str = r#"services:
+  stackhook:
+    image: ${SELF_IMAGE}
+    command: ["serve"]
+    init: true
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+      - @STATE@:@STATE@
+      - @REPO@:@REPO@:ro
+    environment:
+      STACKHOOK_REPO: @REPO@
+      STACKHOOK_BRANCH: main
+      STACKHOOK_STATE_DIR: @STATE@
+      STACKHOOK_SELF_STACK: @STACK@
+      STACKHOOK_WEBHOOK_SECRET: "@SECRET@"
+      STACKHOOK_ENGINE_MODE: swarm
+      STACKHOOK_LOG: info
+    healthcheck:
+      test: ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:1337/ready"]
+      interval: 500ms
+      timeout: 2s
+      retries: 3
+      start_period: 5s
+    deploy:
+      update_config:
+        order: start-first
+        failure_action: rollback
+        monitor: 2s
+"#;
+
+/// Issue 12: on Swarm, stackhook updates itself with Swarm's own start-first rolling update of
+/// its service, gated by its health check: the new task runs before the old one stops, so some
+/// task of it runs at every moment, and the new instance finishes the deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stackhook_updates_itself_with_a_start_first_rolling_update() {
+    ensure_swarm();
+    let images = crate::self_update::self_images();
+    let repo = crate::support::repo::EnvRepo::new();
+    let state = tempfile::tempdir().unwrap();
+    let stack = format!("t{}selfswarm", std::process::id() % 10_000);
+    let compose = SELF_STACK
+        .replace("@STATE@", &state.path().display().to_string())
+        .replace("@REPO@", &repo.path().display().to_string())
+        .replace("@STACK@", &stack)
+        .replace("@SECRET@", crate::support::server::SECRET);
+    repo.write(&format!("services/{stack}/compose.yaml"), &compose);
+    repo.write(
+        &format!("services/{stack}/.env"),
+        &format!("SELF_IMAGE={}\n", images[0]),
+    );
+    repo.commit("the self stack");
+
+    // Bootstrapped once by hand, as the README says.
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_stackhook"));
+    deploy.arg("deploy");
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("STACKHOOK_") {
+            deploy.env_remove(variable);
+        }
+    }
+    let output = deploy
+        .env("STACKHOOK_REPO", repo.path())
+        .env("STACKHOOK_STATE_DIR", state.path())
+        .env("STACKHOOK_SELF_STACK", &stack)
+        .env("STACKHOOK_ENGINE_MODE", "swarm")
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "bootstrapping the self stack: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let service = format!("{stack}_stackhook");
+
+    // A new image for the self stack, pushed to the running instance.
+    repo.write(
+        &format!("services/{stack}/.env"),
+        &format!("SELF_IMAGE={}\n", images[1]),
+    );
+    let commit = repo.commit("a new stackhook");
+    let body = r#"{"ref":"refs/heads/main","after":"0"}"#;
+    let signature = stackhook::webhook::sign(
+        &stackhook::config::Secret::new(crate::support::server::SECRET.to_owned()),
+        body.as_bytes(),
+    );
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let task = docker(&["ps", "-q", "--filter", &filter]);
+    let old = task.lines().next().expect("the instance runs").to_owned();
+    docker(&[
+        "exec",
+        &old,
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "/dev/null",
+        "--header",
+        "X-GitHub-Event: push",
+        "--header",
+        &format!("X-Hub-Signature-256: {signature}"),
+        "--header",
+        "Content-Type: application/json",
+        "--post-data",
+        body,
+        "http://127.0.0.1:1337/hooks/github",
+    ]);
+
+    // Until the new instance has recorded the new commit, some task runs at every look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let state_file = state.path().join("state.json");
+    loop {
+        let running = docker(&["ps", "-q", "--filter", &filter]);
+        assert!(
+            !running.trim().is_empty(),
+            "no task of {service} ran during its update"
+        );
+        let recorded = std::fs::read_to_string(&state_file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|state| {
+                state["stacks"][&stack]["commit"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        let image = service_spec(&service)["TaskTemplate"]["ContainerSpec"]["Image"].clone();
+        if recorded.as_deref() == Some(commit.as_str())
+            && image == images[1].as_str()
+            && running.lines().count() == 1
+            && !running.contains(&old[..12])
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the self stack never settled on its new image: recorded {recorded:?}, image {image}, tasks {running}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remove_stack(&stack).await;
+}
