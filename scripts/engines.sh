@@ -70,6 +70,12 @@ wait_for_socket() { # path, name
 start_docker() {
     if curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then return; fi
     need_root
+    # Docker's default address pools hold about 30 bridge networks; the tests, run at once on
+    # both engines and on a swarm's gateway bridge, can need more, as users with many stacks do.
+    if [ ! -e /etc/docker/daemon.json ]; then
+        mkdir -p /etc/docker
+        echo '{"default-address-pools":[{"base":"10.200.0.0/14","size":24}]}' >/etc/docker/daemon.json
+    fi
     echo "engines.sh: starting dockerd" >&2
     nohup dockerd >/tmp/dockerd.log 2>&1 &
     wait_for_socket /var/run/docker.sock dockerd

@@ -43,6 +43,10 @@ pub const SUSPEND_FILE: &str = ".stackhook-suspend";
 /// flood the engine, which serialises much of its work anyway.
 const STACKS_IN_FLIGHT: usize = 4;
 
+/// How many stacks are deployed at once in Swarm mode, where a deployment mostly waits for Swarm
+/// to converge, which it does for many services at once.
+const SWARM_STACKS_IN_FLIGHT: usize = 16;
+
 /// What started a deployment, for its history ("why did it redeploy?").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
@@ -658,6 +662,8 @@ impl Job {
 /// loaded, what to do with each stack decided.
 pub(crate) struct Prepared {
     pub(crate) jobs: Vec<Job>,
+    /// How many of them may run at once.
+    pub(crate) in_flight: usize,
     /// Why stacks that are gone from the repository were not taken down.
     pub(crate) refused: Option<String>,
     pub(crate) lock: Arc<store::Lock>,
@@ -828,7 +834,7 @@ impl Deployer {
                             None => self.execute(job).await,
                         }
                     })
-                    .buffer_unordered(STACKS_IN_FLIGHT)
+                    .buffer_unordered(prepared.in_flight)
                     .collect()
                     .await;
                 report.finish(stacks, prepared.refused);
@@ -1048,8 +1054,13 @@ impl Deployer {
                 }
             }
         }
+        let in_flight = match self.swarm().await {
+            Ok(true) => SWARM_STACKS_IN_FLIGHT,
+            _ => STACKS_IN_FLIGHT,
+        };
         Ok(Some(Prepared {
             jobs,
+            in_flight,
             refused,
             lock,
         }))

@@ -27,7 +27,7 @@ use crate::stack::compose::{self, FileKind, FileSource, Project};
 pub const SPEC_HASH: &str = "io.stackhook.spec-hash";
 
 /// How often a converging service is looked at.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(250);
 
 /// Failed tasks of a new spec after which a service is taken to never start.
 const FAILED_TASKS: usize = 3;

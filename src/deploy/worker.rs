@@ -22,7 +22,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::{Deployer, Job, Prepared, Report, Request, STACKS_IN_FLIGHT, StackReport, failed};
+use super::{Deployer, Job, Prepared, Report, Request, StackReport, failed};
 use crate::notify::Notifier;
 use crate::repo::CommitId;
 use crate::stack::Fingerprint;
@@ -342,7 +342,12 @@ impl Inner {
         jobs_done: u64,
         waiters: Vec<oneshot::Sender<Arc<Report>>>,
     ) {
-        let Prepared { jobs, refused, .. } = prepared;
+        let Prepared {
+            jobs,
+            refused,
+            in_flight,
+            ..
+        } = prepared;
         let stacks: Vec<Option<StackReport>> = stream::iter(jobs)
             .map(|job| {
                 let inner = Arc::clone(&self);
@@ -364,7 +369,7 @@ impl Inner {
                     }
                 }
             })
-            .buffer_unordered(STACKS_IN_FLIGHT)
+            .buffer_unordered(in_flight)
             .collect()
             .await;
         report.finish(stacks.into_iter().flatten().collect(), refused);
