@@ -242,7 +242,7 @@ async fn look(
         let mut error = None;
         for id in ids {
             match engine.image_digests(id.as_str()).await {
-                Ok(digests) => images.push((id.clone(), digests)),
+                Ok(digests) => images.push((id.clone(), pulled_from(reference, &digests))),
                 Err(e) => error = Some(format!("{e:#}")),
             }
         }
@@ -282,10 +282,10 @@ fn followed(service: &Service) -> Option<&str> {
     }
 }
 
-/// Whether the tag `reference`, which names `registry` (`None`: not asked, as no image has a
-/// registry digest), names the images a service's containers run (`images`: each id with its
-/// registry digests). Returns the id of the image the finding is about: an outdated one where
-/// there is one.
+/// Whether the tag `reference`, which names `registry` (`None`: not asked, as no image was
+/// pulled from its repository), names the images a service's containers run (`images`: each id
+/// with the digests it was pulled as from that repository, `pulled_from`). Returns the id of the
+/// image the finding is about: an outdated one where there is one.
 fn finding(
     reference: &str,
     images: &[(ImageId, Vec<String>)],
@@ -297,37 +297,40 @@ fn finding(
         .unwrap_or_default();
     let available = match registry {
         None => {
-            let reason = "the image it runs came from no registry (it was built or loaded here)";
-            let reason = reason.to_owned();
+            let reason = format!(
+                "the image it runs was not pulled from {} (it was built or loaded here)",
+                repository(reference)
+            );
             return (first, Finding::Unknown { reason });
         }
         Some(Err(reason)) => return (first, Finding::Unknown { reason }),
         Some(Ok(digest)) => digest,
     };
-    let digest_of = |repo_digest: &str| {
-        repo_digest
-            .rsplit_once('@')
-            .map_or(repo_digest.to_owned(), |(_, digest)| digest.to_owned())
-    };
-    let outdated = images
+    match images
         .iter()
-        .find(|(_, digests)| !digests.iter().any(|d| digest_of(d) == available));
-    match outdated {
+        .find(|(_, digests)| !digests.contains(&available))
+    {
         None => (first, Finding::UpToDate { digest: available }),
         Some((id, digests)) => {
-            let wanted = repository(reference);
-            let running = digests
-                .iter()
-                .find(|d| {
-                    d.rsplit_once('@')
-                        .is_some_and(|(name, _)| repository(name) == wanted)
-                })
-                .or(digests.first())
-                .map(|d| digest_of(d));
+            let running = digests.first().cloned();
             let finding = Finding::UpdateAvailable { running, available };
             (id.as_str().to_owned(), finding)
         }
     }
+}
+
+/// The digests (`sha256:…`) among an image's registry digests (`<repository>@sha256:…`) that
+/// it was pulled as from the repository of `reference`. Podman gives an image made here a
+/// digest too, under `localhost/`, which names no registry.
+fn pulled_from(reference: &str, repo_digests: &[String]) -> Vec<String> {
+    let wanted = repository(reference);
+    repo_digests
+        .iter()
+        .filter_map(|repo_digest| {
+            let (name, digest) = repo_digest.rsplit_once('@')?;
+            (repository(name) == wanted).then(|| digest.to_owned())
+        })
+        .collect()
 }
 
 /// A repository's full name, as the engines read it: `nginx` is
@@ -530,7 +533,11 @@ mod tests {
         expected: expect_test::Expect,
     ) {
         let registry = registry.map(|r| r.map(str::to_owned).map_err(str::to_owned));
-        let (id, finding) = finding(reference, &images(running), registry);
+        let images: Vec<(ImageId, Vec<String>)> = images(running)
+            .into_iter()
+            .map(|(id, digests)| (id, pulled_from(reference, &digests)))
+            .collect();
+        let (id, finding) = finding(reference, &images, registry);
         expected.assert_eq(&format!(
             "{id} {}",
             serde_json::to_string(&finding).unwrap()
@@ -588,12 +595,24 @@ mod tests {
 
     #[test]
     fn what_cannot_be_compared_is_unknown_with_why() {
+        // Podman names an image made here under `localhost/`, with a digest of its own.
+        judge(
+            "stackhook-test/busybox:latest",
+            &[(
+                "sha256:i1",
+                &["localhost/stackhook-test/busybox@sha256:local"],
+            )],
+            None,
+            expect_test::expect![[
+                r#"sha256:i1 {"state":"unknown","reason":"the image it runs was not pulled from registry-1.docker.io/stackhook-test/busybox (it was built or loaded here)"}"#
+            ]],
+        );
         judge(
             "app:1",
             &[("sha256:i1", &[])],
             None,
             expect_test::expect![[
-                r#"sha256:i1 {"state":"unknown","reason":"the image it runs came from no registry (it was built or loaded here)"}"#
+                r#"sha256:i1 {"state":"unknown","reason":"the image it runs was not pulled from registry-1.docker.io/library/app (it was built or loaded here)"}"#
             ]],
         );
         judge(
