@@ -95,17 +95,24 @@ async fn check(
             &mut registry,
         )
         .await;
-        tell(stack, state.image_checks.get(stack), &found);
         let kept = found.clone();
+        let mut current = true;
         let saved = store::update(&deployer.config.state_dir, |state| {
-            // A stack taken down meanwhile has nothing to report.
-            if state.stacks.contains_key(stack) {
+            // A stack deployed (or taken down) since the state was read may run other images
+            // now: what was found is out of date, and it is looked at again soon.
+            current = state.stacks.get(stack) == Some(record);
+            if current {
                 state.image_checks.insert(stack.clone(), kept);
             }
         });
         if let Err(error) = saved {
             tracing::warn!(stack, "recording the image check: {error:#}");
         }
+        if !current {
+            later.insert(stack.clone());
+            continue;
+        }
+        tell(stack, state.image_checks.get(stack), &found);
         if policy != ImageUpdate::Pull || state.pins.contains_key(stack) {
             continue;
         }

@@ -56,10 +56,10 @@ pub struct Trigger {
     /// Who pushed, from the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pusher: Option<String>,
-    /// The pushed head commit's id and message, from the payload; for an image update, the
-    /// message says which tags moved.
+    /// The pushed head commit's id and message, from the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// The pushed head commit's message; for an image update, which tags moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
