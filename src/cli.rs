@@ -138,6 +138,10 @@ pub async fn serve_on(
     let notifier = Notifier::new(&config)?;
     let worker = Worker::new(deployer).with_notifier(notifier.clone());
     let drift = tokio::spawn(deploy::drift::watch(worker.clone(), config.heal));
+    let image_updates = config.image_check.map(|every| {
+        let watch = deploy::image_updates::watch(worker.clone(), every, config.image_update);
+        tokio::spawn(watch)
+    });
     let background = tokio::spawn(trigger_while_active(
         worker.clone(),
         slots.clone(),
@@ -172,6 +176,9 @@ pub async fn serve_on(
     let result = http::serve(listener, state, shutdown).await;
     background.abort();
     drift.abort();
+    if let Some(image_updates) = &image_updates {
+        image_updates.abort();
+    }
     // A pass cut off mid-recreate would leave a container renamed aside; the next pass would
     // put it right, but a clean stop is better. This also makes a slot that handed over wait
     // for the pass that started the handover.
@@ -424,6 +431,9 @@ struct StackStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pinned: Option<store::Pin>,
     services: Vec<ServiceStatus>,
+    /// What the server's last image check found (`STACKHOOK_IMAGE_CHECK`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_check: Option<store::ImageCheck>,
 }
 
 #[derive(Debug, Serialize)]
@@ -463,6 +473,7 @@ async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Res
             deployed_at: record.deployed_at.clone(),
             pinned: state.pins.get(name).cloned(),
             services,
+            image_check: state.image_checks.get(name).cloned(),
         });
     }
     if json {
@@ -507,8 +518,34 @@ async fn status(config: &Config, engine: &dyn Engine, json: bool) -> anyhow::Res
                 service.container.as_deref().unwrap_or("-")
             );
         }
+        if let Some(check) = &stack.image_check {
+            for line in image_check_lines(check) {
+                println!("  {line}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an image check found that is worth a line: updates, and services it could not check.
+fn image_check_lines(check: &store::ImageCheck) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (service, image) in &check.services {
+        match &image.finding {
+            store::Finding::UpdateAvailable { running, available } => lines.push(format!(
+                "image update: {service}: {} names {available}, it runs {} (checked {})",
+                image.image,
+                running.as_deref().unwrap_or(&image.image_id),
+                check.checked_at
+            )),
+            store::Finding::Unknown { reason } => lines.push(format!(
+                "image not checked: {service}: {}: {reason}",
+                image.image
+            )),
+            store::Finding::UpToDate { .. } => {}
+        }
+    }
+    lines
 }
 
 fn state_name(state: &State) -> String {

@@ -115,6 +115,11 @@ pub struct Config {
     pub host: Option<String>,
     /// Whether a stack that names no host is left out (`STACKHOOK_HOST_STRICT`).
     pub host_strict: bool,
+    /// How often the registry is asked whether the tags that deployed services run name newer
+    /// images (`STACKHOOK_IMAGE_CHECK`); `None`: never (issue 10).
+    pub image_check: Option<Duration>,
+    /// What an available image update leads to (`STACKHOOK_IMAGE_UPDATE`).
+    pub image_update: ImageUpdate,
     /// The process environment that compose files are interpolated with, without stackhook's own
     /// `STACKHOOK_*` settings (which hold secrets).
     pub environment: BTreeMap<String, String>,
@@ -131,6 +136,16 @@ pub enum Prune {
     On,
     /// Take down removed stacks even then.
     Force,
+}
+
+/// What the image check does with an update it finds (`STACKHOOK_IMAGE_UPDATE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageUpdate {
+    /// Report it in the status, the API and the metrics; deploy nothing.
+    #[default]
+    Report,
+    /// Also redeploy the services it concerns, pulling their images (`pull=always`).
+    Pull,
 }
 
 /// The notification targets, and which deployments they hear of (`STACKHOOK_NOTIFY_*`).
@@ -243,6 +258,8 @@ struct File {
     swarm_timeout: Option<String>,
     host: Option<String>,
     host_strict: Option<bool>,
+    image_check: Option<String>,
+    image_update: Option<String>,
     notify_url: Option<String>,
     notify_url_file: Option<PathBuf>,
     notify_discord_url: Option<String>,
@@ -459,6 +476,29 @@ impl Config {
             anyhow::bail!("STACKHOOK_HOST: {host:?} is not a host name");
         }
         let host_strict = bool_setting("HOST_STRICT", env("HOST_STRICT"), file.host_strict, false)?;
+        let image_check = match setting("IMAGE_CHECK", file.image_check) {
+            None => None,
+            Some(text) if text == "off" || text == "0" => None,
+            Some(text) => Some(
+                humantime::parse_duration(&text)
+                    .ok()
+                    .filter(|every| !every.is_zero())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "STACKHOOK_IMAGE_CHECK: {text:?} is not a duration like 6h, nor off"
+                        )
+                    })?,
+            ),
+        };
+        let image_update = match setting("IMAGE_UPDATE", file.image_update) {
+            None => ImageUpdate::default(),
+            Some(text) => parse_image_update(&text)?,
+        };
+        if image_update == ImageUpdate::Pull && image_check.is_none() {
+            anyhow::bail!(
+                "STACKHOOK_IMAGE_UPDATE=pull needs STACKHOOK_IMAGE_CHECK: say how often to check, like 6h"
+            );
+        }
         // `./services` and `services/` name the same directory as `services`: compared
         // component by component with the commit's paths, they must be spelled alike, or no
         // stack would be found and every deployed one pruned.
@@ -591,6 +631,8 @@ impl Config {
             swarm_timeout,
             host,
             host_strict,
+            image_check,
+            image_update,
             environment: environment
                 .iter()
                 .filter(|(name, _)| !name.starts_with("STACKHOOK_"))
@@ -680,6 +722,14 @@ fn parse_notify_on(text: &str) -> anyhow::Result<NotifyOn> {
         "all" => Ok(NotifyOn::All),
         "failures" => Ok(NotifyOn::Failures),
         _ => anyhow::bail!("STACKHOOK_NOTIFY_ON: {text:?} is not all or failures"),
+    }
+}
+
+fn parse_image_update(text: &str) -> anyhow::Result<ImageUpdate> {
+    match text.to_ascii_lowercase().as_str() {
+        "report" => Ok(ImageUpdate::Report),
+        "pull" => Ok(ImageUpdate::Pull),
+        _ => anyhow::bail!("STACKHOOK_IMAGE_UPDATE: {text:?} is not report or pull"),
     }
 }
 
@@ -857,6 +907,8 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.services_dir, PathBuf::from("services"));
         assert_eq!(config.poll_interval, None);
+        assert_eq!(config.image_check, None, "the image check is opt-in");
+        assert_eq!(config.image_update, ImageUpdate::Report);
         assert_eq!(config.prune, Prune::On);
         assert_eq!(config.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
@@ -886,6 +938,26 @@ mod tests {
         assert_eq!(config.branch.as_deref(), Some("prod"));
         assert_eq!(config.poll_interval, Some(Duration::from_secs(60)));
         assert_eq!(config.prune, Prune::Off);
+    }
+
+    #[test]
+    fn the_image_check_from_the_file_and_the_environment() {
+        let file = "repo = \"r\"\nimage_check = \"6h\"\nimage_update = \"pull\"\n";
+        let config = load(&[], Some(file)).unwrap();
+        assert_eq!(config.image_check, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(config.image_update, ImageUpdate::Pull);
+        let config = load(
+            &[
+                ("STACKHOOK_IMAGE_CHECK", "1s"),
+                ("STACKHOOK_IMAGE_UPDATE", "report"),
+            ],
+            Some(file),
+        )
+        .unwrap();
+        assert_eq!(config.image_check, Some(Duration::from_secs(1)));
+        assert_eq!(config.image_update, ImageUpdate::Report);
+        let config = load(&[("STACKHOOK_IMAGE_CHECK", "off")], Some(file));
+        assert!(config.is_err(), "pull without a check is refused");
     }
 
     #[test]
@@ -1074,6 +1146,27 @@ mod tests {
             expect![[
                 r#"STACKHOOK_API_TOKEN_FILE: reading /nonexistent/token: No such file or directory (os error 2)"#
             ]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_IMAGE_CHECK", "daily")],
+            None,
+            expect![[r#"STACKHOOK_IMAGE_CHECK: "daily" is not a duration like 6h, nor off"#]],
+        );
+        check_error(
+            &[("STACKHOOK_REPO", "r"), ("STACKHOOK_IMAGE_UPDATE", "pull")],
+            None,
+            expect![[
+                r#"STACKHOOK_IMAGE_UPDATE=pull needs STACKHOOK_IMAGE_CHECK: say how often to check, like 6h"#
+            ]],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_IMAGE_CHECK", "6h"),
+                ("STACKHOOK_IMAGE_UPDATE", "always"),
+            ],
+            None,
+            expect![[r#"STACKHOOK_IMAGE_UPDATE: "always" is not report or pull"#]],
         );
         check_error(
             &[("STACKHOOK_REPO", "r"), ("STACKHOOK_SERVICES_DIR", "../x")],

@@ -1,5 +1,6 @@
 //! Counters for `GET /metrics`, in Prometheus's text format: deployments by result and their
-//! durations, each stack's last success and state, webhook requests by outcome, and git syncs.
+//! durations, each stack's last success and state, image updates found, webhook requests by
+//! outcome, and git syncs.
 //!
 //! Plain atomics and one small map, shared by the deployer and the HTTP layer; no metrics crate.
 //! Counting never fails and never waits on IO. Rendering reads the state file only to give
@@ -244,6 +245,28 @@ impl Metrics {
                 label(name)
             );
         }
+        // From the state, where the image check records what it found (`STACKHOOK_IMAGE_CHECK`):
+        // each followed service whose tag names a newer image (1) or the one it runs (0).
+        let _ = writeln!(
+            out,
+            "# HELP stackhook_image_update_available Whether each checked service's image tag names a newer image than the one it runs (1) or not (0).\n\
+             # TYPE stackhook_image_update_available gauge"
+        );
+        for (name, check) in &state.image_checks {
+            for (service, image) in &check.services {
+                let available = match image.finding {
+                    store::Finding::UpdateAvailable { .. } => 1,
+                    store::Finding::UpToDate { .. } => 0,
+                    store::Finding::Unknown { .. } => continue,
+                };
+                let _ = writeln!(
+                    out,
+                    "stackhook_image_update_available{{stack=\"{}\",service=\"{}\"}} {available}",
+                    label(name),
+                    label(service)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP stackhook_webhook_requests_total Webhook requests, by outcome.\n\
@@ -318,6 +341,55 @@ mod tests {
         }
         assert!(text.contains("stackhook_stack_last_success_timestamp_seconds{stack=\"web\"} "));
         assert!(!text.contains("stackhook_stack_last_success_timestamp_seconds{stack=\"db\"}"));
+    }
+
+    #[test]
+    fn image_updates_are_told_per_service() {
+        let image = |finding| store::ServiceImage {
+            image: "app:1".into(),
+            image_id: "sha256:i1".into(),
+            finding,
+        };
+        let check = store::ImageCheck {
+            checked_at: "2026-01-01T00:00:00Z".into(),
+            services: BTreeMap::from([
+                (
+                    "app".to_owned(),
+                    image(store::Finding::UpdateAvailable {
+                        running: None,
+                        available: "sha256:new".into(),
+                    }),
+                ),
+                (
+                    "db".to_owned(),
+                    image(store::Finding::UpToDate {
+                        digest: "sha256:d".into(),
+                    }),
+                ),
+                (
+                    "cache".to_owned(),
+                    image(store::Finding::Unknown {
+                        reason: "offline".into(),
+                    }),
+                ),
+            ]),
+        };
+        let state = store::State {
+            image_checks: BTreeMap::from([("web".to_owned(), check)]),
+            ..store::State::default()
+        };
+        let text = Metrics::default().render(&state);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("stackhook_image_update_available"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "stackhook_image_update_available{stack=\"web\",service=\"app\"} 1",
+                "stackhook_image_update_available{stack=\"web\",service=\"db\"} 0",
+            ]
+        );
     }
 
     #[test]

@@ -27,6 +27,68 @@ pub struct State {
     /// Stacks held at a commit by a rollback: pushes do not move them until they are unpinned.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pins: BTreeMap<String, Pin>,
+    /// Stacks by name: what the last image check found of their services' images
+    /// (`STACKHOOK_IMAGE_CHECK`), so that `stackhook status` and a restarted server know it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_checks: BTreeMap<String, ImageCheck>,
+}
+
+/// What an image check found of one stack's services: for each service whose image a tag names
+/// in a registry, whether the tag still names the image its containers run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageCheck {
+    /// RFC 3339.
+    pub checked_at: String,
+    pub services: BTreeMap<String, ServiceImage>,
+}
+
+impl ImageCheck {
+    /// The services whose tag names another image than the one they run.
+    pub fn updates(&self) -> impl Iterator<Item = (&String, &ServiceImage)> {
+        self.services
+            .iter()
+            .filter(|(_, image)| matches!(image.finding, Finding::UpdateAvailable { .. }))
+    }
+
+    /// Forgets the services that run another image than the one checked, now that a deployment
+    /// recorded `images` (service → image id): what was found of them is out of date.
+    pub fn forget_replaced(&mut self, images: &BTreeMap<String, String>) {
+        let bare = |id: &str| id.strip_prefix("sha256:").unwrap_or(id).to_owned();
+        self.services.retain(|service, checked| {
+            images
+                .get(service)
+                .is_some_and(|id| bare(id) == bare(&checked.image_id))
+        });
+    }
+}
+
+/// One service's image, as the check found it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceImage {
+    /// The reference its compose file names, a tag.
+    pub image: String,
+    /// The id of the image its containers run (an outdated one, where they differ).
+    pub image_id: String,
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+/// Whether a tag still names the image a service runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Finding {
+    /// The registry's digest of the tag is the one the running image was pulled as.
+    UpToDate { digest: String },
+    /// The tag names another image now: `available`. `running` is the registry digest of the
+    /// image the service runs, where it has one for that repository.
+    UpdateAvailable {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        running: Option<String>,
+        available: String,
+    },
+    /// The check could not tell: the registry did not answer, or the running image came from
+    /// no registry.
+    Unknown { reason: String },
 }
 
 /// A stack held at an older commit (`stackhook rollback`), with the images it ran then.

@@ -75,11 +75,13 @@ pub struct Image {
 }
 
 /// Makes sure every service's image is present, pulling or building as its pull policy (or
-/// `override_policy`, from `?pull=`) says. Touches no container.
+/// `override_policy`, from `?pull=`) says; the services in `always` are pulled as with
+/// `pull=always` (an image update). Touches no container.
 pub async fn images(
     engine: &dyn Engine,
     project: &Project,
     override_policy: Option<PullPolicy>,
+    always: &BTreeSet<String>,
     log: &Log,
 ) -> anyhow::Result<BTreeMap<String, Image>> {
     let mut images = BTreeMap::new();
@@ -88,7 +90,11 @@ pub async fn images(
         // `?pull=always` cannot pull an image that only a `build:` makes: such a service keeps
         // its own policy, as `docker compose up --pull always` builds rather than pulls it.
         let buildable_only = service.build.is_some() && service.image.is_none();
-        let policy = match override_policy {
+        let asked = match always.contains(name) {
+            true => Some(PullPolicy::Always),
+            false => override_policy,
+        };
+        let policy = match asked {
             Some(PullPolicy::Always) if buildable_only => service.pull_policy,
             other => other.or(service.pull_policy),
         }

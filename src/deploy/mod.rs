@@ -9,6 +9,7 @@ pub mod apply;
 pub mod labels;
 pub mod plan;
 pub mod drift;
+pub mod image_updates;
 mod self_update;
 pub mod status;
 pub mod swarm;
@@ -63,12 +64,13 @@ pub struct Trigger {
     /// The pushed head commit's id and message, from the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// The pushed head commit's message; for an image update, which tags moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     /// A delivery from GitHub or another forge, or a generic signed trigger.
     Webhook,
@@ -83,6 +85,24 @@ pub enum TriggerKind {
     Inbox,
     /// The stack drifted from what was deployed, and `STACKHOOK_HEAL` puts it back.
     Heal,
+    /// A tag the stack runs names a newer image, and `STACKHOOK_IMAGE_UPDATE=pull` pulls it.
+    ImageUpdate,
+}
+
+impl TriggerKind {
+    /// Its name in the history and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerKind::Webhook => "webhook",
+            TriggerKind::Api => "api",
+            TriggerKind::Poll => "poll",
+            TriggerKind::Start => "start",
+            TriggerKind::Cli => "cli",
+            TriggerKind::Inbox => "inbox",
+            TriggerKind::Heal => "heal",
+            TriggerKind::ImageUpdate => "image_update",
+        }
+    }
 }
 
 impl Trigger {
@@ -115,6 +135,9 @@ pub struct Request {
     pub triggers: Vec<Trigger>,
     /// Stacks to pin (roll back) or unpin first; each is also deployed.
     pub pins: BTreeMap<StackName, PinChange>,
+    /// Services to pull whatever their policy says, by stack: an image update
+    /// (`STACKHOOK_IMAGE_UPDATE=pull`). Each stack is also named in `forced`.
+    pub pull: BTreeMap<StackName, BTreeSet<String>>,
 }
 
 /// A change to a stack's pin (`stackhook rollback`, `stackhook unpin`).
@@ -149,6 +172,14 @@ impl Request {
         request
     }
 
+    /// Redeploys `name`, pulling the images of `services` first: the tags they run name newer
+    /// images (`image_updates`).
+    pub fn image_update(name: StackName, services: BTreeSet<String>) -> Request {
+        let mut request = Request::stack(name.clone(), None);
+        request.pull.insert(name, services);
+        request
+    }
+
     /// Unpins `name` and deploys it at the branch head.
     pub fn unpin(name: StackName) -> Request {
         let mut request = Request::stack(name.clone(), None);
@@ -173,6 +204,9 @@ impl Request {
         }
         self.triggers.extend(later.triggers);
         self.pins.extend(later.pins);
+        for (name, services) in later.pull {
+            self.pull.entry(name).or_default().extend(services);
+        }
         let surplus = self.triggers.len().saturating_sub(TRIGGERS_KEPT);
         self.triggers.drain(..surplus);
     }
@@ -204,6 +238,7 @@ impl From<store::Inbox> for Request {
             dry_run: false,
             triggers: vec![Trigger::new(TriggerKind::Inbox)],
             pins: BTreeMap::new(),
+            pull: BTreeMap::new(),
         }
     }
 }
@@ -530,6 +565,8 @@ pub(crate) struct Found {
     tree_id: String,
     dir: PathBuf,
     forced: Option<Option<PullPolicy>>,
+    /// Services whose images are pulled whatever their policy says (`Request::pull`).
+    pull: BTreeSet<String>,
 }
 
 /// What a pass asks of one stack: carried out in that stack's lane (`worker`), where two jobs of
@@ -629,6 +666,7 @@ impl Job {
                             .unwrap_or(later.or(earlier)),
                     ),
                 };
+                found.pull.extend(earlier.pull);
                 Work::Deploy {
                     snapshot,
                     found,
@@ -710,6 +748,7 @@ impl Deployer {
             name: StackName::parse(stack)?,
             tree_id: place.tree_id,
             forced: Some(None),
+            pull: BTreeSet::new(),
         };
         let mut project = self.load(&found).await?;
         let pin = store::Pin {
@@ -967,6 +1006,7 @@ impl Deployer {
             let forced = request.forced.get(&name).cloned();
             if request.all_changed || forced.is_some() {
                 found.push(Found {
+                    pull: request.pull.get(&name).cloned().unwrap_or_default(),
                     name,
                     tree_id,
                     dir,
@@ -1266,10 +1306,16 @@ impl Deployer {
         let saved = tokio::task::spawn_blocking(move || {
             store::update(&state_dir, |state| match change {
                 Some(record) => {
+                    // What the image check found of a service whose image changed since is
+                    // out of date: the next check says what the new one is.
+                    if let Some(check) = state.image_checks.get_mut(&name) {
+                        check.forget_replaced(&record.images);
+                    }
                     state.stacks.insert(name, record);
                 }
                 None => {
                     state.stacks.remove(&name);
+                    state.image_checks.remove(&name);
                 }
             })
         })
@@ -1518,7 +1564,7 @@ impl Deployer {
         let images = if *dry_run {
             self.present_images(project).await?
         } else {
-            apply::images(self.engine.as_ref(), project, pull, log).await?
+            apply::images(self.engine.as_ref(), project, pull, &found.pull, log).await?
         };
         let observed = self.engine.containers(Some(&project.name)).await?;
         let origin = labels::Origin {
@@ -1828,7 +1874,7 @@ fn describe(triggers: &[Trigger]) -> String {
     let described: Vec<String> = triggers
         .iter()
         .map(|trigger| {
-            let mut text = format!("{:?}", trigger.kind).to_lowercase();
+            let mut text = trigger.kind.name().to_owned();
             if let Some(event) = &trigger.event {
                 text.push_str(&format!(" {event}"));
             }
@@ -1837,6 +1883,11 @@ fn describe(triggers: &[Trigger]) -> String {
             }
             if let Some(pusher) = &trigger.pusher {
                 text.push_str(&format!(" by {pusher}"));
+            }
+            if trigger.kind == TriggerKind::ImageUpdate
+                && let Some(message) = &trigger.message
+            {
+                text.push_str(&format!(" ({message})"));
             }
             text
         })

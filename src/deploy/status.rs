@@ -13,7 +13,7 @@ use crate::engine::{Container, Health};
 use crate::repo::{self, CommitId};
 use crate::stack::StackName;
 use crate::stack::compose::{self, Project};
-use crate::store::{self, Pin, StackRecord};
+use crate::store::{self, ImageCheck, Pin, StackRecord};
 
 use super::apply::Log;
 use super::plan::Summary;
@@ -51,6 +51,10 @@ pub struct StackStatus {
     /// The commit a rollback holds the stack at, if any: pushes do not move it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pin>,
+    /// What the last image check found (`STACKHOOK_IMAGE_CHECK`): per service, whether its tag
+    /// names a newer image than the one it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_check: Option<ImageCheck>,
     /// Why the stack's compose file cannot be read, or its containers listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -106,17 +110,7 @@ impl Deployer {
         plan: bool,
     ) -> anyhow::Result<Vec<StackStatus>> {
         let dir = self.checkout_dir();
-        let snapshot = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Arc<Snapshot>>> {
-                let Some((id, _)) = repo::head(&dir)? else {
-                    return Ok(None);
-                };
-                let tree = repo::tree::read(&dir, id.as_str())?;
-                Ok(Some(Arc::new(Snapshot { id, tree, dir })))
-            })
-            .await??
-        };
+        let snapshot = self.head_snapshot().await?;
         let state = store::load(&self.config.state_dir)?;
         let pinned = self.pinned_snapshots(&state, false).await;
         let present = snapshot
@@ -143,7 +137,8 @@ impl Deployer {
                     }
                     Some(_) => None,
                 };
-                self.stack_status(name, present, state.stacks.get(name), pin, plan)
+                let check = state.image_checks.get(name);
+                self.stack_status(name, present, state.stacks.get(name), pin, check, plan)
             })
             .collect();
         let mut statuses: Vec<StackStatus> =
@@ -168,12 +163,69 @@ impl Deployer {
         Ok(statuses)
     }
 
+    /// The checkout's commit, if there is a checkout.
+    async fn head_snapshot(&self) -> anyhow::Result<Option<Arc<Snapshot>>> {
+        let dir = self.checkout_dir();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Arc<Snapshot>>> {
+            let Some((id, _)) = repo::head(&dir)? else {
+                return Ok(None);
+            };
+            let tree = repo::tree::read(&dir, id.as_str())?;
+            Ok(Some(Arc::new(Snapshot { id, tree, dir })))
+        })
+        .await?
+    }
+
+    /// The compose project `stack` runs as deployed: loaded from the commit it deploys from (the
+    /// checkout's, or its pin's with the pin's images), if that is what its record says was
+    /// deployed. `None` for a stack that is not deployed, or pending: the next deployment
+    /// changes it anyway.
+    pub(crate) async fn deployed_project(&self, stack: &str) -> anyhow::Result<Option<Project>> {
+        let state = store::load(&self.config.state_dir)?;
+        let Some(record) = state.stacks.get(stack) else {
+            return Ok(None);
+        };
+        let pin = state.pins.get(stack);
+        let snapshot = match pin {
+            Some(pin) => match self
+                .pinned_snapshots(&state, false)
+                .await
+                .remove(&pin.commit)
+            {
+                Some(Ok(snapshot)) => snapshot,
+                _ => return Ok(None),
+            },
+            None => match self.head_snapshot().await? {
+                Some(snapshot) => snapshot,
+                None => return Ok(None),
+            },
+        };
+        let stacks = snapshot.tree.stacks(&self.config.services_dir);
+        let Some(tree_id) = stacks.get(stack) else {
+            return Ok(None);
+        };
+        let mut project = {
+            let dir = snapshot.dir.join(&self.config.services_dir).join(stack);
+            let environment = self.config.environment.clone();
+            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
+        };
+        let (_, fingerprint) = measure(&snapshot, tree_id, &project);
+        if fingerprint != record.fingerprint {
+            return Ok(None);
+        }
+        if let Some(pin) = pin {
+            self.pinned_images(&mut project, pin, &Log::default()).await;
+        }
+        Ok(Some(project))
+    }
+
     async fn stack_status(
         &self,
         name: &str,
         present: Option<(Arc<Snapshot>, StackDir)>,
         record: Option<&StackRecord>,
         pin: Option<&Pin>,
+        image_check: Option<&ImageCheck>,
         plan: bool,
     ) -> StackStatus {
         let mut status = StackStatus {
@@ -194,6 +246,7 @@ impl Deployer {
             drift: Vec::new(),
             containers: Vec::new(),
             pinned: pin.cloned(),
+            image_check: image_check.cloned(),
             error: None,
         };
         if let Some((snapshot, place)) = present {
@@ -306,6 +359,7 @@ impl Deployer {
             tree_id: place.tree_id.clone(),
             dir: snapshot.dir.join(&place.path),
             forced: Some(None),
+            pull: BTreeSet::new(),
         };
         let target = Target {
             commit: snapshot,

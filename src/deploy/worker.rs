@@ -514,7 +514,7 @@ fn panic_reason(error: tokio::task::JoinError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::process::Command;
 
@@ -527,14 +527,14 @@ mod tests {
     use crate::stack::compose::PullPolicy;
 
     /// A repository with one stack, committed with the git CLI.
-    fn repository(dir: &std::path::Path) {
+    pub(crate) fn repository(dir: &std::path::Path) {
         git(dir, &["init", "-q", "-b", "main"]);
         commit(dir, &[("web", "web:1")]);
     }
 
     /// Writes each stack's compose file, with one service of the stack's name on `image`, and
     /// commits.
-    fn commit(dir: &std::path::Path, stacks: &[(&str, &str)]) {
+    pub(crate) fn commit(dir: &std::path::Path, stacks: &[(&str, &str)]) {
         for (stack, image) in stacks {
             let stack_dir = dir.join("services").join(stack);
             std::fs::create_dir_all(&stack_dir).unwrap();
@@ -556,7 +556,7 @@ mod tests {
         );
     }
 
-    fn git(dir: &std::path::Path, args: &[&str]) {
+    pub(crate) fn git(dir: &std::path::Path, args: &[&str]) {
         let status = Command::new("git")
             .args(args)
             .current_dir(dir)
@@ -566,7 +566,7 @@ mod tests {
     }
 
     /// A deployer from `repo` to `engine`, its state in `state`, in `slot` if given.
-    fn deployer(
+    pub(crate) fn deployer(
         repo: &std::path::Path,
         state: &std::path::Path,
         engine: Arc<Fake>,
@@ -590,11 +590,15 @@ mod tests {
     }
 
     /// A worker deploying from `repo` to `engine`, its state in `state`.
-    fn worker(repo: &std::path::Path, state: &std::path::Path, engine: Arc<Fake>) -> Worker {
+    pub(crate) fn worker(
+        repo: &std::path::Path,
+        state: &std::path::Path,
+        engine: Arc<Fake>,
+    ) -> Worker {
         Worker::new(deployer(repo, state, engine, None))
     }
 
-    async fn until(what: &str, condition: impl Fn() -> bool) {
+    pub(crate) async fn until(what: &str, condition: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !condition() {
             assert!(tokio::time::Instant::now() < deadline, "never: {what}");

@@ -328,6 +328,33 @@ impl Engine for Docker {
         }
     }
 
+    async fn image_digests(&self, image: &str) -> anyhow::Result<Vec<String>> {
+        let inspected = self
+            .client
+            .inspect_image(image)
+            .await
+            .with_context(|| format!("inspecting image {image}"))?;
+        Ok(inspected.repo_digests.unwrap_or_default())
+    }
+
+    /// Docker asks the registry through its distribution endpoint, with its own view of
+    /// registries (mirrors, insecure ones). Podman 4.3 has no such endpoint (it answers 404),
+    /// so for Podman stackhook asks the registry itself (`registry::digest`).
+    async fn registry_digest(&self, reference: &str) -> anyhow::Result<String> {
+        if self.kind() == EngineKind::Podman {
+            return super::registry::digest(reference).await;
+        }
+        let inspected = self
+            .client
+            .inspect_registry_image(reference, None)
+            .await
+            .with_context(|| format!("asking the registry for {reference} through the engine"))?;
+        inspected
+            .descriptor
+            .digest
+            .with_context(|| format!("the engine gave no digest for {reference}"))
+    }
+
     async fn pull(
         &self,
         reference: &str,
@@ -978,18 +1005,9 @@ fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<Stri
 /// Whether an image reference names a registry on this host's loopback (`localhost:5000/app`,
 /// `127.0.0.1:5000/app`), which Docker reaches over plain HTTP by default.
 fn loopback_registry(reference: &str) -> bool {
-    let Some((first, _)) = reference.split_once('/') else {
-        return false;
-    };
-    let host = match first.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => first,
-    };
-    host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|address| address.is_loopback())
+    reference
+        .split_once('/')
+        .is_some_and(|(first, _)| super::registry::loopback(first))
 }
 
 #[cfg(test)]

@@ -47,6 +47,15 @@ struct Inner {
     next_id: u32,
     /// Creates of containers whose name holds the key wait until the hold is released.
     holds: BTreeMap<String, Arc<Semaphore>>,
+    /// A registry: tag reference → the digest it names and the id of that image.
+    registry: BTreeMap<String, (String, ImageId)>,
+    /// Local images pulled from `registry`: reference → id. Any other reference is present as
+    /// `sha256:<reference>`.
+    local: BTreeMap<String, ImageId>,
+    /// Image id → its registry digests, for images pulled from `registry`.
+    digests: BTreeMap<ImageId, Vec<String>>,
+    /// The references pulled, in order.
+    pulled: Vec<String>,
 }
 
 /// Keeps creates waiting (`Fake::hold`) until released or dropped.
@@ -91,6 +100,19 @@ impl Fake {
         inner.containers.insert(container.id.clone(), container);
     }
 
+    /// Publishes `reference` (a tag) in the fake registry as naming `digest`, an image whose id
+    /// is `id`; a pull of it makes that image the local one of that name.
+    pub fn publish(&self, reference: &str, digest: &str, id: &str) {
+        let mut inner = self.inner.lock().expect("fake lock");
+        let named = (digest.to_owned(), ImageId::new(id));
+        inner.registry.insert(reference.to_owned(), named);
+    }
+
+    /// The references pulled so far, in order.
+    pub fn pulled(&self) -> Vec<String> {
+        self.inner.lock().expect("fake lock").pulled.clone()
+    }
+
     /// What the engine was asked to change, in order: `create NAME`, `start ID`, `stop ID`,
     /// `remove ID`, `rename ID NAME`, `exec ID COMMAND`.
     pub fn history(&self) -> Vec<String> {
@@ -133,6 +155,16 @@ impl Fake {
     }
 }
 
+/// The id of the local image `reference`: the one pulled under that name, else `sha256:<reference>`
+/// (an id is its own).
+fn local_id(inner: &Inner, reference: &str) -> ImageId {
+    match inner.local.get(reference) {
+        Some(id) => id.clone(),
+        None if reference.starts_with("sha256:") => ImageId::new(reference),
+        None => ImageId::new(format!("sha256:{reference}")),
+    }
+}
+
 #[async_trait]
 impl Engine for Fake {
     async fn info(&self) -> anyhow::Result<EngineInfo> {
@@ -172,14 +204,41 @@ impl Engine for Fake {
     }
 
     async fn image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>> {
-        Ok(Some(ImageId::new(format!("sha256:{reference}"))))
+        let inner = self.inner.lock().expect("fake lock");
+        Ok(Some(local_id(&inner, reference)))
+    }
+
+    async fn image_digests(&self, image: &str) -> anyhow::Result<Vec<String>> {
+        let inner = self.inner.lock().expect("fake lock");
+        let id = match image.starts_with("sha256:") {
+            true => ImageId::new(image),
+            false => local_id(&inner, image),
+        };
+        Ok(inner.digests.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn registry_digest(&self, reference: &str) -> anyhow::Result<String> {
+        let inner = self.inner.lock().expect("fake lock");
+        match inner.registry.get(reference) {
+            Some((digest, _)) => Ok(digest.clone()),
+            None => bail!("{reference}: the registry has no such tag"),
+        }
     }
 
     async fn pull(
         &self,
-        _reference: &str,
+        reference: &str,
         _progress: &(dyn for<'a> Fn(&'a str) + Send + Sync),
     ) -> anyhow::Result<()> {
+        let mut inner = self.inner.lock().expect("fake lock");
+        inner.pulled.push(reference.to_owned());
+        if let Some((digest, id)) = inner.registry.get(reference).cloned() {
+            let name = reference
+                .rsplit_once(':')
+                .map_or(reference, |(name, _)| name);
+            inner.local.insert(reference.to_owned(), id.clone());
+            inner.digests.insert(id, vec![format!("{name}@{digest}")]);
+        }
         Ok(())
     }
 
@@ -235,7 +294,7 @@ impl Engine for Fake {
         let container = Container {
             id: id.clone(),
             name: spec.name.clone(),
-            image_id: ImageId::new(format!("sha256:{image}")),
+            image_id: local_id(&inner, &image),
             image,
             labels: spec.labels.clone(),
             state: State::Created,

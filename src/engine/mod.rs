@@ -9,6 +9,7 @@ pub mod docker;
 #[cfg(test)]
 pub mod fake;
 pub mod swarm;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,6 +50,13 @@ pub trait Engine: Send + Sync + 'static {
     async fn inspect(&self, id: &str) -> anyhow::Result<ContainerStatus>;
     /// The id of a local image, `None` when the engine does not have it.
     async fn image_id(&self, reference: &str) -> anyhow::Result<Option<ImageId>>;
+    /// What a local image (by id or reference) was pulled as: its registry digests
+    /// (`<repository>@sha256:…`, the engine's `RepoDigests`). Empty for an image built or loaded
+    /// here, which came from no registry.
+    async fn image_digests(&self, image: &str) -> anyhow::Result<Vec<String>>;
+    /// The digest the tag `reference` names in its registry now, as a pull would find it (a
+    /// manifest list's, where the tag names one). Asks the registry; pulls nothing.
+    async fn registry_digest(&self, reference: &str) -> anyhow::Result<String>;
     /// Pulls an image, reporting progress lines to `progress`.
     async fn pull(
         &self,

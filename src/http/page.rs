@@ -35,6 +35,7 @@ use crate::deploy::status::{StackState, StackStatus};
 use crate::deploy::{Changes, Outcome, Report, Request, Status, Trigger, TriggerKind};
 use crate::history::History;
 use crate::stack::StackName;
+use crate::store::Finding;
 
 /// How many deployments the overview and a stack's page list.
 const RECENT: usize = 20;
@@ -634,6 +635,7 @@ fn overview_html(
             );
         }
         changes_line(&mut body, &status.changes);
+        image_updates_line(&mut body, status, false);
         containers_line(&mut body, status);
         if let Some(error) = &status.error {
             put!(
@@ -681,6 +683,7 @@ fn stack_html(
         );
     }
     changes_line(&mut body, &status.changes);
+    image_updates_line(&mut body, status, true);
     if let Some(error) = &status.error {
         put!(body, "<pre class=\"bad\">{}</pre>", escape(error));
     }
@@ -1008,6 +1011,49 @@ fn changes_line(body: &mut String, changes: &Changes) {
     put!(body, "<div>changes: {}</div>", parts.join("; "));
 }
 
+/// The image check's news (`STACKHOOK_IMAGE_CHECK`): each service whose tag names a newer image,
+/// and on a stack's own page (`all`) the services it could not check, with why.
+fn image_updates_line(body: &mut String, status: &StackStatus, all: bool) {
+    let Some(check) = &status.image_check else {
+        return;
+    };
+    for (service, image) in &check.services {
+        match &image.finding {
+            Finding::UpdateAvailable { available, .. } => {
+                put!(
+                    body,
+                    "<div class=\"warn\">image update: <b>{}</b> <code>{}</code> names \
+                     <code>{}</code>, newer than the image it runs</div>",
+                    escape(service),
+                    escape(&image.image),
+                    escape(short_digest(available))
+                );
+            }
+            Finding::Unknown { reason } if all => {
+                put!(
+                    body,
+                    "<div class=\"muted\">image of <b>{}</b> not checked: {}</div>",
+                    escape(service),
+                    escape(first_line(reason))
+                );
+            }
+            _ => {}
+        }
+    }
+    if all && !check.services.is_empty() {
+        put!(
+            body,
+            "<div class=\"muted\">images checked {}</div>",
+            escape(&check.checked_at)
+        );
+    }
+}
+
+/// `sha256:0123456789ab`: a digest cut to what a reader compares.
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
 fn containers_line(body: &mut String, status: &StackStatus) {
     if status.containers.is_empty() {
         return;
@@ -1051,7 +1097,7 @@ fn actions_list(body: &mut String, actions: &[Summary]) {
 
 /// `webhook push by alice`, `api`, `poll`.
 fn describe(trigger: &Trigger) -> String {
-    let mut text = format!("{:?}", trigger.kind).to_lowercase();
+    let mut text = trigger.kind.name().replace('_', " ");
     if let Some(event) = &trigger.event {
         text.push(' ');
         text.push_str(event);
@@ -1059,6 +1105,12 @@ fn describe(trigger: &Trigger) -> String {
     if let Some(pusher) = &trigger.pusher {
         text.push_str(" by ");
         text.push_str(pusher);
+    }
+    if trigger.kind == TriggerKind::ImageUpdate
+        && let Some(message) = &trigger.message
+    {
+        text.push_str(": ");
+        text.push_str(message);
     }
     text
 }
@@ -1239,6 +1291,7 @@ mod tests {
             }],
             drift: vec![],
             pinned: None,
+            image_check: None,
             error: None,
         }
     }
@@ -1316,6 +1369,49 @@ mod tests {
             "without JavaScript the page reloads itself"
         );
         assert!(text(&html).contains("Running for 5 min 0 s"), "{html}");
+    }
+
+    #[test]
+    fn an_image_update_shows_on_the_overview_and_the_stack_page() {
+        let mut updated = status();
+        let image = |finding| crate::store::ServiceImage {
+            image: "ghcr.io/acme/<api>:2".into(),
+            image_id: "sha256:i1".into(),
+            finding,
+        };
+        updated.image_check = Some(crate::store::ImageCheck {
+            checked_at: AT.into(),
+            services: [
+                (
+                    "web".to_owned(),
+                    image(Finding::UpdateAvailable {
+                        running: Some(format!("sha256:{}", "0".repeat(64))),
+                        available: format!("sha256:{}", "9f8e".repeat(16)),
+                    }),
+                ),
+                (
+                    "worker".to_owned(),
+                    image(Finding::Unknown {
+                        reason: "the registry has no such tag".into(),
+                    }),
+                ),
+            ]
+            .into(),
+        });
+        let html = overview_html(&[updated.clone()], &[], Viewer::default(), now());
+        assert!(!html.contains("<api>"), "escaped: {html}");
+        assert!(
+            text(&html).contains(
+                "image update: web ghcr.io/acme/&lt;api&gt;:2 names sha256:9f8e9f8e9f8e , newer than the image it runs"
+            ),
+            "{html}"
+        );
+        assert!(!text(&html).contains("not checked"), "{html}");
+        let html = stack_html(&updated, &[], Viewer::default(), false, now());
+        assert!(
+            text(&html).contains("image of worker not checked: the registry has no such tag"),
+            "{html}"
+        );
     }
 
     #[test]

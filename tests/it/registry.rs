@@ -239,8 +239,248 @@ async fn pull_policy_never_fails_on_a_missing_image_and_touches_nothing(engine: 
     h.cleanup().await;
 }
 
+/// Polls `/api/stacks/{stack}` until `ready` holds of its `image_check`; returns the status.
+async fn image_check_until(
+    server: &crate::support::server::Server,
+    stack: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = server.read(&format!("/api/stacks/{stack}")).await;
+        assert_eq!(status, 200, "{body}");
+        if ready(&body["image_check"]) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never: {what}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 10, "Image updates through git": with `STACKHOOK_IMAGE_CHECK`, a tag that names a new
+/// image in the registry is reported in the API, the metrics, the CLI and the status page; the
+/// running container is not touched without `STACKHOOK_IMAGE_UPDATE=pull`. A service on an image
+/// that came from no registry is reported as not checked.
+async fn an_image_update_is_reported_everywhere_and_deploys_nothing(engine: TestEngine) {
+    let (mut h, registry, repository) = setup(engine, "imgcheck").await;
+    let image = registry.reference(&repository, "stable");
+    let first = registry.publish(&repository, "stable", "1");
+    h.compose("app", &app_and_other(&image, ""));
+    h.repo.commit("a stack with an image from the registry");
+    h.set("STACKHOOK_IMAGE_CHECK", "1s")
+        .set("STACKHOOK_PUBLIC_STATUS", "true");
+    let server = h.start().await;
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+    let stack = h.stack("app");
+    let old_digest = registry.digest(&repository, "stable");
+    let body = image_check_until(&server, &stack, "the first check", |check| {
+        check["services"]["app"]["state"] == "up_to_date"
+    })
+    .await;
+    let app = &body["image_check"]["services"]["app"];
+    assert_eq!(app["digest"], old_digest.as_str(), "{body}");
+    assert_eq!(app["image"], image.as_str(), "{body}");
+    let other = &body["image_check"]["services"]["other"];
+    assert_eq!(other["state"], "unknown", "{body}");
+    assert!(
+        other["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was not pulled from"),
+        "{body}"
+    );
+    let before = h.containers("app").await;
+
+    let second = registry.publish(&repository, "stable", "2");
+    let new_digest = registry.digest(&repository, "stable");
+    let body = image_check_until(&server, &stack, "the update is seen", |check| {
+        check["services"]["app"]["state"] == "update_available"
+    })
+    .await;
+    let app = &body["image_check"]["services"]["app"];
+    assert_eq!(app["available"], new_digest.as_str(), "{body}");
+    assert_eq!(app["running"], old_digest.as_str(), "{body}");
+    assert_eq!(
+        bare(app["image_id"].as_str().unwrap()),
+        bare(&first),
+        "{body}"
+    );
+
+    let (_, stacks) = server.read("/api/stacks").await;
+    let listed = stacks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"] == stack.as_str())
+        .unwrap();
+    assert_eq!(
+        listed["image_check"]["services"]["app"]["state"],
+        "update_available"
+    );
+    let (_, metrics) = server.read("/metrics").await;
+    let line = format!("stackhook_image_update_available{{stack=\"{stack}\",service=\"app\"}} 1");
+    assert!(
+        metrics.as_str().unwrap().lines().any(|l| l == line),
+        "no {line:?} in {metrics}"
+    );
+    let (_, page) = server.get(&format!("/stacks/{stack}")).await;
+    assert!(
+        page.as_str().unwrap().contains("image update: <b>app</b>"),
+        "{page}"
+    );
+    let output = h.stackhook(&["status", "--json"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        status["stacks"][0]["image_check"]["services"]["app"]["available"],
+        new_digest.as_str(),
+        "{status}"
+    );
+    let output = h.stackhook(&["status"]).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains(&format!("image update: app: {image} names {new_digest}")),
+        "{text}"
+    );
+
+    let after = h.containers("app").await;
+    assert_eq!(
+        after["app"].id, before["app"].id,
+        "only reported: {after:?}"
+    );
+    server.stop().await;
+    h.cleanup().await;
+    remove_images(&h, &[&image, &first, &second]);
+}
+
+/// With `STACKHOOK_IMAGE_UPDATE=pull`, a tag that names a new image redeploys the stacks that run
+/// it, recorded as an `image_update` with the image that went and the one that came; a stack
+/// pinned by a rollback stays on its image.
+async fn with_pull_an_image_update_redeploys_and_a_pinned_stack_stays(engine: TestEngine) {
+    let (mut h, registry, repository) = setup(engine, "imgpull").await;
+    let image = registry.reference(&repository, "stable");
+    let first = registry.publish(&repository, "stable", "1");
+    h.compose("app", &app_and_other(&image, ""));
+    h.compose("held", &app_and_other(&image, ""));
+    let commit = h.repo.commit("two stacks on one tag");
+    h.set("STACKHOOK_IMAGE_CHECK", "1s")
+        .set("STACKHOOK_IMAGE_UPDATE", "pull");
+    let server = h.start().await;
+    let health = server.settled().await;
+    assert_eq!(health["last_deployment"]["succeeded"], true, "{health}");
+    let (app, held) = (h.stack("app"), h.stack("held"));
+    let path = format!("/stacks/{held}/rollback?to={commit}&wait=true");
+    let (status, report) = deploy(&server, &path).await;
+    assert_eq!(status, 200, "{report}");
+    let image_of = |containers: &std::collections::BTreeMap<
+        String,
+        stackhook::engine::Container,
+    >| { bare(containers["app"].image_id.as_str()).to_owned() };
+    assert_eq!(image_of(&h.containers("held").await), bare(&first));
+
+    let second = registry.publish(&repository, "stable", "2");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    while image_of(&h.containers("app").await) != bare(&second) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "app was never redeployed onto the new image"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The history says why: an image update, with the image that went and the one that came.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let update = loop {
+        let (_, list) = server
+            .read(&format!("/api/deployments?stack={app}&limit=10"))
+            .await;
+        let found = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["triggers"][0]["kind"] == "image_update" && d["status"] == "succeeded");
+        if let Some(found) = found {
+            break found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no image update in {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let id = update["deployment"].as_str().unwrap();
+    let (_, update) = server.read(&format!("/api/deployments/{id}")).await;
+    let message = update["triggers"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("app: {image} now names sha256:")),
+        "{update}"
+    );
+    let stacks: Vec<&str> = update["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stack"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stacks,
+        [app.as_str()],
+        "the pinned stack is not in it: {update}"
+    );
+    let reason = update["stacks"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["service"] == "app")
+        .and_then(|a| a["reason"].as_str())
+        .unwrap()
+        .to_owned();
+    // The plan names each image by the first 12 hex digits of its id.
+    let went_and_came = format!(
+        "sha256:{} → sha256:{}",
+        &bare(&first)[..12],
+        &bare(&second)[..12]
+    );
+    assert_eq!(
+        reason,
+        format!("image updated: {went_and_came}"),
+        "{update}"
+    );
+    let log = update["stacks"][0]["log"].to_string();
+    assert!(
+        log.contains(&format!("pulling {image} for service app")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("pulling stackhook-test"),
+        "only app is pulled: {log}"
+    );
+
+    // The pinned stack runs what its rollback gave it, after checks that saw the new image.
+    let body = image_check_until(&server, &app, "app checked again", |check| {
+        check["services"]["app"]["state"] == "up_to_date"
+    })
+    .await;
+    assert_eq!(
+        body["image_check"]["services"]["app"]["digest"],
+        registry.digest(&repository, "stable").as_str()
+    );
+    assert_eq!(image_of(&h.containers("held").await), bare(&first));
+    let (_, held_status) = server.read(&format!("/api/stacks/{held}")).await;
+    assert!(held_status["pinned"].is_object(), "{held_status}");
+
+    server.stop().await;
+    h.cleanup().await;
+    remove_images(&h, &[&image, &first, &second]);
+}
+
 crate::engine_tests!(
     a_missing_image_is_pulled_with_progress_in_the_log,
     pull_always_recreates_only_services_whose_image_changed,
     pull_policy_never_fails_on_a_missing_image_and_touches_nothing,
+    an_image_update_is_reported_everywhere_and_deploys_nothing,
+    with_pull_an_image_update_redeploys_and_a_pinned_stack_stays,
 );

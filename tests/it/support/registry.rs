@@ -134,6 +134,13 @@ impl Registry {
         config_digest
     }
 
+    /// The digest of the manifest `repository:tag` names now, as a pull records it in the
+    /// image's `RepoDigests`.
+    pub fn digest(&self, repository: &str, tag: &str) -> String {
+        let content = self.content.lock().unwrap();
+        content.tags[&(repository.to_owned(), tag.to_owned())].clone()
+    }
+
     /// The requests served so far, as `METHOD path`.
     pub fn requests(&self) -> Vec<String> {
         self.content.lock().unwrap().requests.clone()
