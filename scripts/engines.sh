@@ -95,11 +95,34 @@ start_podman() {
     wait_for_socket /run/podman/podman.sock podman
 }
 
+# Removes what earlier test runs left behind when a test failed before its cleanup: containers,
+# Swarm services, secrets, configs and networks whose names carry the tests' prefix
+# (`t<pid><test>`). A leftover network can hold a subnet a fixture fixes, or the engine's last
+# free address pool.
+clean_leftovers() {
+    local cli ids
+    for cli in docker podman; do
+        command -v "$cli" >/dev/null || continue
+        "$cli" info >/dev/null 2>&1 || continue
+        ids=$("$cli" ps -aq --filter 'name=^t[0-9]+[a-z]' 2>/dev/null || true)
+        if [ -n "$ids" ]; then echo "$ids" | xargs "$cli" rm -f >/dev/null 2>&1 || true; fi
+        if [ "$cli" = docker ] && [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
+            for kind in service secret config; do
+                ids=$(docker "$kind" ls --format '{{.Name}}' | grep -E '^t[0-9]+[a-z]' || true)
+                if [ -n "$ids" ]; then echo "$ids" | xargs docker "$kind" rm >/dev/null 2>&1 || true; fi
+            done
+        fi
+        ids=$("$cli" network ls --format '{{.Name}}' | grep -E '^t[0-9]+[a-z]' || true)
+        if [ -n "$ids" ]; then echo "$ids" | xargs "$cli" network rm >/dev/null 2>&1 || true; fi
+    done
+}
+
 case "${1:-all}" in
     docker) install_packages; start_docker ;;
     podman) install_packages; start_podman ;;
     all) install_packages; start_docker; start_podman ;;
     oracle) install_oracle ;;
     browser) install_browser ;;
-    *) echo "usage: engines.sh [docker|podman|all|oracle|browser]" >&2; exit 2 ;;
+    clean) clean_leftovers ;;
+    *) echo "usage: engines.sh [docker|podman|all|oracle|browser|clean]" >&2; exit 2 ;;
 esac

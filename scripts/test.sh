@@ -9,6 +9,7 @@ scripts/engines.sh all
 scripts/engines.sh oracle
 scripts/engines.sh browser
 scripts/proxies.sh
+scripts/engines.sh clean
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
