@@ -5,6 +5,7 @@
 //! caller hands in what git knows (a directory's tree id, a path's content id).
 
 pub mod compose;
+pub mod sops;
 mod interpolate;
 
 use std::collections::BTreeMap;
