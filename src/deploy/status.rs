@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::engine::{Container, Health};
 use crate::repo::{self, CommitId};
 use crate::stack::StackName;
-use crate::stack::compose::{self, Project};
+use crate::stack::compose::Project;
 use crate::store::{self, Pin, StackRecord};
 
 use super::apply::Log;
@@ -233,12 +233,8 @@ impl Deployer {
         plan: bool,
     ) -> anyhow::Result<(String, Wanted)> {
         let stack_dir = self.config.services_dir.join(name);
-        let mut project = {
-            let dir = snapshot.dir.join(&stack_dir);
-            let environment = self.config.environment.clone();
-            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
-        };
-        let (hashes, fingerprint) = measure(snapshot, tree_id, &project);
+        let mut project = self.load_stack(snapshot.dir.join(&stack_dir), name).await?;
+        let (hashes, fingerprint) = measure(snapshot, tree_id, &project, &self.config.state_dir)?;
         let mut wanted = Wanted {
             state: StackState::New,
             fingerprint: fingerprint.as_str().to_owned(),

@@ -833,4 +833,4 @@ impl<'de> Deserialize<'de> for Node {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

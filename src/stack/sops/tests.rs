@@ -7,27 +7,27 @@ use std::process::Command;
 use super::*;
 
 /// A fresh age key, and a directory for the files encrypted to it.
-struct World {
+pub(crate) struct World {
     key: age::x25519::Identity,
     dir: tempfile::TempDir,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         World {
             key: age::x25519::Identity::generate(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn keys(&self) -> Keys {
+    pub(crate) fn keys(&self) -> Keys {
         use age::secrecy::ExposeSecret;
         Keys::parse(self.key.to_string().expose_secret()).unwrap()
     }
 
     /// `plain` written as `name` and encrypted by `sops encrypt` with `flags`, or with the
     /// creation rules of `--config FILE` (which then name the recipient).
-    fn encrypt(&self, name: &str, plain: &str, flags: &[&str]) -> String {
+    pub(crate) fn encrypt(&self, name: &str, plain: &str, flags: &[&str]) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, plain).unwrap();
         let recipient = self.key.to_public().to_string();
