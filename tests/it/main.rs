@@ -39,4 +39,5 @@ mod rollback;
 mod safety;
 mod scale;
 mod self_update;
+mod sops;
 mod support;
