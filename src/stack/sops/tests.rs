@@ -121,6 +121,24 @@ fn yaml_opens_to_the_same_values_as_sops_decrypt() {
 }
 
 #[test]
+fn yaml_with_several_documents_opens_each() {
+    let world = World::new();
+    let plain = "a: one\n---\nb: two\nc: [1, x]\n";
+    let encrypted = world.encrypt("multi.yaml", plain, &[]);
+    let documents = |text: &str| -> Vec<yaml_serde::Value> {
+        yaml_serde::Deserializer::from_str(text)
+            .map(|document| yaml_serde::Value::deserialize(document).unwrap())
+            .collect()
+    };
+    let ours = documents(&world.open("multi.yaml", &encrypted).unwrap());
+    assert_eq!(
+        ours,
+        documents(&world.sops_decrypt("multi.yaml", &encrypted))
+    );
+    assert_eq!(ours.len(), 2);
+}
+
+#[test]
 fn json_opens_to_the_same_values_as_sops_decrypt() {
     let world = World::new();
     let encrypted = world.encrypt("secrets.json", JSON, &[]);
