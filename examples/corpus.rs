@@ -127,7 +127,7 @@ fn stacks(corpus: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
 /// stackhook's verdict, with an empty process environment: the stack's own `.env` is all it has.
 fn stackhook_verdict(dir: &Path) -> Verdict {
     let load = catch_unwind(AssertUnwindSafe(|| {
-        stackhook::stack::compose::load(dir, &BTreeMap::new())
+        stackhook::stack::compose::load(dir, &Default::default())
     }));
     match load {
         Ok(Ok(_)) => Verdict::Accepts,

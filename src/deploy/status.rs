@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::engine::{Container, Health};
 use crate::repo::{self, CommitId};
 use crate::stack::StackName;
-use crate::stack::compose::{self, Project};
+use crate::stack::compose::Project;
 use crate::store::{self, ImageCheck, Pin, StackRecord};
 
 use super::apply::Log;
@@ -200,16 +200,14 @@ impl Deployer {
                 None => return Ok(None),
             },
         };
-        let stacks = snapshot.tree.stacks(&self.config.services_dir);
-        let Some(tree_id) = stacks.get(stack) else {
+        let Some(place) = snapshot.stacks(&self.config).remove(stack) else {
             return Ok(None);
         };
-        let mut project = {
-            let dir = snapshot.dir.join(&self.config.services_dir).join(stack);
-            let environment = self.config.environment.clone();
-            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
-        };
-        let (_, fingerprint) = measure(&snapshot, tree_id, &project);
+        let mut project = self
+            .load_stack(snapshot.dir.join(&place.path), stack)
+            .await?;
+        let (_, fingerprint) =
+            measure(&snapshot, &place.tree_id, &project, &self.config.state_dir)?;
         if fingerprint != record.fingerprint {
             return Ok(None);
         }
@@ -291,12 +289,8 @@ impl Deployer {
     ) -> anyhow::Result<(String, Wanted)> {
         let stack_dir = place.path.clone();
         let tree_id = place.tree_id.as_str();
-        let mut project = {
-            let dir = snapshot.dir.join(&stack_dir);
-            let environment = self.config.environment.clone();
-            tokio::task::spawn_blocking(move || compose::load(&dir, &environment)).await??
-        };
-        let (hashes, fingerprint) = measure(snapshot, tree_id, &project);
+        let mut project = self.load_stack(snapshot.dir.join(&stack_dir), name).await?;
+        let (hashes, fingerprint) = measure(snapshot, tree_id, &project, &self.config.state_dir)?;
         let mut wanted = Wanted {
             state: StackState::New,
             fingerprint: fingerprint.as_str().to_owned(),
@@ -346,6 +340,7 @@ impl Deployer {
             return super::swarm::deploy(
                 self.engine.as_ref(),
                 project,
+                &store::digest_key(&self.config.state_dir)?,
                 &origin,
                 true,
                 self.config.swarm_timeout,

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::apply::Log;
@@ -41,16 +42,18 @@ struct Blob {
 
 /// Brings the stack to what `project` wants. Returns a summary per service; in a dry run it
 /// touches nothing.
+/// `key` is the state directory's digest key, which names secrets and configs by their content.
 pub async fn deploy(
     engine: &dyn Engine,
     project: &Project,
+    key: &[u8],
     origin: &labels::Origin<'_>,
     dry_run: bool,
     timeout: Duration,
     log: &Log,
 ) -> anyhow::Result<Vec<Summary>> {
     let namespace = project.name.as_str();
-    let blobs = blobs(project)?;
+    let blobs = blobs(project, key)?;
     let mut wanted = specs(project, &blobs, origin)?;
     let existing = engine.services(namespace).await?;
     let mut summaries = Vec::new();
@@ -236,20 +239,32 @@ fn network(project: &Project, key: &str) -> compose::Network {
 }
 
 /// Every secret and config the services use, by kind and key, with its content-addressed name.
-fn blobs(project: &Project) -> anyhow::Result<BTreeMap<(FileKind, String), Blob>> {
+fn blobs(
+    project: &Project,
+    digest_key: &[u8],
+) -> anyhow::Result<BTreeMap<(FileKind, String), Blob>> {
     let mut blobs = BTreeMap::new();
     for file in project.services.values().flat_map(|service| &service.files) {
         let key = (file.kind, file.name.clone());
         if blobs.contains_key(&key) {
             continue;
         }
+        // A SOPS-encrypted file goes into Swarm decrypted, straight from memory.
         let data = match &file.source {
-            FileSource::File(path) => {
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-            }
+            FileSource::File(path) => match project.sealed.get(path) {
+                Some(decrypted) => decrypted.as_bytes().to_vec(),
+                None => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
+            },
             FileSource::Content(content) => content.clone().into_bytes(),
         };
-        let digest = hex::encode(Sha256::digest(&data));
+        // Keyed, so that the name, which anyone who lists secrets sees, says nothing of a
+        // secret's value.
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(digest_key).expect("HMAC takes any key length");
+        mac.update(&data);
+        let digest = hex::encode(mac.finalize().into_bytes());
         let kind = match file.kind {
             FileKind::Secret => ObjectKind::Secret,
             FileKind::Config => ObjectKind::Config,

@@ -64,6 +64,15 @@ impl Tree {
         path.as_os_str().is_empty() || self.entries.get(path).is_some_and(|entry| entry.is_tree)
     }
 
+    /// The files (not directories) under `dir`, relative to the repository root, with their
+    /// content ids, in path order.
+    pub fn files_under<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a Path, &'a str)> {
+        self.entries
+            .iter()
+            .filter(move |(path, entry)| !entry.is_tree && path.starts_with(dir))
+            .map(|(path, entry)| (path.as_path(), entry.id.as_str()))
+    }
+
     /// The object id at a path relative to the repository root, if the commit has it.
     pub fn content_id(&self, relative: &Path) -> Option<&str> {
         self.entries.get(relative).map(|entry| entry.id.as_str())

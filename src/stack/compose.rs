@@ -14,6 +14,7 @@ use yaml_serde::Value;
 
 use self::node::Node;
 use super::interpolate;
+use super::sops;
 
 mod dotenv;
 mod extends;
@@ -59,6 +60,11 @@ pub struct Project {
     /// Every variable interpolation looked up, with the value it found (None when unset).
     /// Fingerprints hash these so that a change of the environment is a change of the stack.
     pub variables: BTreeMap<String, Option<String>>,
+    /// The SOPS-encrypted files read (`.env`, env files, the files of secrets and configs),
+    /// absolute, with what they hold once opened. Never serialised: fingerprints take keyed
+    /// digests of it, and a secret's or config's file is written out only for its container.
+    #[serde(skip)]
+    pub sealed: BTreeMap<PathBuf, sops::Plaintext>,
     /// What the file asks for that `up -d` ignores without Swarm, as Compose ignores it, each
     /// naming the service and the key: shown with the stack's plan.
     pub notes: Vec<String>,
@@ -634,6 +640,13 @@ pub enum Error {
     },
     #[error("{file}: larger than 1 MiB, the most stackhook reads from one file")]
     TooLarge { file: PathBuf },
+    /// A SOPS-encrypted file that could not be opened: no key, no matching key, a bad MAC.
+    #[error("{file}: {source}")]
+    Sops {
+        file: PathBuf,
+        #[source]
+        source: sops::Error,
+    },
     #[error("{file}: invalid interpolation format for {key}: {value:?}")]
     Interpolation {
         file: PathBuf,
@@ -668,20 +681,44 @@ pub enum Error {
     },
 }
 
+/// What the host adds to a stack's own files when it is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    /// The process environment, which wins over `.env` as in Compose.
+    pub environment: BTreeMap<String, String>,
+    /// A dotenv file of host-local values read after the stack's `.env`, overriding it
+    /// (`STACKHOOK_LOCAL_ENV_DIR/<stack>.env`); absent is the same as empty.
+    pub local_env: Option<PathBuf>,
+    /// The keys that open the stack's SOPS-encrypted files.
+    pub age_keys: sops::Keys,
+}
+
 /// Loads the compose project of the stack directory `dir` (absolute) as `docker compose up -d`
-/// run there would see it.
+/// run there would see it, SOPS-encrypted files opened.
 ///
-/// Variables for interpolation come from `dir/.env` overlaid by `environment`, the process
-/// environment, which wins as in Compose ("Environment variables precedence").
-pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Project, Error> {
+/// Variables for interpolation come from `dir/.env`, overlaid by the host's local env file,
+/// overlaid by the process environment, which wins as in Compose ("Environment variables
+/// precedence").
+pub fn load(dir: &Path, host: &Host) -> Result<Project, Error> {
+    let environment = &host.environment;
     let file = find_file(dir)?;
-    let mut sources = Sources::default();
+    let mut sources = Sources {
+        sealed: Sealed::new(&host.age_keys),
+        ..Sources::default()
+    };
     let mut interpolation_environment = BTreeMap::new();
     let dotenv_file = dir.join(".env");
     if dotenv_file.is_file() {
         let mut lookup = |name: &str| environment.get(name).cloned();
-        interpolation_environment = read_dotenv(&dotenv_file, &mut lookup)?;
+        interpolation_environment = read_dotenv(&dotenv_file, &mut lookup, &mut sources.sealed)?;
         sources.read(&dotenv_file);
+    }
+    if let Some(local_env) = host.local_env.as_deref().filter(|path| path.is_file()) {
+        let stack = interpolation_environment.clone();
+        let mut lookup = |name: &str| environment.get(name).or_else(|| stack.get(name)).cloned();
+        let local = read_dotenv(local_env, &mut lookup, &mut sources.sealed)?;
+        interpolation_environment.extend(local);
+        sources.read(local_env);
     }
     interpolation_environment.extend(environment.clone());
     // The stack's file is merged over nothing, so its `!reset` and `!override` tags clear
@@ -693,6 +730,7 @@ pub fn load(dir: &Path, environment: &BTreeMap<String, String>) -> Result<Projec
         environment: &interpolation_environment,
         files_read: sources.files_read,
         variables: sources.variables,
+        sealed: sources.sealed,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
         notes: Vec::new(),
@@ -706,6 +744,59 @@ struct Sources {
     /// Every other file read: `.env`, extended and included compose files, their env files.
     files_read: Vec<PathBuf>,
     variables: BTreeMap<String, Option<String>>,
+    sealed: Sealed,
+}
+
+/// The SOPS files a load opened, and the keys it opens them with.
+#[derive(Default)]
+struct Sealed {
+    keys: sops::Keys,
+    files: BTreeMap<PathBuf, sops::Plaintext>,
+}
+
+impl Sealed {
+    fn new(keys: &sops::Keys) -> Sealed {
+        Sealed {
+            keys: keys.clone(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// `text`, read from `file`, opened if SOPS encrypted it; as it is otherwise.
+    fn open(&mut self, file: &Path, text: String) -> Result<String, Error> {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let sops_error = |source| Error::Sops {
+            file: file.to_path_buf(),
+            source,
+        };
+        let Some(plain) = sops::open(&name, &text, &self.keys).map_err(sops_error)? else {
+            return Ok(text);
+        };
+        let text = String::from_utf8(plain.as_bytes().to_vec()).map_err(|_| Error::Invalid {
+            file: file.to_path_buf(),
+            at: "(root)".to_owned(),
+            message: "its SOPS-decrypted content is not UTF-8 text".to_owned(),
+        })?;
+        self.files.insert(file.to_path_buf(), plain);
+        Ok(text)
+    }
+
+    /// Opens the file of a secret or config if SOPS encrypted it. A file that is missing,
+    /// unreadable, not text or over the size limit is no SOPS file: it is mounted as it is,
+    /// and the engine says what is wrong with it.
+    fn probe(&mut self, file: &Path) -> Result<(), Error> {
+        let Ok(text) = read(file) else {
+            return Ok(());
+        };
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        if let Some(plain) = sops::open(&name, &text, &self.keys).map_err(|source| Error::Sops {
+            file: file.to_path_buf(),
+            source,
+        })? {
+            self.files.insert(file.to_path_buf(), plain);
+        }
+        Ok(())
+    }
 }
 
 impl Sources {
@@ -913,13 +1004,24 @@ fn count_nodes(value: &Value, limit: usize) -> usize {
     count
 }
 
-/// Reads a dotenv file (`.env` or an `env_file`) into variables.
+/// Reads a dotenv file (`.env` or an `env_file`) into variables, opening it if SOPS encrypted
+/// it.
 fn read_dotenv(
     file: &Path,
     lookup: &mut dyn FnMut(&str) -> Option<String>,
+    sealed: &mut Sealed,
 ) -> Result<BTreeMap<String, String>, Error> {
-    let text = read(file)?;
-    let entries = dotenv::parse(&text, lookup).map_err(|error| match error {
+    let text = sealed.open(file, read(file)?)?;
+    parse_dotenv(file, &text, lookup)
+}
+
+/// Parses the text of a dotenv file.
+fn parse_dotenv(
+    file: &Path,
+    text: &str,
+    lookup: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let entries = dotenv::parse(text, lookup).map_err(|error| match error {
         dotenv::Error::Syntax { line, message } => Error::Invalid {
             file: file.to_path_buf(),
             at: format!("line {line}"),

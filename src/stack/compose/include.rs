@@ -166,7 +166,7 @@ impl Include {
             .filter(|file| *file != Path::new("/dev/null"))
         {
             let mut lookup = |name: &str| environment.get(name).cloned();
-            from_files.extend(read_dotenv(file, &mut lookup)?);
+            from_files.extend(read_dotenv(file, &mut lookup, &mut sources.sealed)?);
             sources.read(file);
         }
         let mut merged = environment.clone();

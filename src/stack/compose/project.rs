@@ -24,6 +24,8 @@ pub struct Context<'a> {
     pub environment: &'a BTreeMap<String, String>,
     pub files_read: Vec<PathBuf>,
     pub variables: BTreeMap<String, Option<String>>,
+    /// The SOPS files opened so far, and the keys that open them.
+    pub sealed: super::Sealed,
     /// Top-level `secrets` and `configs` by key, read before the services that use them.
     pub secrets: BTreeMap<String, Definition>,
     pub configs: BTreeMap<String, Definition>,
@@ -102,6 +104,7 @@ pub fn project(root: &Node, context: &mut Context) -> Result<Project, Error> {
         volumes,
         files_read: std::mem::take(&mut context.files_read),
         variables: std::mem::take(&mut context.variables),
+        sealed: std::mem::take(&mut context.sealed.files),
         notes: std::mem::take(&mut context.notes),
     })
 }
@@ -122,8 +125,9 @@ fn definition(kind: FileKind, node: &Node, context: &mut Context) -> Result<Defi
         }
         match key.as_str() {
             "file" => {
-                let path = context.dir.join(value.string()?);
-                source = Some(FileSource::File(normalise_path(&path)));
+                let path = normalise_path(&context.dir.join(value.string()?));
+                context.sealed.probe(&path)?;
+                source = Some(FileSource::File(path));
             }
             "content" => source = Some(FileSource::Content(value.string()?)),
             "environment" => {

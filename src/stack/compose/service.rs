@@ -746,8 +746,9 @@ fn labels(
     let mut merged = BTreeMap::new();
     for path in files.string_or_strings()? {
         let path = resolve(context, &path);
+        let text = context.sealed.open(&path, super::read(&path)?)?;
         let mut lookup = |name: &str| context.lookup(name);
-        merged.extend(super::read_dotenv(&path, &mut lookup)?);
+        merged.extend(super::parse_dotenv(&path, &text, &mut lookup)?);
         if !context.files_read.contains(&path) {
             context.files_read.push(path);
         }
@@ -854,9 +855,10 @@ fn environment(
             if !path.is_file() && !required {
                 continue;
             }
+            let text = context.sealed.open(&path, super::read(&path)?)?;
             let mut lookup = |name: &str| context.lookup(name);
             variables.extend(
-                super::read_dotenv(&path, &mut lookup)?
+                super::parse_dotenv(&path, &text, &mut lookup)?
                     .into_iter()
                     .map(|(name, value)| (name, Some(value))),
             );

@@ -28,7 +28,11 @@ fn load_stack(
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
-    let result = load(&dir, &environment);
+    let host = Host {
+        environment,
+        ..Host::default()
+    };
+    let result = load(&dir, &host);
     (
         result,
         dir.to_string_lossy().into_owned(),
@@ -235,6 +239,7 @@ fn minimal_project() {
                 variables: {
                     "COMPOSE_PROJECT_NAME": None,
                 },
+                sealed: {},
                 notes: [],
             }"#]],
     );
@@ -3312,4 +3317,106 @@ fn extends_and_include_errors() {
     ] {
         check_files(&files, &environment, show, &expected);
     }
+}
+
+/// A stack whose `.env`, env file and secret SOPS encrypted, with a host-local env file.
+fn sops_stack(world: &crate::stack::sops::tests::World) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("demo");
+    std::fs::create_dir(&dir).unwrap();
+    let compose = "services:\n  web:\n    image: nginx:${TAG}\n    environment:\n      PASSWORD: ${DB_PASSWORD}\n    env_file: app.env\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token.json\n";
+    std::fs::write(dir.join("compose.yaml"), compose).unwrap();
+    let files = [
+        (".env", "DB_PASSWORD=\"hunter 2\"\nTAG=1\n"),
+        ("app.env", "API_KEY=k3y\n"),
+        ("token.json", "{\"token\": \"t0k\"}"),
+    ];
+    for (name, plain) in files {
+        std::fs::write(dir.join(name), world.encrypt(name, plain, &[])).unwrap();
+    }
+    std::fs::write(root.path().join("demo.env"), "TAG=2\n").unwrap();
+    (root, dir)
+}
+
+#[test]
+fn sops_files_open_in_memory_and_the_local_env_file_overrides_dotenv() {
+    let world = crate::stack::sops::tests::World::new();
+    let (root, dir) = sops_stack(&world);
+    let mut host = Host {
+        environment: BTreeMap::new(),
+        local_env: Some(root.path().join("demo.env")),
+        age_keys: world.keys(),
+    };
+    let project = load(&dir, &host).unwrap();
+    let web = &project.services["web"];
+    assert_eq!(web.image.as_deref(), Some("nginx:2"));
+    assert_eq!(web.environment["PASSWORD"].as_deref(), Some("hunter 2"));
+    assert_eq!(web.environment["API_KEY"].as_deref(), Some("k3y"));
+    assert_eq!(
+        web.files[0].source,
+        FileSource::File(dir.join("token.json"))
+    );
+    let sealed: Vec<_> = project.sealed.keys().cloned().collect();
+    assert_eq!(
+        sealed,
+        [".env", "app.env", "token.json"].map(|name| dir.join(name))
+    );
+    let token = &project.sealed[&dir.join("token.json")];
+    let token: serde_json::Value = serde_json::from_slice(token.as_bytes()).unwrap();
+    assert_eq!(token["token"], "t0k");
+    // The process environment wins over both files, as over `.env` in Compose.
+    host.environment.insert("TAG".into(), "3".into());
+    let project = load(&dir, &host).unwrap();
+    assert_eq!(project.services["web"].image.as_deref(), Some("nginx:3"));
+    // Nothing decrypted shows in the project's debug output but where services use it.
+    let debug = format!("{:?}", project.sealed);
+    assert!(
+        !debug.contains("t0k") && !debug.contains("hunter"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn a_sops_file_that_does_not_open_fails_the_load_naming_it_and_why() {
+    let world = crate::stack::sops::tests::World::new();
+    let (_root, dir) = sops_stack(&world);
+    let error = |keys: crate::stack::sops::Keys| {
+        let host = Host {
+            age_keys: keys,
+            ..Host::default()
+        };
+        load(&dir, &host).unwrap_err().to_string()
+    };
+    let dotenv = dir.join(".env").display().to_string();
+    assert_eq!(
+        error(crate::stack::sops::Keys::default()),
+        format!(
+            "{dotenv}: it is encrypted with SOPS, and no age key is configured: set STACKHOOK_AGE_KEY_FILE, SOPS_AGE_KEY_FILE or SOPS_AGE_KEY"
+        )
+    );
+    let other = crate::stack::sops::tests::World::new();
+    assert!(
+        error(other.keys()).starts_with(&format!(
+            "{dotenv}: no configured age key opens it (it is encrypted to age1"
+        )),
+        "{}",
+        error(other.keys())
+    );
+    let token = dir.join("token.json");
+    let text = std::fs::read_to_string(&token).unwrap();
+    std::fs::write(
+        &token,
+        text.replace(
+            "\"mac\": \"ENC[AES256_GCM,data:",
+            "\"mac\": \"ENC[AES256_GCM,data:AA",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        error(world.keys()),
+        format!(
+            "{}: its SOPS MAC does not verify: the file was changed after SOPS encrypted it",
+            token.display()
+        )
+    );
 }

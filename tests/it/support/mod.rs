@@ -4,6 +4,7 @@ pub mod image;
 pub mod registry;
 pub mod repo;
 pub mod server;
+pub mod sops;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
