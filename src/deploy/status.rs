@@ -398,11 +398,7 @@ impl Deployer {
     async fn tasks(&self, namespace: &str) -> anyhow::Result<Vec<ContainerStatus>> {
         let mut statuses = Vec::new();
         for service in self.engine.services(namespace).await? {
-            let key = service
-                .name
-                .strip_prefix(&format!("{namespace}_"))
-                .unwrap_or(&service.name)
-                .to_owned();
+            let key = super::swarm::service_key(namespace, &service.name).to_owned();
             let image = service
                 .labels
                 .get(crate::engine::swarm::IMAGE_LABEL)

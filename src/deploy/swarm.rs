@@ -84,16 +84,11 @@ pub async fn deploy(
         .filter(|service| !wanted_names.contains(service.name.as_str()))
         .collect();
     for service in &gone {
-        summaries.push(Summary {
-            service: service
-                .name
-                .strip_prefix(&format!("{namespace}_"))
-                .unwrap_or(&service.name)
-                .to_owned(),
-            number: 1,
-            kind: Kind::Remove,
-            reason: Some("service is no longer in the compose file".into()),
-        });
+        summaries.push(removal(
+            namespace,
+            &service.name,
+            "service is no longer in the compose file",
+        ));
     }
     if dry_run || (changes.is_empty() && gone.is_empty()) {
         return Ok(summaries);
@@ -167,15 +162,12 @@ pub async fn take_down(
     let services = engine.services(namespace).await?;
     let summaries = services
         .iter()
-        .map(|service| Summary {
-            service: service
-                .name
-                .strip_prefix(&format!("{namespace}_"))
-                .unwrap_or(&service.name)
-                .to_owned(),
-            number: 1,
-            kind: Kind::Remove,
-            reason: Some("stack is no longer in the repository".into()),
+        .map(|service| {
+            removal(
+                namespace,
+                &service.name,
+                "stack is no longer in the repository",
+            )
         })
         .collect();
     if dry_run {
@@ -198,6 +190,22 @@ pub async fn take_down(
         }
     }
     Ok(summaries)
+}
+
+/// The compose key of the service Swarm names `<namespace>_<key>`.
+pub fn service_key<'a>(namespace: &str, name: &'a str) -> &'a str {
+    name.strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .unwrap_or(name)
+}
+
+fn removal(namespace: &str, name: &str, reason: &str) -> Summary {
+    Summary {
+        service: service_key(namespace, name).to_owned(),
+        number: 1,
+        kind: Kind::Remove,
+        reason: Some(reason.to_owned()),
+    }
 }
 
 /// Creates the stack's overlay networks that its services join (external ones must exist).

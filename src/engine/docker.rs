@@ -682,14 +682,7 @@ impl Engine for Docker {
     /// the exec detached and polls it; this one attaches, to keep the output for a failure's
     /// message, which changes nothing inside the container.
     async fn exec(&self, id: &str, hook: &compose::Hook) -> anyhow::Result<ExecOutcome> {
-        let environment: Vec<String> = hook
-            .environment
-            .iter()
-            .map(|(name, value)| match value {
-                Some(value) => format!("{name}={value}"),
-                None => name.clone(),
-            })
-            .collect();
+        let environment = env_list(&hook.environment);
         let config = ExecConfig {
             cmd: Some(hook.command.clone()),
             user: hook.user.clone(),
@@ -891,6 +884,18 @@ async fn connect_one(candidate: &str) -> anyhow::Result<Docker> {
         address: candidate.to_owned(),
         info,
     })
+}
+
+/// Variables as the engine takes them, sorted by name: `NAME=value`, or a bare `NAME` for one
+/// without a value (Compose sends it so, and the engine keeps it).
+fn env_list(environment: &BTreeMap<String, Option<String>>) -> Vec<String> {
+    environment
+        .iter()
+        .map(|(name, value)| match value {
+            Some(value) => format!("{name}={value}"),
+            None => name.clone(),
+        })
+        .collect()
 }
 
 fn is_status(error: &ApiError, code: u16) -> bool {

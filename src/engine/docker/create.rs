@@ -38,16 +38,7 @@ pub fn create_body(
         entrypoint: service.entrypoint.clone(),
         // Compose sends the variables in Go map order, which changes from run to run; sorted
         // by name (the `BTreeMap`'s order) keeps the body, and so the container, stable.
-        env: non_empty(
-            service
-                .environment
-                .iter()
-                .map(|(key, value)| match value {
-                    Some(value) => format!("{key}={value}"),
-                    None => key.clone(),
-                })
-                .collect(),
-        ),
+        env: non_empty(super::env_list(&service.environment)),
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
         hostname: service.hostname.clone(),

@@ -48,15 +48,8 @@ pub fn service_spec(spec: &ServiceSpec) -> anyhow::Result<Value> {
         "Hostname",
         service.hostname.as_ref().map(|h| json!(h)),
     );
-    let env: Vec<String> = service
-        .environment
-        .iter()
-        .map(|(name, value)| match value {
-            Some(value) => format!("{name}={value}"),
-            None => name.clone(),
-        })
-        .collect();
-    // BTreeMap order is the sorted order the CLI gives.
+    // Sorted, as the CLI sorts them.
+    let env = super::env_list(&service.environment);
     put(&mut container, "Env", (!env.is_empty()).then(|| json!(env)));
     put(
         &mut container,
