@@ -1350,6 +1350,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn messages_name_the_host_that_deployed() {
+        let mut report = report(vec![stack("app", Outcome::Deployed)]);
+        assert_eq!(headline(&report), "Deployed 0123456789ab (main)");
+        report.host = Some("nas".into());
+        assert_eq!(headline(&report), "Deployed 0123456789ab (main) on nas");
+        let body = serde_json::to_value(webhook(&report)).unwrap();
+        assert_eq!(body["host"], "nas");
+    }
+
+    #[test]
     fn truncation_keeps_whole_characters_and_marks_the_cut() {
         assert_eq!(truncate("short", 5), "short");
         assert_eq!(truncate("ééé", 5), "é…");
