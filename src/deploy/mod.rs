@@ -1429,8 +1429,14 @@ impl Deployer {
     pub(crate) async fn swarm(&self) -> anyhow::Result<bool> {
         match self.config.engine_mode {
             EngineMode::Standalone => Ok(false),
-            EngineMode::Swarm => Ok(true),
             EngineMode::Auto => self.engine.swarm_manager().await,
+            EngineMode::Swarm => match self.engine.swarm_manager().await? {
+                true => Ok(true),
+                false => anyhow::bail!(
+                    "STACKHOOK_ENGINE_MODE=swarm, but the engine is no manager of an active swarm: \
+                     run `docker swarm init` (or join it as a manager), or point DOCKER_HOST at a manager"
+                ),
+            },
         }
     }
 
@@ -1452,7 +1458,7 @@ impl Deployer {
             }
             Err(error) => {
                 let mut report = StackReport::new(found.name.as_str(), Outcome::Failed);
-                report.error = Some(format!("asking the engine for its Swarm role: {error:#}"));
+                report.error = Some(format!("{error:#}"));
                 return (report, None);
             }
         }

@@ -689,3 +689,25 @@ async fn stackhook_updates_itself_with_a_start_first_rolling_update() {
     }
     remove_stack(&stack).await;
 }
+
+/// `STACKHOOK_ENGINE_MODE=swarm` against an engine that is no Swarm manager (Podman has no
+/// Swarm) fails each stack with what to do, and touches nothing.
+#[tokio::test]
+async fn swarm_mode_without_a_swarm_says_what_to_do() {
+    let mut h = Harness::new(TestEngine::Podman, "noswarm").await;
+    h.set("STACKHOOK_ENGINE_MODE", "swarm");
+    h.compose("app", &format!("services:\n  app:\n    image: {IMAGE}\n"));
+    h.repo.commit("one");
+    let server = h.start().await;
+    let health = server.settled().await;
+    let id = health["last_deployment"]["id"].as_str().unwrap().to_owned();
+    let (_, report) = server.read(&format!("/api/deployments/{id}")).await;
+    let error = report["stacks"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no manager of an active swarm") && error.contains("docker swarm init"),
+        "{report}"
+    );
+    assert!(h.containers("app").await.is_empty());
+    server.stop().await;
+    h.cleanup().await;
+}
