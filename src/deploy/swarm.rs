@@ -381,7 +381,7 @@ fn specs(
                 .filter(|file| file.kind == kind)
                 .map(reference)
                 .collect();
-            references.sort_by(|a, b| a.object.cmp(&b.object));
+            references.sort_by(|a, b| (&a.object, &a.target).cmp(&(&b.object, &b.target)));
             references
         };
         let mut service = service.clone();

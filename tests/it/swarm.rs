@@ -481,6 +481,14 @@ fn snapshot(namespace: &str) -> Value {
             if let Some(options) = spec["Options"].as_object_mut() {
                 options.remove("com.docker.network.driver.overlay.vxlanid_list");
             }
+            // The CLI orders one secret's (or config's) references by way of a Go map: in no
+            // order at all.
+            for kind in ["Secrets", "Configs"] {
+                if let Some(references) = spec["TaskTemplate"]["ContainerSpec"][kind].as_array_mut()
+                {
+                    references.sort_by_key(|reference| reference.to_string());
+                }
+            }
             // Services name their networks by id: by name they compare.
             if let Some(networks) = spec["TaskTemplate"]["Networks"].as_array_mut() {
                 for network in networks {
