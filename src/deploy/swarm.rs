@@ -41,19 +41,19 @@ struct Blob {
 }
 
 /// Brings the stack to what `project` wants. Returns a summary per service; in a dry run it
-/// touches nothing.
-/// `key` is the state directory's digest key, which names secrets and configs by their content.
+/// touches nothing. `digest_key`, the state directory's, keys the digests that name secrets and
+/// configs by their content.
 pub async fn deploy(
     engine: &dyn Engine,
     project: &Project,
-    key: &[u8],
+    digest_key: &[u8],
     origin: &labels::Origin<'_>,
     dry_run: bool,
     timeout: Duration,
     log: &Log,
 ) -> anyhow::Result<Vec<Summary>> {
     let namespace = project.name.as_str();
-    let blobs = blobs(project, key)?;
+    let blobs = blobs(project, digest_key)?;
     let mut wanted = specs(project, &blobs, origin)?;
     let existing = engine.services(namespace).await?;
     let mut summaries = Vec::new();
