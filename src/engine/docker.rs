@@ -775,10 +775,9 @@ impl Engine for Docker {
     }
 
     async fn remove_service(&self, id: &str) -> anyhow::Result<()> {
-        swarm::remove(&self.endpoint, &format!("/services/{id}"))
+        swarm::remove(&self.endpoint, &format!("/services/{id}"), &[])
             .await
-            .with_context(|| format!("removing service {id}"))?;
-        Ok(())
+            .with_context(|| format!("removing service {id}"))
     }
 
     async fn tasks(&self, service: &str) -> anyhow::Result<Vec<super::swarm::Task>> {
@@ -813,22 +812,9 @@ impl Engine for Docker {
 
     async fn remove_object(&self, kind: super::swarm::ObjectKind, id: &str) -> anyhow::Result<()> {
         // A secret or config still in use (by a service Swarm rolled back) stays: 400 says so.
-        let path = format!("/{kind}s/{id}");
-        let (status, answer) = raw::send_json(
-            &self.endpoint,
-            "DELETE",
-            &path,
-            &serde_json::Value::Null,
-            Duration::from_secs(REQUEST_TIMEOUT),
-        )
-        .await?;
-        match status {
-            200..=299 | 404 | 400 => Ok(()),
-            _ => bail!(
-                "removing {kind} {id}: status {status}: {}",
-                String::from_utf8_lossy(&answer).trim()
-            ),
-        }
+        swarm::remove(&self.endpoint, &format!("/{kind}s/{id}"), &[400])
+            .await
+            .with_context(|| format!("removing {kind} {id}"))
     }
 }
 

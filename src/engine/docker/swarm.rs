@@ -794,10 +794,12 @@ pub async fn update_service(
     Ok(())
 }
 
-pub async fn remove(endpoint: &Endpoint, path: &str) -> anyhow::Result<u16> {
+/// `DELETE path`: what is gone already (404), or answers with a status of `also`, is no error.
+pub async fn remove(endpoint: &Endpoint, path: &str, also: &[u16]) -> anyhow::Result<()> {
     let (status, answer) = raw::send_json(endpoint, "DELETE", path, &Value::Null, TIMEOUT).await?;
     match status {
-        200..=299 | 404 => Ok(status),
+        200..=299 | 404 => Ok(()),
+        status if also.contains(&status) => Ok(()),
         _ => bail!("DELETE {path}: {}", engine_message(status, &answer)),
     }
 }
