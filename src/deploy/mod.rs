@@ -569,6 +569,13 @@ pub(crate) struct Found {
     pull: BTreeSet<String>,
 }
 
+impl Found {
+    /// Nothing to do: the stack was not named, and its record says this fingerprint is deployed.
+    fn unchanged(&self, record: Option<&StackRecord>, fingerprint: &Fingerprint) -> bool {
+        self.forced.is_none() && record.is_some_and(|record| record.fingerprint == *fingerprint)
+    }
+}
+
 /// What a pass asks of one stack: carried out in that stack's lane (`worker`), where two jobs of
 /// one stack never overlap.
 pub(crate) struct Job {
@@ -1526,7 +1533,7 @@ impl Deployer {
         let mut report = StackReport::new(found.name.as_str(), Outcome::Unchanged);
         report.project = Some(project.name.clone());
         // The notes say what `docker compose up` leaves to Swarm: Swarm does it here.
-        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == target.fingerprint) {
+        if found.unchanged(record.as_ref(), &target.fingerprint) {
             return (report, None);
         }
         let origin = labels::Origin {
@@ -1598,7 +1605,7 @@ impl Deployer {
             variables,
             dry_run,
         } = target;
-        if found.forced.is_none() && record.is_some_and(|r| r.fingerprint == *fingerprint) {
+        if found.unchanged(record, fingerprint) {
             return Ok(None);
         }
         project.check_standalone()?;
@@ -1684,7 +1691,16 @@ impl Deployer {
     async fn prune(&self, name: &str, project: &str, dry_run: bool, log: Log) -> StackReport {
         let mut report = StackReport::new(name, Outcome::Pruned);
         report.project = Some(project.to_owned());
-        if let Ok(true) = self.swarm().await {
+        let swarm = match self.swarm().await {
+            Ok(swarm) => swarm,
+            Err(error) => {
+                // Taking down containers instead would find none and forget the stack's services.
+                report.outcome = Outcome::Failed;
+                report.error = Some(format!("taking down stack {name}: {error:#}"));
+                return report;
+            }
+        };
+        if swarm {
             match swarm::take_down(self.engine.as_ref(), project, dry_run, &log).await {
                 Ok(actions) => {
                     report.actions = actions;
